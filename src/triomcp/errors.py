@@ -1,0 +1,234 @@
+"""The one exception hierarchy of triomcp.
+
+Every error the project raises on purpose is a :class:`TriomcpError`. Each one
+knows how it looks on the wire: a stable string ``code`` (used in tool results
+shaped ``{ok: false, error: {code, message}}``), a JSON-RPC error code and an
+HTTP status hint, the way h11's errors carry ``error_status_hint``.
+
+Foreign exceptions (libp2p, sqlite3, pydantic) are translated into these at
+exactly one boundary per layer; they never leak upward.
+
+::
+
+    TriomcpError
+    ├── ConfigError                 bad settings, refused at startup
+    ├── ProtocolError               a JSON-RPC error answer (code + HTTP status)
+    │   ├── ParseError              -32700  body is not JSON
+    │   ├── InvalidRequest          -32600  not a JSON-RPC 2.0 message
+    │   ├── MethodNotFound          -32601  unknown method (404 in the modern era)
+    │   ├── InvalidParams           -32602  params fail the schema; unknown tool
+    │   ├── InternalError           -32603
+    │   ├── ResourceNotFound        -32002  legacy era (modern era: -32602)
+    │   ├── HeaderMismatch          -32020  modern header disagrees with the body
+    │   ├── MissingCapability       -32021  client did not declare a capability
+    │   └── UnsupportedVersion      -32022  protocol version not served
+    ├── ToolError                   a tool failed: becomes an isError result
+    ├── NotAuthorized               the principal may not do this
+    ├── TaskQueueError
+    │   ├── TaskNotFound
+    │   ├── IdempotencyConflict     same key, different payload
+    │   ├── LeaseLost               caller is not (or no longer) the lease holder
+    │   ├── InvalidTransition       the task's state forbids the operation
+    │   ├── NoHandler               no handler registered for the task type
+    │   └── StoreUnavailable        disk full, database locked: nothing was stored
+    └── PeerError
+        ├── DialFailed              could not reach the peer
+        ├── PeerTimeout             a dial, stream open or call ran out of time
+        ├── FrameError              truncated, oversized or malformed frame
+        └── RemoteError             the peer answered with an error
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "DialFailed",
+    "FrameError",
+    "HeaderMismatch",
+    "IdempotencyConflict",
+    "InternalError",
+    "InvalidParams",
+    "InvalidRequest",
+    "InvalidTransition",
+    "LeaseLost",
+    "MethodNotFound",
+    "MissingCapability",
+    "NoHandler",
+    "NotAuthorized",
+    "ParseError",
+    "PeerError",
+    "PeerTimeout",
+    "ProtocolError",
+    "RemoteError",
+    "ResourceNotFound",
+    "StoreUnavailable",
+    "TaskNotFound",
+    "TaskQueueError",
+    "ToolError",
+    "TriomcpError",
+    "UnsupportedVersion",
+]
+
+
+class TriomcpError(Exception):
+    """Base of every error triomcp raises on purpose."""
+
+    code: str = "error"
+    jsonrpc_code: int = -32603
+    http_status: int = 500
+
+    def __init__(self, message: str, *, data: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``{code, message}`` shape used inside ``{ok: false, error: ...}``."""
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            out["data"] = self.data
+        return out
+
+
+class ConfigError(TriomcpError):
+    code = "config_error"
+
+
+class ProtocolError(TriomcpError):
+    """An error answered as a JSON-RPC error object."""
+
+    code = "protocol_error"
+    http_status = 400
+
+    def to_jsonrpc(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.jsonrpc_code, "message": self.message}
+        if self.data is not None:
+            err["data"] = self.data
+        return err
+
+
+class ParseError(ProtocolError):
+    code = "parse_error"
+    jsonrpc_code = -32700
+
+
+class InvalidRequest(ProtocolError):
+    code = "invalid_request"
+    jsonrpc_code = -32600
+
+
+class MethodNotFound(ProtocolError):
+    code = "method_not_found"
+    jsonrpc_code = -32601
+    http_status = 404
+
+
+class InvalidParams(ProtocolError):
+    code = "invalid_params"
+    jsonrpc_code = -32602
+
+
+class InternalError(ProtocolError):
+    code = "internal_error"
+    jsonrpc_code = -32603
+    http_status = 500
+
+
+class ResourceNotFound(ProtocolError):
+    code = "resource_not_found"
+    jsonrpc_code = -32002
+    http_status = 200
+
+
+class HeaderMismatch(ProtocolError):
+    code = "header_mismatch"
+    jsonrpc_code = -32020
+
+
+class MissingCapability(ProtocolError):
+    code = "missing_capability"
+    jsonrpc_code = -32021
+
+
+class UnsupportedVersion(ProtocolError):
+    code = "unsupported_version"
+    jsonrpc_code = -32022
+
+
+class ToolError(TriomcpError):
+    """Raised by a tool to fail with a structured ``isError`` result."""
+
+    code = "tool_error"
+
+    def __init__(self, message: str, *, code: str | None = None, data: Any = None) -> None:
+        super().__init__(message, data=data)
+        if code is not None:
+            self.code = code
+
+
+class NotAuthorized(TriomcpError):
+    code = "not_authorized"
+    http_status = 403
+
+
+class TaskQueueError(TriomcpError):
+    code = "taskqueue_error"
+
+
+class TaskNotFound(TaskQueueError):
+    code = "task_not_found"
+    http_status = 404
+
+
+class IdempotencyConflict(TaskQueueError):
+    code = "idempotency_conflict"
+    http_status = 409
+
+
+class LeaseLost(TaskQueueError):
+    code = "lease_lost"
+    http_status = 409
+
+
+class InvalidTransition(TaskQueueError):
+    code = "invalid_transition"
+    http_status = 409
+
+
+class NoHandler(TaskQueueError):
+    code = "no_handler"
+
+
+class StoreUnavailable(TaskQueueError):
+    code = "store_unavailable"
+    http_status = 503
+
+
+class PeerError(TriomcpError):
+    code = "peer_error"
+    http_status = 502
+
+
+class DialFailed(PeerError):
+    code = "dial_failed"
+
+
+class PeerTimeout(PeerError):
+    code = "peer_timeout"
+    http_status = 504
+
+
+class FrameError(PeerError):
+    code = "frame_error"
+    jsonrpc_code = -32600
+
+
+class RemoteError(PeerError):
+    code = "remote_error"
+
+    def __init__(self, message: str, *, code: str | None = None, data: Any = None) -> None:
+        super().__init__(message, data=data)
+        if code is not None:
+            self.code = code

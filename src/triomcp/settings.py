@@ -1,0 +1,151 @@
+"""One typed settings object for the whole node.
+
+Sources, highest priority first: keyword arguments, ``TRIOMCP_*`` environment
+variables (nested keys use ``__``: ``TRIOMCP_P2P__LISTEN``), the TOML file named
+by ``TRIOMCP_CONFIG``, then the defaults below. Unknown keys and bad values are
+refused with a message naming the key (unlike Hypercorn's own TOML loader,
+which silently accepts typos).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from triomcp.errors import ConfigError
+
+__all__ = ["HttpSettings", "McpSettings", "P2PSettings", "Settings", "TaskQueueSettings", "load_settings"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpSettings(_Section):
+    """The HTTP face of the node."""
+
+    bind: list[str] = Field(default_factory=lambda: ["127.0.0.1:8080"])
+    """Hypercorn binds: ``HOST:PORT``, ``unix:/path`` or ``fd://3`` (socket activation)."""
+    graceful_timeout: float = 10.0
+    """Seconds in-flight requests get to finish after SIGTERM/SIGINT."""
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost", "[::1]"])
+    """Host header allow-list (DNS-rebinding defence). Ports are ignored. ``*`` allows any."""
+    allowed_origins: list[str] = Field(default_factory=list)
+    """Origins allowed besides loopback ones (``http://localhost:*`` etc. are always allowed)."""
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    """Request bodies above this get 413."""
+    keep_alive_timeout: float = 75.0
+    access_log: bool = False
+
+
+class McpSettings(_Section):
+    """The MCP engine."""
+
+    session_idle_timeout: float = Field(default=1800.0, gt=0)
+    """Legacy sessions idle this long (seconds) expire; later requests get 404."""
+    max_sessions: int = Field(default=10_000, gt=0)
+    """More concurrent legacy sessions than this get 503."""
+    replay_buffer_events: int = Field(default=256, gt=0)
+    """SSE events kept per stream for Last-Event-ID replay."""
+    page_size: int = Field(default=100, gt=0)
+    """Items per page of list results."""
+    request_state_key: SecretStr | None = None
+    """HMAC key for modern input-required ``requestState``; random per process when unset."""
+    plugins_enabled: list[str] | None = None
+    """Entry points of group ``triomcp.plugins`` to load; ``None`` loads all installed."""
+    plugins_disabled: list[str] = Field(default_factory=list)
+    """Entry point names never to load."""
+
+
+class P2PSettings(_Section):
+    """The libp2p node."""
+
+    enabled: bool = True
+    mode: Literal["embedded", "local-node"] = "embedded"
+    listen: list[str] = Field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
+    bootstrap: list[str] = Field(default_factory=list)
+    """Multiaddrs (ending in ``/p2p/<peer id>``) kept connected with backoff."""
+    mdns: bool = False
+    dial_timeout: float = Field(default=5.0, gt=0)
+    stream_timeout: float = Field(default=5.0, gt=0)
+    call_timeout: float = Field(default=30.0, gt=0)
+    max_frame_bytes: int = Field(default=1024 * 1024, gt=0)
+    local_node: str | None = None
+    """Multiaddr of the ``triomcp node`` to use when ``mode = "local-node"``."""
+
+
+class TaskQueueSettings(_Section):
+    """The durable task queue."""
+
+    enabled: bool = True
+    lease_seconds: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=3, ge=0)
+    retention_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    concurrency: dict[str, int] = Field(default_factory=lambda: {"*": 4})
+    """Concurrent handlers per task type; ``*`` is the default for types not listed."""
+    handlers: dict[str, str] = Field(default_factory=dict)
+    """Extra task handlers: task type -> ``module:function``."""
+
+
+class Settings(BaseSettings):
+    """Everything a node needs to run. See docs/configuration.md for each key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRIOMCP_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Path("./triomcp-data")
+    """Identity, peerstore, queue database. systemd: ``StateDirectory=``."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    mcp: McpSettings = Field(default_factory=McpSettings)
+    p2p: P2PSettings = Field(default_factory=P2PSettings)
+    taskqueue: TaskQueueSettings = Field(default_factory=TaskQueueSettings)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get("TRIOMCP_CONFIG")
+        if path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning validation errors into one readable ConfigError."""
+    path = os.environ.get("TRIOMCP_CONFIG")
+    if path and not Path(path).is_file():
+        raise ConfigError(f"TRIOMCP_CONFIG names {path!r}, which is not a file")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(root)"
+            lines.append(f"  {key}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
