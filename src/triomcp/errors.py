@@ -47,6 +47,7 @@ __all__ = [
     "DialFailed",
     "FrameError",
     "HeaderMismatch",
+    "HttpError",
     "IdempotencyConflict",
     "InternalError",
     "InvalidParams",
@@ -57,12 +58,15 @@ __all__ = [
     "MissingCapability",
     "NoHandler",
     "NotAuthorized",
+    "Overloaded",
     "ParseError",
     "PeerError",
     "PeerTimeout",
     "ProtocolError",
     "RemoteError",
     "ResourceNotFound",
+    "SessionNotFound",
+    "SessionRequired",
     "StoreUnavailable",
     "TaskNotFound",
     "TaskQueueError",
@@ -155,6 +159,35 @@ class MissingCapability(ProtocolError):
 class UnsupportedVersion(ProtocolError):
     code = "unsupported_version"
     jsonrpc_code = -32022
+
+
+class SessionRequired(ProtocolError):
+    code = "session_required"
+    jsonrpc_code = -32600
+
+
+class SessionNotFound(ProtocolError):
+    code = "session_not_found"
+    jsonrpc_code = -32001
+    http_status = 404
+
+
+class Overloaded(ProtocolError):
+    code = "overloaded"
+    jsonrpc_code = -32603
+    http_status = 503
+
+
+class HttpError(ProtocolError):
+    """A refusal decided by HTTP rules (Accept, Content-Type, size, method, origin)."""
+
+    code = "http_error"
+    jsonrpc_code = -32600
+
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.http_status = status
+        self.headers = headers or {}
 
 
 class ToolError(TriomcpError):

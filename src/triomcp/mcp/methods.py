@@ -1,0 +1,579 @@
+"""The MCP methods: what each request does, in both eras.
+
+Methods that need no I/O (lists, discover, ping, setLevel, subscribe) are
+answered at once with a :class:`Reply`. Methods that run user code (tools,
+resource reads, prompts, completions) return a :class:`Call` that the
+transport awaits.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mcp_types import SERVER_INFO_META_KEY
+from mcp_types import methods as spec
+from pydantic import BaseModel, ValidationError
+
+from triomcp.errors import (
+    InvalidParams,
+    MethodNotFound,
+    MissingCapability,
+    ProtocolError,
+    ResourceNotFound,
+    ToolError,
+    TriomcpError,
+)
+from triomcp.mcp import jsonrpc
+from triomcp.mcp.context import LOG_LEVELS, InputRequired, Outbound, ToolContext
+from triomcp.mcp.headers import check_param_headers
+from triomcp.mcp.jsonrpc import Message
+from triomcp.mcp.outcomes import Call, Listen, Reply
+from triomcp.mcp.registry import Registry, ResourceDef, ToolDef, ToolResult
+from triomcp.mcp.request_state import RequestStateSigner, arguments_digest
+from triomcp.mcp.session import Session, SessionStore
+from triomcp.mcp.versions import LATEST_LEGACY_VERSION, LEGACY_VERSIONS, SUPPORTED_VERSIONS, Era
+
+if TYPE_CHECKING:
+    from triomcp.mcp.engine import EngineConfig
+
+__all__ = ["SUBSCRIPTION_ID_META_KEY", "Methods", "Request"]
+
+log = logging.getLogger("triomcp.mcp")
+
+SUBSCRIPTION_ID_META_KEY = "io.modelcontextprotocol/subscriptionId"
+RELATED_TASK_META_KEY = "io.modelcontextprotocol/related-task"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One validated request, era-independent."""
+
+    era: Era
+    version: str
+    message: Message
+    principal: str | None
+    session: Session | None
+    client_capabilities: dict[str, Any]
+    headers: dict[str, str]
+
+    @property
+    def id(self) -> str | int:
+        ident = self.message.id
+        assert ident is not None
+        return ident
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.message.params
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        meta = self.params.get("_meta")
+        return meta if isinstance(meta, dict) else {}
+
+
+AsyncHandler = Callable[[Request, ToolContext], Awaitable[dict[str, Any]]]
+SyncHandler = Callable[[Request], dict[str, Any]]
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode("ascii")
+
+
+def _decode_cursor(cursor: Any) -> int:
+    if cursor is None:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(str(cursor).encode("ascii")).decode("ascii")
+        if not text.startswith("o:"):
+            raise ValueError(text)
+        offset = int(text[2:])
+        if offset < 0:
+            raise ValueError(offset)
+        return offset
+    except (ValueError, binascii.Error, UnicodeError):
+        raise InvalidParams(f"Invalid cursor: {cursor!r}") from None
+
+
+class Methods:
+    """Implements every method; owned by :class:`~triomcp.mcp.engine.Engine`."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        sessions: SessionStore,
+        config: EngineConfig,
+        signer: RequestStateSigner,
+        app_state: Any,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.registry = registry
+        self.sessions = sessions
+        self.config = config
+        self.signer = signer
+        self.app_state = app_state
+        self.wall_clock = wall_clock
+        self.inflight = 0
+        self.listeners: dict[int, tuple[Listen, Callable[[dict[str, Any] | None], None]]] = {}
+        self._next_listener = 0
+        self.extra_modern: dict[str, AsyncHandler] = {}
+        """Extension methods (modern era), e.g. the tasks extension."""
+        self.extra_legacy: dict[str, AsyncHandler] = {}
+        self.tool_guard: Callable[[Request, ToolDef], None] | None = None
+        """Set by the server: raises NotAuthorized/ToolError when the principal may not call a tool."""
+        self._sync: dict[str, SyncHandler] = {
+            "ping": self._ping,
+            "logging/setLevel": self._set_level,
+            "tools/list": self._tools_list,
+            "resources/list": self._resources_list,
+            "resources/templates/list": self._templates_list,
+            "prompts/list": self._prompts_list,
+            "resources/subscribe": self._subscribe,
+            "resources/unsubscribe": self._unsubscribe,
+            "server/discover": self._discover,
+        }
+        self._async: dict[str, AsyncHandler] = {
+            "tools/call": self._tools_call,
+            "resources/read": self._resources_read,
+            "prompts/get": self._prompts_get,
+            "completion/complete": self._complete,
+        }
+        registry.on_change(self._registry_changed)
+
+    # -- capabilities -----------------------------------------------------------
+    def capabilities(self, era: Era) -> dict[str, Any]:
+        caps: dict[str, Any] = {
+            "tools": {"listChanged": True},
+            "resources": {"subscribe": True, "listChanged": True},
+            "prompts": {"listChanged": True},
+            "completions": {},
+        }
+        if era is Era.LEGACY:
+            caps["logging"] = {}
+        return caps
+
+    def server_info(self) -> dict[str, Any]:
+        return {"name": self.config.server_name, "version": self.config.server_version}
+
+    # -- dispatch ------------------------------------------------------------------
+    def dispatch(self, req: Request, *, accepts_sse: bool) -> Reply | Call | Listen:
+        method = req.message.method
+        if req.era is Era.MODERN and method == "subscriptions/listen":
+            self._validate(req)
+            return self._listen(req)
+        sync = self._sync.get(method)
+        if sync is not None:
+            self._validate(req)
+            return Reply(200, jsonrpc.result_response(req.id, self._finish(req, sync(req))))
+        handler = self._async.get(method)
+        if handler is None:
+            extra = self.extra_modern if req.era is Era.MODERN else self.extra_legacy
+            handler = extra.get(method)
+            if handler is None:
+                raise MethodNotFound(f"Method not found: {method}")
+        else:
+            self._validate(req)
+        return Call(
+            era=req.era,
+            version=req.version,
+            request_id=req.id,
+            method=method,
+            accepts_sse=accepts_sse,
+            session=req.session,
+            headers=req.headers,
+            _runner=self._runner(req, handler),
+        )
+
+    def _validate(self, req: Request) -> None:
+        """Check params against the official schema of the request's version."""
+        method = req.message.method
+        if (method, req.version) not in spec.CLIENT_REQUESTS:
+            raise MethodNotFound(f"Method not found: {method} (not in protocol {req.version})")
+        try:
+            spec.validate_client_request(method, req.version, req.message.raw.get("params"))
+        except ValidationError as exc:
+            raise InvalidParams(f"Invalid params: {_validation_message(exc)}") from None
+
+    def _runner(self, req: Request, handler: AsyncHandler) -> Callable[[Outbound], Awaitable[dict[str, Any] | None]]:
+        async def run(outbound: Outbound) -> dict[str, Any] | None:
+            self.inflight += 1
+            try:
+                ctx = self._context(req, outbound)
+                try:
+                    result = await handler(req, ctx)
+                except ProtocolError as err:
+                    return jsonrpc.error_response(req.id, err)
+                return jsonrpc.result_response(req.id, self._finish(req, result))
+            finally:
+                self.inflight -= 1
+                if req.session is not None:
+                    req.session.inflight.pop(req.id, None)
+
+        return run
+
+    def _context(self, req: Request, outbound: Outbound) -> ToolContext:
+        meta = req.meta
+        if req.era is Era.LEGACY:
+            assert req.session is not None
+            log_level = req.session.log_level
+        else:
+            level = meta.get("io.modelcontextprotocol/logLevel")
+            log_level = level if level in LOG_LEVELS else None
+        responses = req.params.get("inputResponses")
+        return ToolContext(
+            era=req.era,
+            protocol_version=req.version,
+            request_id=req.id,
+            principal=req.principal,
+            client_capabilities=req.client_capabilities,
+            outbound=outbound,
+            progress_token=meta.get("progressToken"),
+            log_level=log_level,
+            input_responses=responses if isinstance(responses, dict) else None,
+            session_id=req.session.id if req.session else None,
+            app_state=self.app_state,
+        )
+
+    def _finish(self, req: Request, result: dict[str, Any]) -> dict[str, Any]:
+        """Era decorations: ``resultType``, server info, cache directives."""
+        if req.era is Era.MODERN:
+            result.setdefault("resultType", "complete")
+            meta = result.setdefault("_meta", {})
+            meta.setdefault(SERVER_INFO_META_KEY, self.server_info())
+            if req.message.method in spec.CACHEABLE_METHODS:
+                result.setdefault("ttlMs", self.config.list_ttl_ms)
+                result.setdefault("cacheScope", "private")
+        return result
+
+    # -- legacy lifecycle -----------------------------------------------------------
+    def initialize(self, msg: Message, *, principal: str | None, now: float) -> Reply:
+        params = msg.raw.get("params")
+        requested = params.get("protocolVersion") if isinstance(params, dict) else None
+        version = requested if requested in LEGACY_VERSIONS else LATEST_LEGACY_VERSION
+        try:
+            spec.validate_client_request("initialize", version, params)
+        except ValidationError as exc:
+            return Reply(
+                400,
+                jsonrpc.error_response(msg.id, InvalidParams(f"Invalid params: {_validation_message(exc)}")),
+            )
+        assert isinstance(params, dict)
+        session = self.sessions.create(
+            principal=principal,
+            protocol_version=version,
+            client_capabilities=dict(params.get("capabilities") or {}),
+            client_info=dict(params.get("clientInfo") or {}),
+            now=now,
+        )
+        result: dict[str, Any] = {
+            "protocolVersion": version,
+            "capabilities": self.capabilities(Era.LEGACY),
+            "serverInfo": self.server_info(),
+        }
+        if self.config.instructions:
+            result["instructions"] = self.config.instructions
+        assert msg.id is not None
+        return Reply(200, jsonrpc.result_response(msg.id, result), {"mcp-session-id": session.id})
+
+    def legacy_notification(self, session: Session, msg: Message) -> None:
+        method = msg.method
+        if method == "notifications/initialized":
+            session.fire("initialized")
+        elif method == "notifications/cancelled":
+            request_id = msg.params.get("requestId")
+            cancel = session.inflight.get(request_id) if isinstance(request_id, (str, int)) else None
+            if cancel is not None:
+                log.debug("session %s: request %r cancelled by the client", session.id[:8], request_id)
+                cancel()
+        # Other notifications (progress, roots/list_changed) need no action here.
+
+    def legacy_response(self, session: Session, msg: Message) -> None:
+        ident = msg.raw.get("id")
+        resolver = session.pending.pop(ident, None) if isinstance(ident, (str, int)) else None
+        if resolver is None:
+            log.debug("session %s: response to unknown server request %r ignored", session.id[:8], ident)
+            return
+        resolver(msg.raw)
+
+    # -- simple methods -------------------------------------------------------------------
+    def _ping(self, req: Request) -> dict[str, Any]:
+        return {}
+
+    def _set_level(self, req: Request) -> dict[str, Any]:
+        assert req.session is not None
+        req.session.log_level = str(req.params["level"])
+        return {}
+
+    def _discover(self, req: Request) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "supportedVersions": list(SUPPORTED_VERSIONS),
+            "capabilities": self.capabilities(Era.MODERN),
+            "serverInfo": self.server_info(),
+        }
+        if self.config.instructions:
+            result["instructions"] = self.config.instructions
+        return result
+
+    def _page(self, req: Request, items: list[dict[str, Any]], key: str) -> dict[str, Any]:
+        offset = _decode_cursor(req.params.get("cursor"))
+        if offset > len(items):
+            raise InvalidParams(f"Invalid cursor: {req.params.get('cursor')!r}")
+        size = self.config.page_size
+        result: dict[str, Any] = {key: items[offset : offset + size]}
+        if offset + size < len(items):
+            result["nextCursor"] = _encode_cursor(offset + size)
+        return result
+
+    def _tools_list(self, req: Request) -> dict[str, Any]:
+        return self._page(req, [t.describe() for t in self.registry.tools()], "tools")
+
+    def _resources_list(self, req: Request) -> dict[str, Any]:
+        return self._page(req, [r.describe() for r in self.registry.resources()], "resources")
+
+    def _templates_list(self, req: Request) -> dict[str, Any]:
+        return self._page(req, [t.describe() for t in self.registry.templates()], "resourceTemplates")
+
+    def _prompts_list(self, req: Request) -> dict[str, Any]:
+        return self._page(req, [p.describe() for p in self.registry.prompts()], "prompts")
+
+    def _subscribe(self, req: Request) -> dict[str, Any]:
+        assert req.session is not None
+        req.session.subscriptions.add(str(req.params["uri"]))
+        return {}
+
+    def _unsubscribe(self, req: Request) -> dict[str, Any]:
+        assert req.session is not None
+        req.session.subscriptions.discard(str(req.params["uri"]))
+        return {}
+
+    # -- tools -----------------------------------------------------------------------------
+    async def _tools_call(self, req: Request, ctx: ToolContext) -> dict[str, Any]:
+        name = req.params["name"]
+        tool = self.registry.get_tool(name)
+        if tool is None:
+            raise InvalidParams(f"Unknown tool: {name}")
+        arguments = req.params.get("arguments") or {}
+        if req.era is Era.MODERN:
+            mirrored = tool.header_params()
+            if mirrored:
+                check_param_headers(mirrored, arguments, req.headers)
+            self._check_request_state(req, {"m": "tools/call", "t": name, "a": arguments_digest(arguments)})
+        if self.tool_guard is not None:
+            try:
+                self.tool_guard(req, tool)
+            except TriomcpError as err:
+                return self._tool_failure(err.code, err.message)
+        try:
+            args = tool.input_model.model_validate(arguments)
+        except ValidationError as exc:
+            return self._tool_failure("invalid_arguments", f"Invalid arguments: {_validation_message(exc)}")
+        try:
+            output = await tool.fn(args, ctx)
+        except InputRequired as need:
+            return self._input_required(req, need, {"m": "tools/call", "t": name, "a": arguments_digest(arguments)})
+        except MissingCapability:
+            raise
+        except TriomcpError as err:
+            return self._tool_failure(err.code, err.message, err.data)
+        except Exception as exc:
+            log.exception("tool %s failed", name)
+            return self._tool_failure("internal_error", f"{type(exc).__name__}: {exc}")
+        return self._tool_success(tool, output)
+
+    def _tool_success(self, tool: ToolDef, output: Any) -> dict[str, Any]:
+        extra: list[dict[str, Any]] = []
+        if isinstance(output, ToolResult):
+            extra = list(output.content)
+            output = output.data
+        if isinstance(output, BaseModel):
+            data = output.model_dump(mode="json", by_alias=True)
+        elif isinstance(output, dict):
+            data = dict(output)
+        elif output is None:
+            data = {}
+        else:
+            data = {"value": output}
+        structured = {"ok": True, **data}
+        text = json.dumps(structured, separators=(",", ":"), ensure_ascii=False)
+        return {
+            "content": [{"type": "text", "text": text}, *extra],
+            "structuredContent": structured,
+            "isError": False,
+        }
+
+    @staticmethod
+    def _tool_failure(code: str, message: str, data: Any = None) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": code, "message": message}
+        if data is not None:
+            error["data"] = data
+        structured = {"ok": False, "error": error}
+        return {
+            "content": [{"type": "text", "text": json.dumps(structured, separators=(",", ":"), ensure_ascii=False)}],
+            "structuredContent": structured,
+            "isError": True,
+        }
+
+    def _check_request_state(self, req: Request, binding: dict[str, Any]) -> None:
+        token = req.params.get("requestState")
+        if token is None:
+            if req.params.get("inputResponses") is not None:
+                raise InvalidParams("inputResponses must come with the requestState of the earlier result")
+            return
+        if not isinstance(token, str):
+            raise InvalidParams("requestState must be a string")
+        self.signer.verify(token, {**binding, "p": req.principal}, now=self.wall_clock())
+
+    def _input_required(self, req: Request, need: InputRequired, binding: dict[str, Any]) -> dict[str, Any]:
+        if req.era is not Era.MODERN:
+            raise ToolError("input required outside the modern era")
+        method = need.request["method"]
+        capability = "elicitation" if method == "elicitation/create" else "sampling"
+        if capability not in req.client_capabilities:
+            raise MissingCapability(
+                f"Missing client capability: {capability}",
+                data={"requiredCapabilities": {capability: {}}},
+            )
+        state = self.signer.sign({**binding, "p": req.principal}, now=self.wall_clock())
+        return {
+            "resultType": "input_required",
+            "inputRequests": {need.key: need.request},
+            "requestState": state,
+        }
+
+    # -- resources -------------------------------------------------------------------------
+    async def _resources_read(self, req: Request, ctx: ToolContext) -> dict[str, Any]:
+        uri = str(req.params["uri"])
+        found = self.registry.find_resource(uri)
+        if found is None:
+            if req.era is Era.MODERN:
+                raise InvalidParams(f"Resource not found: {uri}", data={"uri": uri})
+            raise ResourceNotFound(f"Resource not found: {uri}", data={"uri": uri})
+        definition, variables = found
+        try:
+            if isinstance(definition, ResourceDef):
+                body = await definition.fn(ctx)
+            else:
+                body = await definition.fn(variables, ctx)
+        except InputRequired as need:
+            return self._input_required(req, need, {"m": "resources/read", "t": uri})
+        except ResourceNotFound:
+            if req.era is Era.MODERN:
+                raise InvalidParams(f"Resource not found: {uri}", data={"uri": uri}) from None
+            raise
+        return {"contents": self._contents(uri, definition.mime_type, body)}
+
+    @staticmethod
+    def _contents(uri: str, mime_type: str | None, body: str | bytes | list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if isinstance(body, list):
+            return body
+        item: dict[str, Any] = {"uri": uri}
+        if mime_type:
+            item["mimeType"] = mime_type
+        if isinstance(body, bytes):
+            item["blob"] = base64.b64encode(body).decode("ascii")
+        else:
+            item["text"] = body
+        return [item]
+
+    # -- prompts and completion ------------------------------------------------------------
+    async def _prompts_get(self, req: Request, ctx: ToolContext) -> dict[str, Any]:
+        name = str(req.params["name"])
+        prompt = self.registry.get_prompt(name)
+        if prompt is None:
+            raise InvalidParams(f"Unknown prompt: {name}")
+        arguments = {str(k): str(v) for k, v in (req.params.get("arguments") or {}).items()}
+        missing = [n for n, _d, required in prompt.arguments if required and n not in arguments]
+        if missing:
+            raise InvalidParams(f"Missing required prompt arguments: {', '.join(missing)}")
+        try:
+            messages = await prompt.fn(arguments, ctx)
+        except InputRequired as need:
+            return self._input_required(req, need, {"m": "prompts/get", "t": name})
+        result: dict[str, Any] = {"messages": messages}
+        if prompt.description:
+            result["description"] = prompt.description
+        return result
+
+    async def _complete(self, req: Request, ctx: ToolContext) -> dict[str, Any]:
+        ref = req.params["ref"]
+        argument = req.params["argument"]
+        ref_type = ref.get("type")
+        key = ref.get("name") if ref_type == "ref/prompt" else ref.get("uri")
+        if ref_type == "ref/prompt" and self.registry.get_prompt(str(key)) is None:
+            raise InvalidParams(f"Unknown prompt: {key}")
+        context = req.params.get("context") or {}
+        completer = self.registry.completer(str(ref_type), str(key), str(argument["name"]))
+        values: list[str] = []
+        if completer is not None:
+            values = await completer(str(argument.get("value", "")), dict(context.get("arguments") or {}))
+        return {"completion": {"values": values[:100], "total": len(values), "hasMore": len(values) > 100}}
+
+    # -- change notifications ---------------------------------------------------------------
+    def _listen(self, req: Request) -> Listen:
+        wanted = dict(req.params.get("notifications") or {})
+        honoured: dict[str, Any] = {}
+        for key in ("toolsListChanged", "promptsListChanged", "resourcesListChanged"):
+            if wanted.get(key) is True:
+                honoured[key] = True
+        uris = wanted.get("resourceSubscriptions")
+        if isinstance(uris, list) and uris:
+            honoured["resourceSubscriptions"] = [str(u) for u in uris]
+        sub_id = req.id
+        ack = jsonrpc.notification(
+            "notifications/subscriptions/acknowledged",
+            {"notifications": honoured, "_meta": {SUBSCRIPTION_ID_META_KEY: sub_id}},
+        )
+        return Listen(request_id=sub_id, subscription_id=str(sub_id), notifications=honoured, acknowledgement=ack)
+
+    def attach_listener(self, listen: Listen, deliver: Callable[[dict[str, Any] | None], None]) -> Callable[[], None]:
+        """Register a modern listen stream; returns the function that detaches it."""
+        self._next_listener += 1
+        key = self._next_listener
+        self.listeners[key] = (listen, deliver)
+
+        def detach() -> None:
+            self.listeners.pop(key, None)
+
+        return detach
+
+    def _registry_changed(self, kind: str) -> None:
+        method = f"notifications/{kind}/list_changed"
+        flag = f"{kind}ListChanged"
+        for listen, deliver in list(self.listeners.values()):
+            if listen.notifications.get(flag):
+                deliver(jsonrpc.notification(method, {"_meta": {SUBSCRIPTION_ID_META_KEY: listen.request_id}}))
+        for session in self.sessions.sessions():
+            session.open_stream("get").push(jsonrpc.notification(method))
+
+    def resource_updated(self, uri: str) -> None:
+        for listen, deliver in list(self.listeners.values()):
+            if uri in listen.notifications.get("resourceSubscriptions", ()):
+                deliver(
+                    jsonrpc.notification(
+                        "notifications/resources/updated",
+                        {"uri": uri, "_meta": {SUBSCRIPTION_ID_META_KEY: listen.request_id}},
+                    )
+                )
+        for session in self.sessions.sessions():
+            if uri in session.subscriptions:
+                session.open_stream("get").push(jsonrpc.notification("notifications/resources/updated", {"uri": uri}))
+
+    def close_listeners(self) -> None:
+        for _listen, deliver in list(self.listeners.values()):
+            deliver(None)
+        self.listeners.clear()

@@ -1,0 +1,378 @@
+"""The registry of tools, resources, resource templates, prompts and completions.
+
+Tools are typed async functions::
+
+    class EchoIn(BaseModel):
+        text: str
+
+    class EchoOut(BaseModel):
+        text: str
+
+    @registry.tool(description="Echo the text back.", read_only=True)
+    async def echo(args: EchoIn, ctx: ToolContext) -> EchoOut:
+        return EchoOut(text=args.text)
+
+The input model gives ``inputSchema``; the output model gives ``outputSchema``.
+Results are ``structuredContent`` shaped ``{ok: true, ...fields}`` mirrored as
+JSON text; a raised :class:`~triomcp.errors.ToolError` (or any exception)
+becomes ``isError: true`` with ``{ok: false, error: {code, message}}``.
+A handler that wants extra content blocks (images, audio, embedded resources,
+resource links) returns :class:`ToolResult`.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from triomcp.mcp.context import ToolContext
+
+__all__ = [
+    "TOOL_NAME_RE",
+    "Completer",
+    "PromptDef",
+    "Registry",
+    "ResourceDef",
+    "ResourceTemplateDef",
+    "ToolDef",
+    "ToolResult",
+]
+
+TOOL_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+ToolFn = Callable[[Any, ToolContext], Awaitable[Any]]
+ResourceFn = Callable[[ToolContext], Awaitable["str | bytes | list[dict[str, Any]]"]]
+TemplateFn = Callable[[dict[str, str], ToolContext], Awaitable["str | bytes | list[dict[str, Any]]"]]
+PromptFn = Callable[[dict[str, str], ToolContext], Awaitable[list[dict[str, Any]]]]
+Completer = Callable[[str, dict[str, str]], Awaitable[list[str]]]
+"""``async (partial value, other resolved arguments) -> candidate values``."""
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """A tool's answer with extra content blocks beside the structured data."""
+
+    data: BaseModel | dict[str, Any] | None = None
+    content: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ToolDef:
+    name: str
+    description: str
+    fn: ToolFn
+    input_model: type[BaseModel]
+    output_model: type[BaseModel] | None
+    title: str | None = None
+    annotations: dict[str, Any] | None = None
+    group: str = "default"
+    """Authorization group (scopes map to groups)."""
+    task_support: Literal["forbidden", "optional", "required"] = "forbidden"
+
+    def input_schema(self) -> dict[str, Any]:
+        schema = self.input_model.model_json_schema()
+        schema.setdefault("type", "object")
+        schema.setdefault("properties", {})
+        return schema
+
+    def output_schema(self) -> dict[str, Any]:
+        """Success ``{ok: true, ...model}`` or failure ``{ok: false, error}``."""
+        ok_props: dict[str, Any] = {}
+        required: list[str] = []
+        defs: dict[str, Any] = {}
+        if self.output_model is not None:
+            model_schema = self.output_model.model_json_schema()
+            ok_props = dict(model_schema.get("properties", {}))
+            required = list(model_schema.get("required", []))
+            defs = dict(model_schema.get("$defs", {}))
+        error_schema = {
+            "type": "object",
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "data": {}},
+            "required": ["code", "message"],
+        }
+        schema: dict[str, Any] = {
+            "type": "object",
+            "properties": {"ok": {"type": "boolean"}, "error": error_schema, **ok_props},
+            "required": ["ok"],
+            "anyOf": [
+                {"properties": {"ok": {"const": True}}, "required": ["ok", *required]},
+                {"properties": {"ok": {"const": False}}, "required": ["ok", "error"]},
+            ],
+        }
+        if defs:
+            schema["$defs"] = defs
+        return schema
+
+    def header_params(self) -> dict[str, str]:
+        """Top-level arguments mirrored as ``Mcp-Param-<Name>`` headers (``x-mcp-header``)."""
+        out: dict[str, str] = {}
+        for prop, spec in self.input_schema().get("properties", {}).items():
+            if isinstance(spec, dict) and isinstance(spec.get("x-mcp-header"), str):
+                out[prop] = spec["x-mcp-header"]
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """The ``Tool`` wire object."""
+        tool: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "inputSchema": self.input_schema(),
+            "outputSchema": self.output_schema(),
+        }
+        if self.title:
+            tool["title"] = self.title
+        if self.annotations:
+            tool["annotations"] = self.annotations
+        if self.task_support != "forbidden":
+            tool["execution"] = {"taskSupport": self.task_support}
+        return tool
+
+
+@dataclass(frozen=True)
+class ResourceDef:
+    uri: str
+    name: str
+    fn: ResourceFn
+    description: str | None = None
+    mime_type: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"uri": self.uri, "name": self.name}
+        if self.description:
+            out["description"] = self.description
+        if self.mime_type:
+            out["mimeType"] = self.mime_type
+        return out
+
+
+@dataclass(frozen=True)
+class ResourceTemplateDef:
+    """A URI template with simple ``{var}`` expressions (RFC 6570 level 1)."""
+
+    uri_template: str
+    name: str
+    fn: TemplateFn
+    description: str | None = None
+    mime_type: str | None = None
+
+    def pattern(self) -> re.Pattern[str]:
+        parts = re.split(r"(\{[a-zA-Z_][a-zA-Z0-9_]*\})", self.uri_template)
+        regex = "".join(
+            f"(?P<{p[1:-1]}>[^/?#]+)" if p.startswith("{") and p.endswith("}") else re.escape(p) for p in parts
+        )
+        return re.compile(f"^{regex}$")
+
+    def match(self, uri: str) -> dict[str, str] | None:
+        m = self.pattern().match(uri)
+        return m.groupdict() if m else None
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"uriTemplate": self.uri_template, "name": self.name}
+        if self.description:
+            out["description"] = self.description
+        if self.mime_type:
+            out["mimeType"] = self.mime_type
+        return out
+
+
+@dataclass(frozen=True)
+class PromptDef:
+    name: str
+    fn: PromptFn
+    description: str | None = None
+    arguments: tuple[tuple[str, str, bool], ...] = ()
+    """``(name, description, required)`` for each argument."""
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        if self.description:
+            out["description"] = self.description
+        if self.arguments:
+            out["arguments"] = [
+                {"name": n, "description": d, "required": r} for n, d, r in self.arguments
+            ]
+        return out
+
+
+class Registry:
+    """What a node serves. Lists are deterministically ordered (by name / URI)."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, ToolDef] = {}
+        self._resources: dict[str, ResourceDef] = {}
+        self._templates: dict[str, ResourceTemplateDef] = {}
+        self._prompts: dict[str, PromptDef] = {}
+        self._completers: dict[tuple[str, str, str], Completer] = {}
+        self._listeners: list[Callable[[str], None]] = []
+        self.version = 0
+        """Bumped on every change (list_changed notifications and cache keys)."""
+
+    # -- change notification -------------------------------------------------
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """``listener(kind)`` with kind ``tools``, ``resources`` or ``prompts``."""
+        self._listeners.append(listener)
+
+    def _changed(self, kind: str) -> None:
+        self.version += 1
+        for listener in list(self._listeners):
+            listener(kind)
+
+    # -- tools -----------------------------------------------------------------
+    def tool(
+        self,
+        name: str | None = None,
+        *,
+        description: str | None = None,
+        title: str | None = None,
+        read_only: bool | None = None,
+        destructive: bool | None = None,
+        idempotent: bool | None = None,
+        open_world: bool | None = None,
+        group: str = "default",
+        task_support: Literal["forbidden", "optional", "required"] = "forbidden",
+    ) -> Callable[[ToolFn], ToolFn]:
+        """Register ``async def fn(args: InModel, ctx: ToolContext) -> OutModel``."""
+
+        def decorate(fn: ToolFn) -> ToolFn:
+            hints = typing.get_type_hints(fn)
+            params = [p for p in fn.__code__.co_varnames[: fn.__code__.co_argcount]]
+            if not params or params[0] not in hints:
+                raise TypeError(f"tool {fn.__name__}: first parameter needs a pydantic model annotation")
+            input_model = hints[params[0]]
+            if not (isinstance(input_model, type) and issubclass(input_model, BaseModel)):
+                raise TypeError(f"tool {fn.__name__}: input annotation must be a pydantic BaseModel")
+            ret = hints.get("return")
+            output_model = ret if isinstance(ret, type) and issubclass(ret, BaseModel) else None
+            annotations = {
+                key: value
+                for key, value in (
+                    ("readOnlyHint", read_only),
+                    ("destructiveHint", destructive),
+                    ("idempotentHint", idempotent),
+                    ("openWorldHint", open_world),
+                )
+                if value is not None
+            }
+            self.add_tool(
+                ToolDef(
+                    name=name or fn.__name__,
+                    description=description or (fn.__doc__ or "").strip(),
+                    fn=fn,
+                    input_model=input_model,
+                    output_model=output_model,
+                    title=title,
+                    annotations=annotations or None,
+                    group=group,
+                    task_support=task_support,
+                )
+            )
+            return fn
+
+        return decorate
+
+    def add_tool(self, tool: ToolDef) -> None:
+        if not TOOL_NAME_RE.match(tool.name):
+            raise ValueError(f"tool name {tool.name!r} must match {TOOL_NAME_RE.pattern}")
+        if tool.name in self._tools:
+            raise ValueError(f"tool {tool.name!r} is already registered")
+        self._tools[tool.name] = tool
+        self._changed("tools")
+
+    def remove_tool(self, name: str) -> None:
+        del self._tools[name]
+        self._changed("tools")
+
+    def get_tool(self, name: str) -> ToolDef | None:
+        return self._tools.get(name)
+
+    def tools(self) -> list[ToolDef]:
+        return [self._tools[k] for k in sorted(self._tools)]
+
+    # -- resources ---------------------------------------------------------------
+    def resource(
+        self, uri: str, *, name: str, description: str | None = None, mime_type: str | None = None
+    ) -> Callable[[ResourceFn], ResourceFn]:
+        def decorate(fn: ResourceFn) -> ResourceFn:
+            if uri in self._resources:
+                raise ValueError(f"resource {uri!r} is already registered")
+            self._resources[uri] = ResourceDef(uri, name, fn, description, mime_type)
+            self._changed("resources")
+            return fn
+
+        return decorate
+
+    def resource_template(
+        self, uri_template: str, *, name: str, description: str | None = None, mime_type: str | None = None
+    ) -> Callable[[TemplateFn], TemplateFn]:
+        def decorate(fn: TemplateFn) -> TemplateFn:
+            if uri_template in self._templates:
+                raise ValueError(f"resource template {uri_template!r} is already registered")
+            self._templates[uri_template] = ResourceTemplateDef(uri_template, name, fn, description, mime_type)
+            self._changed("resources")
+            return fn
+
+        return decorate
+
+    def resources(self) -> list[ResourceDef]:
+        return [self._resources[k] for k in sorted(self._resources)]
+
+    def templates(self) -> list[ResourceTemplateDef]:
+        return [self._templates[k] for k in sorted(self._templates)]
+
+    def find_resource(self, uri: str) -> tuple[ResourceDef | ResourceTemplateDef, dict[str, str]] | None:
+        if uri in self._resources:
+            return self._resources[uri], {}
+        for template in self.templates():
+            found = template.match(uri)
+            if found is not None:
+                return template, found
+        return None
+
+    # -- prompts -------------------------------------------------------------------
+    def prompt(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        arguments: list[tuple[str, str, bool]] | None = None,
+    ) -> Callable[[PromptFn], PromptFn]:
+        def decorate(fn: PromptFn) -> PromptFn:
+            if name in self._prompts:
+                raise ValueError(f"prompt {name!r} is already registered")
+            self._prompts[name] = PromptDef(name, fn, description, tuple(arguments or ()))
+            self._changed("prompts")
+            return fn
+
+        return decorate
+
+    def prompts(self) -> list[PromptDef]:
+        return [self._prompts[k] for k in sorted(self._prompts)]
+
+    def get_prompt(self, name: str) -> PromptDef | None:
+        return self._prompts.get(name)
+
+    # -- completion ----------------------------------------------------------------
+    def completion(self, ref_type: Literal["ref/prompt", "ref/resource"], ref: str, argument: str) -> Callable[
+        [Completer], Completer
+    ]:
+        """Register candidates for a prompt argument or a resource-template variable."""
+
+        def decorate(fn: Completer) -> Completer:
+            self._completers[(ref_type, ref, argument)] = fn
+            return fn
+
+        return decorate
+
+    def completer(self, ref_type: str, ref: str, argument: str) -> Completer | None:
+        return self._completers.get((ref_type, ref, argument))
+
+    def has_completions(self) -> bool:
+        return bool(self._completers)
+
+    def __iter__(self) -> Iterator[ToolDef]:
+        return iter(self.tools())

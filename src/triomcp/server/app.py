@@ -1,0 +1,118 @@
+"""The Starlette application and its lifespan: one Trio nursery for every service."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import sniffio
+import trio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from triomcp import __version__
+from triomcp.mcp.engine import Engine, EngineConfig
+from triomcp.mcp.plugins import load_plugins
+from triomcp.mcp.registry import Registry
+from triomcp.server.guard import GuardMiddleware
+from triomcp.server.mcp_endpoint import McpEndpoint
+from triomcp.server.services import Services
+from triomcp.server.tools import register_builtin_tools
+from triomcp.settings import Settings, load_settings
+
+__all__ = ["NOT_TRIO_MESSAGE", "create_app"]
+
+log = logging.getLogger("triomcp.server")
+
+NOT_TRIO_MESSAGE = (
+    "triomcp must run under Trio, but the event loop is {library!r}. Start it with `triomcp serve`, "
+    "or `hypercorn --worker-class trio triomcp.app:app` (deploy/hypercorn.toml sets worker_class = \"trio\"); "
+    "uvicorn and hypercorn's asyncio worker are not supported."
+)
+
+SESSION_SWEEP_SECONDS = 30.0
+
+
+def _engine_config(settings: Settings) -> EngineConfig:
+    key = settings.mcp.request_state_key
+    return EngineConfig(
+        server_name="triomcp",
+        server_version=__version__,
+        session_idle_timeout=settings.mcp.session_idle_timeout,
+        max_sessions=settings.mcp.max_sessions,
+        replay_buffer_events=settings.mcp.replay_buffer_events,
+        page_size=settings.mcp.page_size,
+        request_state_key=key.get_secret_value().encode() if key else None,
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    configure: Callable[[Registry], None] | None = None,
+) -> Starlette:
+    """Build the app. ``configure`` may add tools, resources and prompts (tests, embedding)."""
+    settings = settings or load_settings()
+    registry = Registry()
+    register_builtin_tools(registry)
+    load_plugins(registry, enabled=settings.mcp.plugins_enabled, disabled=settings.mcp.plugins_disabled)
+    if configure is not None:
+        configure(registry)
+    services = Services(settings=settings, engine=Engine(registry, _engine_config(settings)))
+    services.engine.methods.app_state = services
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        library = sniffio.current_async_library()
+        if library != "trio":
+            raise RuntimeError(NOT_TRIO_MESSAGE.format(library=library))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_sweep_sessions, services)
+            services.ready = True
+            log.info("triomcp %s ready", __version__)
+            try:
+                yield {"services": services}
+            finally:
+                services.ready = False
+                services.stopping.set()
+                services.engine.methods.close_listeners()
+                nursery.cancel_scope.cancel()
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "alive", "version": __version__})
+
+    async def readyz(request: Request) -> JSONResponse:
+        ok = services.ready and not services.stopping.is_set()
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    endpoint = McpEndpoint(
+        services.engine, max_body_bytes=settings.http.max_body_bytes, stopping=services.stopping
+    )
+    app = Starlette(
+        routes=[
+            Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.add_middleware(
+        GuardMiddleware,
+        engine=services.engine,
+        allowed_hosts=settings.http.allowed_hosts,
+        allowed_origins=settings.http.allowed_origins,
+    )
+    return app
+
+
+async def _sweep_sessions(services: Services) -> None:
+    while True:
+        await trio.sleep(SESSION_SWEEP_SECONDS)
+        expired = services.engine.expire_sessions()
+        if expired:
+            log.info("expired %d idle sessions", expired)

@@ -1,0 +1,321 @@
+"""The Streamable HTTP transport: moves bytes between ASGI and the sans-I/O engine.
+
+All protocol decisions are the engine's. This module only reads the body
+(with a size limit), writes JSON or Server-Sent Events, watches for client
+disconnects and runs handlers in a cancel scope:
+
+- a modern-era disconnect cancels the handler (spec: closing the stream cancels);
+- a legacy-era disconnect does not: events go on being numbered and buffered
+  in the session so a ``GET`` with ``Last-Event-ID`` can resume the stream;
+- a legacy ``notifications/cancelled`` cancels the handler and no response is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from starlette.types import Receive, Scope, Send
+
+from triomcp.errors import HttpError, ToolError
+from triomcp.mcp import jsonrpc
+from triomcp.mcp.engine import Engine
+from triomcp.mcp.outcomes import Call, HttpRequest, Listen, Reply, StreamGrant
+from triomcp.mcp.session import ReplayStream, SseEvent
+from triomcp.mcp.versions import Era
+
+__all__ = ["McpEndpoint", "read_body"]
+
+log = logging.getLogger("triomcp.http")
+
+KEEPALIVE_SECONDS = 15.0
+ERROR_STATUS = {-32700: 400, -32600: 400, -32602: 400, -32020: 400, -32021: 400, -32022: 400, -32601: 404}
+"""HTTP status for a modern-era JSON-RPC error answer (others: 200)."""
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache, no-transform"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body, or HttpError(413) as soon as it grows past ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise HttpError(400, "client disconnected before the body was complete")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, f"Payload Too Large: the body limit is {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _sse(event: SseEvent | None, data: dict[str, Any] | None = None) -> bytes:
+    if event is None:
+        return b"event: message\ndata: " + jsonrpc.dumps(data) + b"\n\n"
+    if event.data is None:
+        return f"id: {event.id}\ndata: \n\n".encode()
+    return f"id: {event.id}\nevent: message\ndata: ".encode() + jsonrpc.dumps(event.data) + b"\n\n"
+
+
+async def send_reply(send: Send, reply: Reply) -> None:
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
+    body = b""
+    if reply.body is not None:
+        body = jsonrpc.dumps(reply.body)
+        headers.append((b"content-type", b"application/json"))
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Outbound:
+    """The handler's side: queue messages for the request task to write."""
+
+    def __init__(self, call: Call, channel: trio.MemorySendChannel[tuple[str, Any]]) -> None:
+        self._call = call
+        self._channel = channel
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self._channel.send_nowait(("message", message))
+
+    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        session = self._call.session
+        if session is None or not self._call.accepts_sse:
+            raise ToolError(
+                f"cannot send {method}: this request has no back channel (the client must accept SSE)",
+                code="no_back_channel",
+            )
+        request_id = session.next_request_id()
+        answered = trio.Event()
+        box: dict[str, Any] = {}
+
+        def resolve(message: dict[str, Any]) -> None:
+            box["message"] = message
+            answered.set()
+
+        session.pending[request_id] = resolve
+        try:
+            self._channel.send_nowait(("message", jsonrpc.request(request_id, method, params)))
+            await answered.wait()
+        finally:
+            session.pending.pop(request_id, None)
+        message = box["message"]
+        if "error" in message:
+            error = message["error"]
+            raise ToolError(f"client answered {method} with an error: {error.get('message')}", code="client_error")
+        result: dict[str, Any] = message.get("result", {})
+        return result
+
+
+class McpEndpoint:
+    """ASGI app for ``/mcp``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_body_bytes: int,
+        stopping: trio.Event,
+        principal_of: Callable[[Scope], str | None] = lambda scope: scope.get("triomcp.principal"),
+    ) -> None:
+        self.engine = engine
+        self.max_body_bytes = max_body_bytes
+        self.stopping = stopping
+        self.principal_of = principal_of
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        try:
+            body = await read_body(receive, self.max_body_bytes) if scope["method"] == "POST" else b""
+        except HttpError as err:
+            await send_reply(send, self.engine.error_reply(err))
+            return
+        outcome = self.engine.handle(HttpRequest(scope["method"], headers, body, self.principal_of(scope)))
+        if isinstance(outcome, Reply):
+            await send_reply(send, outcome)
+        elif isinstance(outcome, Call):
+            await self._call(outcome, receive, send)
+        elif isinstance(outcome, StreamGrant):
+            await self._stream(outcome, receive, send)
+        else:
+            await self._listen(outcome, receive, send)
+
+    # -- one request/response call --------------------------------------------------------
+    async def _call(self, call: Call, receive: Receive, send: Send) -> None:
+        channel, inbox = trio.open_memory_channel[tuple[str, Any]](math.inf)
+        outbound = _Outbound(call, channel)
+        handler_scope = trio.CancelScope()
+        disconnected = trio.Event()
+        call.bind_cancel(handler_scope.cancel)
+
+        async def run_handler() -> None:
+            with handler_scope:
+                response = await call.run(outbound)
+                channel.send_nowait(("response", response))
+                return
+            channel.send_nowait(("cancelled", None))
+
+        async def watch_disconnect() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    disconnected.set()
+                    if call.era is Era.MODERN:
+                        handler_scope.cancel()
+                    return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_handler)
+            nursery.start_soon(watch_disconnect)
+            kind, payload = await inbox.receive()
+            while kind == "message" and not call.accepts_sse:
+                # The client takes JSON only: related notifications have nowhere to go.
+                kind, payload = await inbox.receive()
+            if kind == "response":
+                status = ERROR_STATUS.get(payload.get("error", {}).get("code"), 200) if call.era is Era.MODERN else 200
+                await send_reply(send, Reply(status, payload))
+            elif kind == "cancelled":
+                if call.era is Era.LEGACY and not disconnected.is_set():
+                    # Cancelled by notifications/cancelled: no JSON-RPC response, just an empty stream.
+                    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+                    await send({"type": "http.response.body", "body": b""})
+            else:
+                await self._stream_call(call, kind, payload, inbox, send, disconnected)
+            nursery.cancel_scope.cancel()
+
+    async def _stream_call(
+        self,
+        call: Call,
+        kind: str,
+        payload: Any,
+        inbox: trio.MemoryReceiveChannel[tuple[str, Any]],
+        send: Send,
+        disconnected: trio.Event,
+    ) -> None:
+        """Upgrade to SSE: related messages, then the response (legacy: numbered and resumable)."""
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        stream: ReplayStream | None = None
+        owner: Callable[[SseEvent | None], None] = lambda event: None  # noqa: E731 - identity marker
+        if call.era is Era.LEGACY:
+            stream = call.open_stream()
+            stream.listener = owner
+            if call.version >= "2025-11-25":
+                await send({"type": "http.response.body", "body": _sse(stream.push(None)), "more_body": True})
+        try:
+            while True:
+                done = kind != "message"
+                message = payload if kind in ("message", "response") else None
+                if stream is not None:
+                    event = stream.push(message) if message is not None else None
+                    if done:
+                        stream.finished = True
+                    if disconnected.is_set() and stream.listener is owner:
+                        stream.listener = None
+                    if event is not None and stream.listener is owner:
+                        await send({"type": "http.response.body", "body": _sse(event), "more_body": True})
+                elif message is not None and not disconnected.is_set():
+                    await send({"type": "http.response.body", "body": _sse(None, message), "more_body": True})
+                if done:
+                    break
+                with trio.move_on_after(KEEPALIVE_SECONDS) as idle:
+                    kind, payload = await inbox.receive()
+                if idle.cancelled_caught:
+                    kind, payload = "message", None
+                    if not disconnected.is_set():
+                        await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
+                    continue
+        finally:
+            if stream is not None:
+                if stream.listener is owner:
+                    stream.listener = None
+                elif stream.finished and stream.listener is not None:
+                    stream.listener(None)  # end a resumed GET that was delivering this stream
+            with trio.CancelScope(shield=True):
+                await send({"type": "http.response.body", "body": b""})
+
+    # -- long-lived streams --------------------------------------------------------------------
+    async def _pump(
+        self,
+        first: list[bytes],
+        inbox: trio.MemoryReceiveChannel[bytes | None],
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Write SSE chunks until the stream ends, the client leaves or the server stops."""
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        for chunk in first:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        async def until_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on(event_wait: Callable[[], Any]) -> None:
+                await event_wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stop_on, until_disconnect)
+            nursery.start_soon(stop_on, self.stopping.wait)
+            while True:
+                with trio.move_on_after(KEEPALIVE_SECONDS) as idle:
+                    chunk = await inbox.receive()
+                if idle.cancelled_caught:
+                    await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
+                    continue
+                if chunk is None:
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            nursery.cancel_scope.cancel()
+        with trio.CancelScope(shield=True):
+            await send({"type": "http.response.body", "body": b""})
+
+    async def _stream(self, grant: StreamGrant, receive: Receive, send: Send) -> None:
+        """Legacy GET: the session's server-initiated stream, or the resumption of a cut stream."""
+        channel, inbox = trio.open_memory_channel[bytes | None](math.inf)
+        stream = grant.stream
+
+        def deliver(event: SseEvent | None) -> None:
+            channel.send_nowait(None if event is None else _sse(event))
+
+        first = [_sse(event) for event in grant.replay]
+        if stream.finished and stream.stream_id != "get":
+            first_done = True
+        else:
+            first_done = False
+            stream.listener = deliver
+        if first_done:
+            channel.send_nowait(None)
+        try:
+            await self._pump(first, inbox, receive, send)
+        finally:
+            if stream.listener is deliver:
+                stream.listener = None
+
+    async def _listen(self, listen: Listen, receive: Receive, send: Send) -> None:
+        """Modern ``subscriptions/listen``: the acknowledgement, then matching notifications."""
+        channel, inbox = trio.open_memory_channel[bytes | None](math.inf)
+
+        def deliver(message: dict[str, Any] | None) -> None:
+            channel.send_nowait(None if message is None else _sse(None, message))
+
+        detach = self.engine.methods.attach_listener(listen, deliver)
+        try:
+            await self._pump([_sse(None, listen.acknowledgement)], inbox, receive, send)
+        finally:
+            detach()
