@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from triomcp.errors import ToolError
+from triomcp.errors import MissingCapability, ToolError
 from triomcp.mcp.versions import Era
 
 __all__ = ["LOG_LEVELS", "InputRequired", "Outbound", "ToolContext"]
@@ -122,8 +122,7 @@ class ToolContext:
 
     async def elicit(self, message: str, requested_schema: dict[str, Any]) -> dict[str, Any]:
         """Ask the user for structured input; returns the ElicitResult (``action``, ``content``)."""
-        if "elicitation" not in self.client_capabilities:
-            raise ToolError("the client did not declare the elicitation capability", code="capability_missing")
+        self._require("elicitation")
         params = {"mode": "form", "message": message, "requestedSchema": requested_schema}
         if self.era is Era.LEGACY and self.protocol_version < "2025-11-25":
             params.pop("mode")
@@ -131,10 +130,19 @@ class ToolContext:
 
     async def sample(self, messages: list[dict[str, Any]], *, max_tokens: int, **extra: Any) -> dict[str, Any]:
         """Ask the client's model for a completion; returns the CreateMessageResult."""
-        if "sampling" not in self.client_capabilities:
-            raise ToolError("the client did not declare the sampling capability", code="capability_missing")
+        self._require("sampling")
         params: dict[str, Any] = {"messages": messages, "maxTokens": max_tokens, **extra}
         return await self._ask("sampling/createMessage", params)
+
+    def _require(self, capability: str) -> None:
+        """Modern era: -32021 names the capability; legacy: the tool fails (isError)."""
+        if capability in self.client_capabilities:
+            return
+        if self.era is Era.MODERN:
+            raise MissingCapability(
+                f"Missing client capability: {capability}", data={"requiredCapabilities": {capability: {}}}
+            )
+        raise ToolError(f"the client did not declare the {capability} capability", code="capability_missing")
 
     async def _ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         key = f"input-{self._asks}"

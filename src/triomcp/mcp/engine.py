@@ -172,9 +172,7 @@ class Engine:
         meta_version = self._meta_version(msg)
         if msg.method == "initialize" and msg.kind is Kind.REQUEST and version_header not in MODERN_VERSIONS:
             return self.methods.initialize(msg, principal=req.principal, now=self.clock())
-        if version_header in MODERN_VERSIONS or (
-            version_header is None and meta_version is not None and "mcp-session-id" not in headers
-        ):
+        if version_header in MODERN_VERSIONS or (meta_version is not None and "mcp-session-id" not in headers):
             if msg.kind is not Kind.REQUEST:
                 # Modern clients cancel by closing the stream; other notifications carry nothing for us.
                 return self._modern_notification(msg, version_header)

@@ -110,6 +110,8 @@ class Session:
     """Server-to-client request id -> resolver of the client's answer."""
     streams: dict[str, ReplayStream] = field(default_factory=dict)
     _next_stream: int = 0
+    _stream_prefix: str = field(default_factory=lambda: secrets.token_hex(4))
+    """Makes stream (and so event) ids unique across sessions, not only within one."""
     _next_request: int = 0
 
     def fire(self, event: str) -> SessionState:
@@ -125,7 +127,7 @@ class Session:
     def open_stream(self, stream_id: str | None = None) -> ReplayStream:
         if stream_id is None:
             self._next_stream += 1
-            stream_id = f"s{self._next_stream}"
+            stream_id = f"{self._stream_prefix}{self._next_stream}"
         stream = self.streams.get(stream_id)
         if stream is None:
             stream = ReplayStream(stream_id, self.replay_limit)
