@@ -176,7 +176,9 @@ class Engine:
             if msg.kind is not Kind.REQUEST:
                 # Modern clients cancel by closing the stream; other notifications carry nothing for us.
                 return self._modern_notification(msg, version_header)
-            return self._modern(msg, headers, principal=req.principal, accepts_sse=accepts_sse, check_headers=True)
+            return self._modern(
+                msg, headers, principal=req.principal, accepts_sse=accepts_sse, check_headers=True, auth=req.auth
+            )
         if version_header is not None and version_header not in LEGACY_VERSIONS:
             raise UnsupportedVersion(
                 f"Unsupported protocol version: {version_header}",
@@ -239,6 +241,7 @@ class Engine:
         principal: str | None,
         accepts_sse: bool,
         check_headers: bool,
+        auth: Any = None,
     ) -> Call | Reply | Listen:
         ident = msg.id
         assert ident is not None
@@ -267,6 +270,7 @@ class Engine:
                 session=None,
                 client_capabilities=caps,
                 headers=dict(headers),
+                auth=auth,
             )
             return self.methods.dispatch(request, accepts_sse=accepts_sse)
         except ProtocolError as err:
@@ -321,9 +325,12 @@ class Engine:
             session=session,
             client_capabilities=session.client_capabilities,
             headers=req.headers,
+            auth=req.auth,
         )
         try:
             return self.methods.dispatch(request, accepts_sse=accepts_sse and not in_batch)
+        except HttpError:
+            raise  # an HTTP-level refusal (e.g. 403 insufficient_scope) keeps its status
         except ProtocolError as err:
             return Reply(200, jsonrpc.error_response(msg.id, err))
 

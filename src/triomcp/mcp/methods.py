@@ -61,6 +61,7 @@ class Request:
     session: Session | None
     client_capabilities: dict[str, Any]
     headers: dict[str, str]
+    auth: Any = None
 
     @property
     def id(self) -> str | int:
@@ -135,7 +136,9 @@ class Methods:
         """Extension methods (modern era), e.g. the tasks extension."""
         self.extra_legacy: dict[str, AsyncHandler] = {}
         self.tool_guard: Callable[[Request, ToolDef], None] | None = None
-        """Set by the server: raises NotAuthorized/ToolError when the principal may not call a tool."""
+        """Set by the server: raises HttpError(403, ...) when the caller may not call a tool.
+
+        Checked before the call starts, so the refusal is an HTTP answer in both eras."""
         self._sync: dict[str, SyncHandler] = {
             "ping": self._ping,
             "logging/setLevel": self._set_level,
@@ -188,6 +191,10 @@ class Methods:
                 raise MethodNotFound(f"Method not found: {method}")
         else:
             self._validate(req)
+        if method == "tools/call" and self.tool_guard is not None:
+            tool = self.registry.get_tool(str(req.params.get("name")))
+            if tool is not None:
+                self.tool_guard(req, tool)
         return Call(
             era=req.era,
             version=req.version,
@@ -373,11 +380,6 @@ class Methods:
             if mirrored:
                 check_param_headers(mirrored, arguments, req.headers)
             self._check_request_state(req, {"m": "tools/call", "t": name, "a": arguments_digest(arguments)})
-        if self.tool_guard is not None:
-            try:
-                self.tool_guard(req, tool)
-            except TriomcpError as err:
-                return self._tool_failure(err.code, err.message)
         try:
             args = tool.input_model.model_validate(arguments)
         except ValidationError as exc:

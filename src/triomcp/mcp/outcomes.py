@@ -21,6 +21,9 @@ class HttpRequest:
     headers: dict[str, str]
     body: bytes = b""
     principal: str | None = None
+    """Who is asking (authenticated by the server); sessions and tasks are bound to it."""
+    auth: Any = None
+    """The server's authentication record (scopes etc.), passed to ``Methods.tool_guard``."""
 
 
 @dataclass(frozen=True, slots=True)

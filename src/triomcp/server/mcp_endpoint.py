@@ -126,12 +126,10 @@ class McpEndpoint:
         *,
         max_body_bytes: int,
         stopping: trio.Event,
-        principal_of: Callable[[Scope], str | None] = lambda scope: scope.get("triomcp.principal"),
     ) -> None:
         self.engine = engine
         self.max_body_bytes = max_body_bytes
         self.stopping = stopping
-        self.principal_of = principal_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers: dict[str, str] = {}
@@ -144,7 +142,9 @@ class McpEndpoint:
         except HttpError as err:
             await send_reply(send, self.engine.error_reply(err))
             return
-        outcome = self.engine.handle(HttpRequest(scope["method"], headers, body, self.principal_of(scope)))
+        outcome = self.engine.handle(
+            HttpRequest(scope["method"], headers, body, scope.get("triomcp.principal"), scope.get("triomcp.auth"))
+        )
         if isinstance(outcome, Reply):
             await send_reply(send, outcome)
         elif isinstance(outcome, Call):
