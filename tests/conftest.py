@@ -19,10 +19,10 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 
+from tests.toolkit import register_test_tools
 from triomcp.mcp.registry import Registry
 from triomcp.server.app import create_app
 from triomcp.settings import Settings
-from tests.toolkit import register_test_tools
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import trio
+import trio.lowlevel
 from pydantic import BaseModel, Field
 
 from triomcp.errors import ToolError
@@ -15,6 +16,8 @@ from triomcp.mcp.registry import Registry, ToolResult
 CANCELLED: list[str] = []
 """Names of calls whose handler saw cancellation (tests read it)."""
 STARTED: dict[str, trio.Event] = {}
+GATES: dict[str, trio.Event] = {}
+"""Events a test sets to let a ``gate`` call finish."""
 
 
 class Text(BaseModel):
@@ -53,7 +56,7 @@ def register_test_tools(registry: Registry) -> None:
         for i in range(args.steps):
             await ctx.report_progress(i + 1, args.steps, f"step {i + 1}")
             await ctx.log("info", {"step": i + 1})
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
         return Done(steps=args.steps)
 
     @registry.tool(description="Wait until cancelled (records the cancellation).")
@@ -64,6 +67,14 @@ def register_test_tools(registry: Registry) -> None:
         finally:
             CANCELLED.append(args.text)
         return args  # pragma: no cover
+
+    @registry.tool(description="Report progress, wait for the test to open the gate, report again, finish.")
+    async def gate(args: Text, ctx: ToolContext) -> Text:
+        await ctx.report_progress(1, 2, "before the gate")
+        STARTED.setdefault(args.text, trio.Event()).set()
+        await GATES.setdefault(args.text, trio.Event()).wait()
+        await ctx.report_progress(2, 2, "after the gate")
+        return args
 
     @registry.tool(description="Sleep for some milliseconds, with a progress note first.")
     async def sleep_ms(args: Steps, ctx: ToolContext) -> Done:

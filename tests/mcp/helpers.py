@@ -7,10 +7,10 @@ from typing import Any
 
 from mcp_types import methods as spec
 
+from tests.toolkit import register_test_tools
 from triomcp.mcp.engine import Engine, EngineConfig
 from triomcp.mcp.outcomes import Call, HttpRequest, Reply
 from triomcp.mcp.registry import Registry
-from tests.toolkit import register_test_tools
 
 MODERN = "2026-07-28"
 ACCEPT = "application/json, text/event-stream"

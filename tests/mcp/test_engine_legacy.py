@@ -5,10 +5,19 @@ from __future__ import annotations
 import pytest
 import trio
 
+from tests.mcp.helpers import (
+    Recorder,
+    check_result,
+    error_of,
+    initialize,
+    legacy,
+    make_engine,
+    post,
+    run_sync,
+)
 from triomcp.mcp.outcomes import Call, HttpRequest, Reply, StreamGrant
 from triomcp.mcp.session import TRANSITIONS, SessionState
 from triomcp.mcp.versions import LATEST_LEGACY_VERSION, LEGACY_VERSIONS
-from tests.mcp.helpers import Recorder, check_result, error_of, initialize, legacy, make_engine, post, run_sync
 
 
 @pytest.mark.parametrize("version", LEGACY_VERSIONS)

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from triomcp.mcp.outcomes import Call, Listen, Reply
-from triomcp.mcp.versions import SUPPORTED_VERSIONS
 from tests.mcp.helpers import (
     MODERN,
-    Recorder,
     check_result,
     error_of,
     make_engine,
@@ -17,6 +14,8 @@ from tests.mcp.helpers import (
     post,
     run_sync,
 )
+from triomcp.mcp.outcomes import Call, Listen, Reply
+from triomcp.mcp.versions import SUPPORTED_VERSIONS
 
 
 def test_discover_lists_every_served_version_and_is_cacheable() -> None:
