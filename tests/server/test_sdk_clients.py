@@ -112,3 +112,17 @@ async def test_cancelling_a_call_stops_the_handler(server: str, mode: str) -> No
             again = await client.call_tool("echo", {"text": "after"})
             assert again.structured_content == {"ok": True, "text": "after"}
     assert tag in CANCELLED
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_log_messages_reach_the_client(server: str, mode: str) -> None:
+    received: list[Any] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        received.append(params.data)
+
+    with trio.fail_after(20):
+        async with Client(f"{server}/mcp", mode=mode, logging_callback=on_log,  # type: ignore[arg-type]
+                          log_level="info") as client:
+            await client.call_tool("progress", {"steps": 2})
+    assert received == [{"step": 1}, {"step": 2}]
