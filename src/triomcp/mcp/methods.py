@@ -347,7 +347,7 @@ class Methods:
         return result
 
     def _tools_list(self, req: Request) -> dict[str, Any]:
-        return self._page(req, [t.describe() for t in self.registry.tools()], "tools")
+        return self._page(req, [t.describe for t in self.registry.tools()], "tools")
 
     def _resources_list(self, req: Request) -> dict[str, Any]:
         return self._page(req, [r.describe() for r in self.registry.resources()], "resources")
@@ -376,7 +376,7 @@ class Methods:
             raise InvalidParams(f"Unknown tool: {name}")
         arguments = req.params.get("arguments") or {}
         if req.era is Era.MODERN:
-            mirrored = tool.header_params()
+            mirrored = tool.header_params
             if mirrored:
                 check_param_headers(mirrored, arguments, req.headers)
             self._check_request_state(req, {"m": "tools/call", "t": name, "a": arguments_digest(arguments)})

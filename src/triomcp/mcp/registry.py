@@ -26,6 +26,7 @@ import re
 import typing
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -74,12 +75,14 @@ class ToolDef:
     """Authorization group (scopes map to groups)."""
     task_support: Literal["forbidden", "optional", "required"] = "forbidden"
 
+    @cached_property
     def input_schema(self) -> dict[str, Any]:
         schema = self.input_model.model_json_schema()
         schema.setdefault("type", "object")
         schema.setdefault("properties", {})
         return schema
 
+    @cached_property
     def output_schema(self) -> dict[str, Any]:
         """Success ``{ok: true, ...model}`` or failure ``{ok: false, error}``."""
         ok_props: dict[str, Any] = {}
@@ -108,21 +111,23 @@ class ToolDef:
             schema["$defs"] = defs
         return schema
 
+    @cached_property
     def header_params(self) -> dict[str, str]:
         """Top-level arguments mirrored as ``Mcp-Param-<Name>`` headers (``x-mcp-header``)."""
         out: dict[str, str] = {}
-        for prop, spec in self.input_schema().get("properties", {}).items():
+        for prop, spec in self.input_schema.get("properties", {}).items():
             if isinstance(spec, dict) and isinstance(spec.get("x-mcp-header"), str):
                 out[prop] = spec["x-mcp-header"]
         return out
 
+    @cached_property
     def describe(self) -> dict[str, Any]:
         """The ``Tool`` wire object."""
         tool: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
-            "inputSchema": self.input_schema(),
-            "outputSchema": self.output_schema(),
+            "inputSchema": self.input_schema,
+            "outputSchema": self.output_schema,
         }
         if self.title:
             tool["title"] = self.title
