@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import make_settings
 from triomcp.errors import ConfigError
 from triomcp.mcp.plugins import load_plugins
 from triomcp.mcp.registry import Registry
-from tests.conftest import make_settings
 
 PLUGIN_SOURCE = '''
 from pydantic import BaseModel
