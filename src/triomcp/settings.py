@@ -88,6 +88,9 @@ class TaskQueueSettings(_Section):
 
     enabled: bool = True
     lease_seconds: float = Field(default=30.0, gt=0)
+    """How long a claim holds a task; workers renew at a third of it while the handler runs."""
+    synchronous: Literal["full", "normal"] = "full"
+    """SQLite durability: ``full`` survives power loss, ``normal`` only a process crash (faster)."""
     max_attempts: int = Field(default=3, ge=0)
     retention_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
     concurrency: dict[str, int] = Field(default_factory=lambda: {"*": 4})

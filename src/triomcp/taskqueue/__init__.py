@@ -1,1 +1,36 @@
-"""taskqueue layer."""
+"""The durable task queue: a sans-I/O lifecycle, a SQLite store, an async queue and workers.
+
+It knows nothing of MCP, HTTP or libp2p.
+"""
+
+from triomcp.taskqueue.machine import TRANSITIONS, Backoff
+from triomcp.taskqueue.model import FINISHED, Lease, QueueStatistics, Task, TaskState
+from triomcp.taskqueue.queue import TaskQueue, open_task_queue
+from triomcp.taskqueue.workers import (
+    Handler,
+    HandlerRegistry,
+    NonRetryable,
+    TaskContext,
+    TaskSource,
+    run_one,
+    run_workers,
+)
+
+__all__ = [
+    "FINISHED",
+    "TRANSITIONS",
+    "Backoff",
+    "Handler",
+    "HandlerRegistry",
+    "Lease",
+    "NonRetryable",
+    "QueueStatistics",
+    "Task",
+    "TaskContext",
+    "TaskQueue",
+    "TaskSource",
+    "TaskState",
+    "open_task_queue",
+    "run_one",
+    "run_workers",
+]

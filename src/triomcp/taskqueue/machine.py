@@ -1,0 +1,125 @@
+"""The task lifecycle: one transition table and pure functions over immutable tasks.
+
+Everything that changes a task's state lives here; the store only persists
+what these functions return. ::
+
+    (state,  event)              -> state
+    (QUEUED, claim)              -> LEASED      attempts + 1, new lease token
+    (LEASED, renew)              -> LEASED      holder + token only
+    (LEASED, progress)           -> LEASED      holder + token only
+    (LEASED, complete)           -> SUCCEEDED   holder + token only
+    (LEASED, fail_retry)         -> QUEUED      backoff; attempts remain
+    (LEASED, fail_final)         -> FAILED      the handler said: do not retry
+    (LEASED, exhausted)          -> DEAD        failed or expired with no attempts left
+    (LEASED, expire)             -> QUEUED      the lease ran out; attempts remain
+    (LEASED, release)            -> QUEUED      graceful shutdown: the attempt is given back
+    (QUEUED, cancel)             -> CANCELLED   at once
+    (LEASED, cancel)             -> LEASED      cancel_requested; the holder stops the handler
+    (LEASED, cancelled)          -> CANCELLED   the holder confirms, or the lease expires
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from dataclasses import replace
+from typing import Any
+
+from triomcp.errors import InvalidTransition, LeaseLost
+from triomcp.taskqueue.model import Task, TaskState
+
+__all__ = ["TRANSITIONS", "Backoff", "attempts_left", "expire", "transition"]
+
+Q, L = TaskState.QUEUED, TaskState.LEASED
+TRANSITIONS: dict[tuple[TaskState, str], TaskState] = {
+    (Q, "claim"): L,
+    (L, "renew"): L,
+    (L, "progress"): L,
+    (L, "complete"): TaskState.SUCCEEDED,
+    (L, "fail_retry"): Q,
+    (L, "fail_final"): TaskState.FAILED,
+    (L, "exhausted"): TaskState.DEAD,
+    (L, "expire"): Q,
+    (L, "release"): Q,
+    (Q, "cancel"): TaskState.CANCELLED,
+    (L, "cancel"): L,
+    (L, "cancelled"): TaskState.CANCELLED,
+}
+HOLDER_EVENTS = frozenset({"renew", "progress", "complete", "fail_retry", "fail_final", "exhausted", "release",
+                           "cancelled"})
+"""Events only the current lease holder may cause (checked by token)."""
+
+
+class Backoff:
+    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2 ** (attempt - 1)))."""
+
+    def __init__(self, base: float = 1.0, cap: float = 300.0, rng: random.Random | None = None) -> None:
+        self.base = base
+        self.cap = cap
+        self._rng = rng or random.Random()
+
+    def delay(self, attempt: int) -> float:
+        return self._rng.uniform(0.0, min(self.cap, self.base * 2 ** max(0, attempt - 1)))
+
+
+def attempts_left(task: Task) -> bool:
+    return task.max_attempts == 0 or task.attempts < task.max_attempts
+
+
+def transition(
+    task: Task, event: str, *, now: float, token: str | None = None, by_queue: bool = False, **data: Any
+) -> Task:
+    """Apply ``event`` to ``task``; raises InvalidTransition or LeaseLost.
+
+    ``by_queue`` marks events the queue itself causes (lease expiry), which skip the holder check.
+    """
+    key = (task.state, event)
+    if key not in TRANSITIONS:
+        raise InvalidTransition(f"task {task.id} is {task.state.value}: cannot {event.replace('_', ' ')}")
+    if event in HOLDER_EVENTS and not by_queue:
+        if token is None or token != task.lease_token:
+            raise LeaseLost(f"task {task.id}: this worker does not hold its lease")
+        if task.lease_expires_at is not None and now >= task.lease_expires_at and event != "release":
+            raise LeaseLost(f"task {task.id}: the lease expired at {task.lease_expires_at:.3f}")
+    new_state = TRANSITIONS[key]
+    common: dict[str, Any] = {"state": new_state, "updated_at": now, "version": task.version + 1}
+    no_lease = {"lease_holder": None, "lease_token": None, "lease_expires_at": None}
+    if event == "claim":
+        return replace(task, **common, attempts=task.attempts + 1, lease_holder=data["holder"],
+                       lease_token=secrets.token_urlsafe(18), lease_expires_at=now + data["lease_seconds"],
+                       progress=None, progress_message=None)
+    if event == "renew":
+        return replace(task, **common, lease_expires_at=now + data["lease_seconds"])
+    if event == "progress":
+        return replace(task, **common, progress=data["fraction"], progress_message=data.get("message"))
+    if event == "complete":
+        return replace(task, **common, **no_lease, result=data.get("result"), error=None, finished_at=now,
+                       progress=1.0)
+    if event == "fail_retry":
+        return replace(task, **common, **no_lease, error=data["error"], not_before=now + data["delay"])
+    if event in ("fail_final", "exhausted"):
+        return replace(task, **common, **no_lease, error=data.get("error", task.error), finished_at=now)
+    if event == "expire":
+        return replace(task, **common, **no_lease, not_before=now + data.get("delay", 0.0),
+                       error={"code": "lease_expired", "message": f"lease of {task.lease_holder} expired"})
+    if event == "release":
+        return replace(task, **common, **no_lease, attempts=max(0, task.attempts - 1))
+    if event == "cancel":
+        if new_state is TaskState.CANCELLED:
+            return replace(task, **common, finished_at=now, cancel_requested=True,
+                           error={"code": "cancelled", "message": "cancelled before it ran"})
+        return replace(task, **common, cancel_requested=True)
+    if event == "cancelled":
+        return replace(task, **common, **no_lease, finished_at=now,
+                       error={"code": "cancelled", "message": "cancelled while running"})
+    raise AssertionError(event)  # pragma: no cover - the table and this function agree
+
+
+def expire(task: Task, *, now: float, backoff: Backoff) -> Task:
+    """What an expired lease becomes: queued again, cancelled (if asked), or dead-lettered."""
+    if task.cancel_requested:
+        return transition(task, "cancelled", now=now, by_queue=True)
+    if attempts_left(task):
+        return transition(task, "expire", now=now, delay=backoff.delay(task.attempts))
+    error = {"code": "lease_expired", "message": f"lease expired on the last attempt ({task.attempts})"}
+    return transition(task, "exhausted", now=now, by_queue=True, error=error)

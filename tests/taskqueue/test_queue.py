@@ -1,0 +1,234 @@
+"""The async queue and its workers on real SQLite files (Trio tests, bounded waits, no sleeps to sync)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from triomcp.errors import LeaseLost
+from triomcp.settings import TaskQueueSettings
+from triomcp.taskqueue import (
+    HandlerRegistry,
+    NonRetryable,
+    TaskContext,
+    TaskQueue,
+    TaskState,
+    open_task_queue,
+)
+from triomcp.taskqueue.model import Task
+from triomcp.taskqueue.workers import run_workers
+
+
+@pytest.fixture
+async def queue(tmp_path: Path) -> AsyncIterator[TaskQueue]:
+    q = await open_task_queue(tmp_path / "queue.db", TaskQueueSettings(lease_seconds=2.0))
+    try:
+        yield q
+    finally:
+        await q.aclose()
+
+
+async def test_wait_claim_wakes_on_submit(queue: TaskQueue) -> None:
+    got: list[Any] = []
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            async def claimer() -> None:
+                got.append(await queue.wait_claim("w", ["x"]))
+            nursery.start_soon(claimer)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []
+            task = await queue.submit("x", {"n": 1})
+    assert got[0].task.id == task.id
+
+
+async def test_wait_finished_and_statistics(queue: TaskQueue) -> None:
+    task = await queue.submit("x", {"n": 1})
+    assert queue.statistics().by_state == {"queued": 1}
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            done: list[Task] = []
+
+            async def waiter() -> None:
+                done.append(await queue.wait_finished(task.id))
+            nursery.start_soon(waiter)
+            lease = await queue.wait_claim("w", ["x"])
+            await queue.report_progress(task.id, lease.token, 0.5, "half")
+            await queue.complete(task.id, lease.token, {"ok": 1})
+    assert done[0].state is TaskState.SUCCEEDED and done[0].result == {"ok": 1}
+    assert queue.statistics().by_state == {"succeeded": 1}
+
+
+async def test_stale_holder_cannot_record_an_outcome(queue: TaskQueue) -> None:
+    task = await queue.submit("x", {})
+    first = await queue.claim("w1", ["x"], lease_seconds=0.05)
+    assert first is not None
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(queue.run_maintenance)
+            second = await queue.wait_claim("w2", ["x"])  # the first lease expires, w2 gets the task
+            nursery.cancel_scope.cancel()
+    assert second.task.attempts == 2
+    with pytest.raises(LeaseLost):
+        await queue.complete(task.id, first.token, "stale")
+    await queue.complete(task.id, second.token, "fresh")
+    final = await queue.get(task.id)
+    assert final.result == "fresh" and final.state is TaskState.SUCCEEDED
+
+
+def registry_with(handlers: dict[str, Any]) -> HandlerRegistry:
+    registry = HandlerRegistry()
+    for name, fn in handlers.items():
+        registry.register(name, fn)
+    return registry
+
+
+async def test_workers_run_handlers_and_record_failures(queue: TaskQueue) -> None:
+    async def ok(task: Task, ctx: TaskContext) -> Any:
+        await ctx.report_progress(0.5)
+        return {"double": task.payload["n"] * 2}
+
+    async def bad(task: Task, ctx: TaskContext) -> Any:
+        raise NonRetryable("no way")
+
+    registry = registry_with({"ok": ok, "bad": bad})
+    a = await queue.submit("ok", {"n": 21})
+    b = await queue.submit("bad", {})
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: run_workers(
+                queue, registry, holder="w", concurrency={"*": 2}, lease_seconds=2.0, task_status=task_status))
+            done_a = await queue.wait_finished(a.id)
+            done_b = await queue.wait_finished(b.id)
+            nursery.cancel_scope.cancel()
+    assert done_a.result == {"double": 42} and done_a.state is TaskState.SUCCEEDED
+    assert done_b.state is TaskState.FAILED and done_b.error["code"] == "non_retryable"  # type: ignore[index]
+
+
+async def test_crashing_handler_retries_then_dead_letters(queue: TaskQueue) -> None:
+    calls: list[int] = []
+
+    async def crash(task: Task, ctx: TaskContext) -> Any:
+        calls.append(task.attempts)
+        raise RuntimeError("boom")
+
+    queue.backoff.base = queue.backoff.cap = 0.001
+    task = await queue.submit("crash", {}, max_attempts=3)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: run_workers(
+                queue, registry_with({"crash": crash}), holder="w", concurrency={"*": 1}, lease_seconds=2.0,
+                task_status=task_status))
+            final = await queue.wait_finished(task.id)
+            nursery.cancel_scope.cancel()
+    assert calls == [1, 2, 3] and final.state is TaskState.DEAD
+    assert final.error == {"code": "handler_error", "message": "RuntimeError: boom"}
+    assert queue.statistics().retries == 2 and queue.statistics().dead_letters == 1
+
+
+async def test_cancel_reaches_a_running_handler(queue: TaskQueue) -> None:
+    started = trio.Event()
+    stopped: list[bool] = []
+
+    async def slow(task: Task, ctx: TaskContext) -> Any:
+        started.set()
+        try:
+            await trio.sleep_forever()
+        finally:
+            stopped.append(True)
+
+    task = await queue.submit("slow", {})
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: run_workers(
+                queue, registry_with({"slow": slow}), holder="w", concurrency={"*": 1}, lease_seconds=2.0,
+                task_status=task_status))
+            await started.wait()
+            await queue.cancel(task.id)
+            final = await queue.wait_finished(task.id)
+            nursery.cancel_scope.cancel()
+    assert stopped == [True] and final.state is TaskState.CANCELLED
+
+
+async def test_lease_renewal_keeps_a_long_handler_alive(queue: TaskQueue) -> None:
+    async def long(task: Task, ctx: TaskContext) -> Any:
+        await trio.sleep(0.6)  # three times the lease
+        return "done"
+
+    task = await queue.submit("long", {})
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(queue.run_maintenance)
+            await nursery.start(lambda task_status: run_workers(
+                queue, registry_with({"long": long}), holder="w", concurrency={"*": 1}, lease_seconds=0.2,
+                task_status=task_status))
+            final = await queue.wait_finished(task.id)
+            nursery.cancel_scope.cancel()
+    assert final.state is TaskState.SUCCEEDED and final.attempts == 1
+
+
+async def test_shutdown_releases_running_leases(queue: TaskQueue) -> None:
+    started = trio.Event()
+
+    async def slow(task: Task, ctx: TaskContext) -> Any:
+        started.set()
+        await trio.sleep_forever()
+
+    task = await queue.submit("slow", {})
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: run_workers(
+                queue, registry_with({"slow": slow}), holder="w", concurrency={"*": 1}, lease_seconds=2.0,
+                task_status=task_status))
+            await started.wait()
+            nursery.cancel_scope.cancel()
+    after = await queue.get(task.id)
+    assert after.state is TaskState.QUEUED and after.attempts == 0 and after.lease_holder is None
+
+
+async def test_submit_survives_sigkill(tmp_path: Path) -> None:
+    db = tmp_path / "killed.db"
+    script = textwrap.dedent(f"""
+        import sys, trio
+        from pathlib import Path
+        from triomcp.settings import TaskQueueSettings
+        from triomcp.taskqueue import open_task_queue
+        async def main():
+            q = await open_task_queue(Path({str(db)!r}), TaskQueueSettings())
+            for i in range(5):
+                t = await q.submit("x", {{"n": i}})
+                print(t.id, flush=True)
+            await trio.sleep_forever()
+        trio.run(main)
+    """)
+    proc = await trio.lowlevel.open_process([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    acknowledged: list[str] = []
+    try:
+        buffer = b""
+        with trio.fail_after(30):
+            while len(acknowledged) < 5:
+                chunk = await proc.stdout.receive_some()  # type: ignore[union-attr]
+                assert chunk, "the submitting process died"
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                acknowledged += [line.decode() for line in lines if line]
+        os.kill(proc.pid, signal.SIGKILL)  # right after the acknowledgements, mid-flight
+    finally:
+        proc.kill()
+        with trio.fail_after(10):
+            await proc.wait()
+        await proc.stdout.aclose()  # type: ignore[union-attr]
+    queue = await open_task_queue(db, TaskQueueSettings())
+    try:
+        tasks, _ = await queue.list(limit=10)
+        assert {t.id for t in tasks} == set(acknowledged)
+    finally:
+        await queue.aclose()

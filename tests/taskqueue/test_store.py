@@ -1,0 +1,160 @@
+"""The SQLite store on real files."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from triomcp.errors import IdempotencyConflict, LeaseLost, StoreUnavailable
+from triomcp.taskqueue import machine
+from triomcp.taskqueue.model import TaskState
+from triomcp.taskqueue.store import SCHEMA_VERSION, Store
+
+
+def submit(store: Store, task_type: str = "x", payload: object = None, **kw: object) -> object:
+    args = {"priority": 0, "idempotency_key": None, "max_attempts": 3, "submitter": None, "now": 1.0}
+    args.update(kw)
+    return store.submit(task_type, payload or {}, **args)[0]  # type: ignore[arg-type]
+
+
+def test_priority_then_fifo(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q.db")
+    ids = [submit(store, payload={"n": i}, priority=p).id for i, p in enumerate([0, 5, 0, 5])]  # type: ignore[attr-defined]
+    order = [store.claim("w", None, lease_seconds=10, now=2).id for _ in range(4)]  # type: ignore[union-attr]
+    assert order == [ids[1], ids[3], ids[0], ids[2]]
+    assert store.claim("w", None, lease_seconds=10, now=2) is None
+
+
+def test_claim_filters_by_type_and_backoff(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q.db")
+    a = submit(store, "a")
+    assert store.claim("w", ["b"], lease_seconds=10, now=2) is None
+    task = store.claim("w", ["a"], lease_seconds=10, now=2)
+    assert task is not None and task.id == a.id  # type: ignore[attr-defined]
+    store.change(task.id, lambda t: machine.transition(t, "fail_retry", now=3, token=task.lease_token,
+                                                      error={"code": "e"}, delay=100))
+    assert store.claim("w", ["a"], lease_seconds=10, now=50) is None
+    assert store.claim("w", ["a"], lease_seconds=10, now=104) is not None
+
+
+def test_idempotency(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q.db")
+    first, created = store.submit("x", {"a": 1}, priority=0, idempotency_key="k", max_attempts=3, submitter="p",
+                                  now=1)
+    again, created_again = store.submit("x", {"a": 1}, priority=0, idempotency_key="k", max_attempts=3,
+                                        submitter="p", now=2)
+    assert created and not created_again and again.id == first.id
+    with pytest.raises(IdempotencyConflict):
+        store.submit("x", {"a": 2}, priority=0, idempotency_key="k", max_attempts=3, submitter="p", now=3)
+    other, created_other = store.submit("x", {"a": 2}, priority=0, idempotency_key="k", max_attempts=3,
+                                        submitter="q", now=3)
+    assert created_other and other.id != first.id  # keys are per submitter
+
+
+def test_lease_holder_checks_and_nothing_written_on_refusal(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q.db")
+    submit(store)
+    task = store.claim("w", None, lease_seconds=10, now=2)
+    assert task is not None
+    with pytest.raises(LeaseLost):
+        store.change(task.id, lambda t: machine.transition(t, "complete", now=3, token="nope", result=1))
+    assert store.get(task.id).state is TaskState.LEASED
+
+
+def test_expiry_recovery_to_queue_and_dead_letter(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q.db")
+    submit(store, max_attempts=1)
+    submit(store, max_attempts=2)
+    store.claim("w", None, lease_seconds=10, now=2)
+    store.claim("w", None, lease_seconds=10, now=2)
+    recovered = store.expire_leases(now=13, backoff=machine.Backoff(base=0.0001, cap=0.0001))
+    assert sorted(t.state.value for t in recovered) == ["dead", "queued"]
+    assert store.expire_leases(now=14, backoff=machine.Backoff()) == []
+
+
+def test_reopen_keeps_everything_and_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    store = Store(path)
+    ids = {submit(store, payload={"n": i}).id for i in range(20)}  # type: ignore[attr-defined]
+    store.close()
+    again = Store(path)
+    tasks, cursor = again.list(limit=100)
+    assert {t.id for t in tasks} == ids and cursor is None
+    assert again.schema_version() == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    Store(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreUnavailable, match="newer than this triomcp"):
+        Store(path)
+
+
+def test_list_filters_and_cursor(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q.db")
+    for i in range(7):
+        submit(store, "a" if i % 2 else "b", submitter="p" if i < 5 else "q")
+    seen = []
+    cursor = None
+    for _ in range(10):
+        page, cursor = store.list(submitter="p", limit=2, cursor=cursor)
+        seen += page
+        if cursor is None:
+            break
+    assert len(seen) == 5 and [t.seq for t in seen] == sorted((t.seq for t in seen), reverse=True)
+    assert {t.type for t in store.list(task_type="a", limit=50)[0]} == {"a"}
+    with pytest.raises(ValueError):
+        store.list(cursor="garbage")
+
+
+def test_retention_prunes_only_old_finished_tasks(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q.db")
+    old = submit(store)
+    submit(store)
+    store.change(old.id, lambda t: machine.transition(t, "cancel", now=5))  # type: ignore[attr-defined]
+    assert store.prune(finished_before=4) == 0
+    assert store.prune(finished_before=6) == 1
+    assert [t.state for t in store.list()[0]] == [TaskState.QUEUED]
+
+
+def test_disk_full_is_a_clear_error_and_nothing_is_half_written(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q.db")
+    submit(store)
+    real = store._db
+
+    class FullDisk:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def execute(self, sql: str, *args: object) -> object:
+            if sql.startswith("INSERT"):
+                raise sqlite3.OperationalError("database or disk is full")
+            return real.execute(sql, *args)
+
+    with mock.patch.object(store, "_db", FullDisk()), pytest.raises(StoreUnavailable, match="disk is full"):
+        submit(store, payload={"lost": True})
+    tasks, _ = store.list()
+    assert len(tasks) == 1
+    submit(store, payload={"after": True})  # the store keeps working
+    assert len(store.list()[0]) == 2
+
+
+def test_locked_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    store = Store(path)
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        store._db.execute("PRAGMA busy_timeout = 50")
+        with pytest.raises(StoreUnavailable, match="locked"):
+            submit(store)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    submit(store)
+    assert len(store.list()[0]) == 1
