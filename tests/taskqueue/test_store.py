@@ -8,7 +8,7 @@ from unittest import mock
 
 import pytest
 
-from triomcp.errors import IdempotencyConflict, LeaseLost, StoreUnavailable
+from triomcp.errors import IdempotencyConflict, InvalidTransition, LeaseLost, StoreUnavailable
 from triomcp.taskqueue import machine
 from triomcp.taskqueue.model import TaskState
 from triomcp.taskqueue.store import SCHEMA_VERSION, Store
@@ -23,21 +23,21 @@ def submit(store: Store, task_type: str = "x", payload: object = None, **kw: obj
 def test_priority_then_fifo(tmp_path: Path) -> None:
     store = Store(tmp_path / "q.db")
     ids = [submit(store, payload={"n": i}, priority=p).id for i, p in enumerate([0, 5, 0, 5])]  # type: ignore[attr-defined]
-    order = [store.claim("w", None, lease_seconds=10, now=2).id for _ in range(4)]  # type: ignore[union-attr]
+    order = [store.claim("w", None, lease_seconds=10, now=2)[0].id for _ in range(4)]  # type: ignore[union-attr]
     assert order == [ids[1], ids[3], ids[0], ids[2]]
-    assert store.claim("w", None, lease_seconds=10, now=2) is None
+    assert store.claim("w", None, lease_seconds=10, now=2) == (None, None)
 
 
 def test_claim_filters_by_type_and_backoff(tmp_path: Path) -> None:
     store = Store(tmp_path / "q.db")
     a = submit(store, "a")
-    assert store.claim("w", ["b"], lease_seconds=10, now=2) is None
-    task = store.claim("w", ["a"], lease_seconds=10, now=2)
+    assert store.claim("w", ["b"], lease_seconds=10, now=2) == (None, None)
+    task, _ = store.claim("w", ["a"], lease_seconds=10, now=2)
     assert task is not None and task.id == a.id  # type: ignore[attr-defined]
     store.change(task.id, lambda t: machine.transition(t, "fail_retry", now=3, token=task.lease_token,
                                                       error={"code": "e"}, delay=100))
-    assert store.claim("w", ["a"], lease_seconds=10, now=50) is None
-    assert store.claim("w", ["a"], lease_seconds=10, now=104) is not None
+    assert store.claim("w", ["a"], lease_seconds=10, now=50) == (None, 103)  # tells when the retry is due
+    assert store.claim("w", ["a"], lease_seconds=10, now=104)[0] is not None
 
 
 def test_idempotency(tmp_path: Path) -> None:
@@ -57,7 +57,7 @@ def test_idempotency(tmp_path: Path) -> None:
 def test_lease_holder_checks_and_nothing_written_on_refusal(tmp_path: Path) -> None:
     store = Store(tmp_path / "q.db")
     submit(store)
-    task = store.claim("w", None, lease_seconds=10, now=2)
+    task, _ = store.claim("w", None, lease_seconds=10, now=2)
     assert task is not None
     with pytest.raises(LeaseLost):
         store.change(task.id, lambda t: machine.transition(t, "complete", now=3, token="nope", result=1))
@@ -158,3 +158,17 @@ def test_locked_database_is_a_clear_error(tmp_path: Path) -> None:
         other.close()
     submit(store)
     assert len(store.list()[0]) == 1
+
+
+def test_batch_commits_together_and_refuses_one_alone(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q.db")
+    task = submit(store)
+    ops = [
+        lambda: submit(store, payload={"n": 1}),
+        lambda: store.change(task.id, lambda t: machine.transition(t, "complete", now=2, token="x", result=1)),  # type: ignore[attr-defined]
+        lambda: submit(store, payload={"n": 2}),
+    ]
+    results = store.batch(ops)
+    assert [ok for ok, _ in results] == [True, False, True]
+    assert isinstance(results[1][1], InvalidTransition)
+    assert len(store.list()[0]) == 3

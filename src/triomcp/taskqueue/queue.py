@@ -43,6 +43,16 @@ class _Signal:
         return self._event
 
 
+class _Op:
+    __slots__ = ("done", "fn", "ok", "value")
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.done = False
+        self.ok = False
+        self.value: Any = None
+
+
 class TaskQueue:
     name = "local"
 
@@ -60,10 +70,42 @@ class TaskQueue:
         self._by_state: Counter[str] = Counter()
         self._submitted = self._expiries = self._retries = self._dead = 0
         self._closed = False
+        self._pending: list[_Op] = []
+        self._flushing = False
+        self._flushed = _Signal()
 
     # -- plumbing ---------------------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A read (or a one-off), in the database thread."""
         return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
+
+    async def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A change, committed with whatever other changes are waiting (group commit).
+
+        The first caller to find no commit in flight takes every waiting operation to the
+        database thread and runs them in one transaction; the others wait for that commit.
+        """
+        op = _Op(lambda: fn(*args, **kwargs))
+        self._pending.append(op)
+        while not op.done:
+            if self._flushing:
+                await self._flushed.arm().wait()
+                continue
+            self._flushing = True
+            batch, self._pending = self._pending, []
+            try:
+                # Shielded: the operations are in flight for every waiter, not just this one.
+                with trio.CancelScope(shield=True):
+                    results = await trio.to_thread.run_sync(
+                        self.store.batch, [o.fn for o in batch], limiter=self._limiter)
+            finally:
+                self._flushing = False
+            for o, (ok, value) in zip(batch, results, strict=True):
+                o.done, o.ok, o.value = True, ok, value
+            self._flushed.fire()
+        if op.ok:
+            return op.value  # type: ignore[no-any-return]
+        raise op.value
 
     def _changed(self, before: Task | None, after: Task) -> None:
         if before is not None:
@@ -92,7 +134,7 @@ class TaskQueue:
             box.append(task)
             return apply(task)
 
-        after = await self._run(self.store.change, task_id, step)
+        after = await self._write(self.store.change, task_id, step)
         self._changed(box[0], after)
         return after
 
@@ -119,7 +161,7 @@ class TaskQueue:
         """Store a task durably and return it (the same task again for a repeated idempotency key)."""
         if not task_type or len(task_type) > 128:
             raise ValueError("task_type must be 1 to 128 characters")
-        task, created = await self._run(
+        task, created = await self._write(
             self.store.submit, task_type, payload, priority=priority, idempotency_key=idempotency_key,
             max_attempts=self.settings.max_attempts if max_attempts is None else max_attempts,
             submitter=submitter, now=self.clock(),
@@ -159,11 +201,16 @@ class TaskQueue:
 
     # -- workers' side -------------------------------------------------------------------------
     async def claim(self, holder: str, task_types: Sequence[str] | None, *, lease_seconds: float | None = None) -> Lease | None:
+        return (await self._claim(holder, task_types, lease_seconds))[0]
+
+    async def _claim(
+        self, holder: str, task_types: Sequence[str] | None, lease_seconds: float | None
+    ) -> tuple[Lease | None, float | None]:
         seconds = lease_seconds or self.settings.lease_seconds
-        task = await self._run(self.store.claim, holder, list(task_types) if task_types is not None else None,
-                               lease_seconds=seconds, now=self.clock())
+        task, retry_at = await self._write(self.store.claim, holder, list(task_types) if task_types is not None
+                                           else None, lease_seconds=seconds, now=self.clock())
         if task is None:
-            return None
+            return None, retry_at
         self._by_state["queued"] -= 1
         self._by_state["leased"] += 1
         self._leases.fire()
@@ -171,17 +218,16 @@ class TaskQueue:
         if signal is not None:
             signal.fire()
         assert task.lease_token is not None and task.lease_expires_at is not None
-        return Lease(task, task.lease_token, task.lease_expires_at)
+        return Lease(task, task.lease_token, task.lease_expires_at), None
 
     async def wait_claim(self, holder: str, task_types: Sequence[str] | None, *,
                          lease_seconds: float | None = None) -> Lease:
         """Claim, waiting (without polling) until a task is there."""
         while True:
             woken = self._work.arm()
-            lease = await self.claim(holder, task_types, lease_seconds=lease_seconds)
+            lease, retry_at = await self._claim(holder, task_types, lease_seconds)
             if lease is not None:
                 return lease
-            _, retry_at = await self._run(self.store.next_deadlines)
             deadline = math.inf
             if retry_at is not None:
                 deadline = trio.current_time() + max(0.0, retry_at - self.clock()) + 0.001
@@ -269,12 +315,12 @@ class TaskQueue:
         next_prune = trio.current_time()
         while True:
             woken = self._leases.arm()
-            expired = await self._run(self.store.expire_leases, now=self.clock(), backoff=self.backoff)
+            expired = await self._write(self.store.expire_leases, now=self.clock(), backoff=self.backoff)
             for task in expired:
                 self._expiries += 1
                 self._changed(replace(task, state=TaskState.LEASED), task)
             if trio.current_time() >= next_prune:
-                pruned = await self._run(self.store.prune, finished_before=self.clock() - self.settings.retention_seconds)
+                pruned = await self._write(self.store.prune, finished_before=self.clock() - self.settings.retention_seconds)
                 if pruned:
                     await self._load_counts()
                 next_prune = trio.current_time() + PRUNE_EVERY_SECONDS

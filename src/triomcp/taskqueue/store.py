@@ -122,6 +122,7 @@ class Store:
 
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         self.path = path
+        self._depth = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=5.0)
@@ -154,10 +155,29 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction; nested use becomes a savepoint (so a batch can refuse one operation)."""
+        if self._depth:
+            name = f"op{self._depth}"
+            self._db.execute(f"SAVEPOINT {name}")
+            self._depth += 1
+            try:
+                yield self._db
+            except Exception as exc:
+                self._db.execute(f"ROLLBACK TO {name}")
+                self._db.execute(f"RELEASE {name}")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreUnavailable(f"task queue database error, nothing was stored: {exc}") from exc
+                raise
+            else:
+                self._db.execute(f"RELEASE {name}")
+            finally:
+                self._depth -= 1
+            return
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"task queue database unavailable: {exc}") from exc
+        self._depth = 1
         try:
             yield self._db
         except sqlite3.Error as exc:
@@ -166,11 +186,31 @@ class Store:
         except Exception:  # a transition refused (LeaseLost...): nothing is written
             self._rollback_quietly()
             raise
+        finally:
+            self._depth = 0
         try:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback_quietly()
             raise StoreUnavailable(f"task queue commit failed, nothing was stored: {exc}") from exc
+
+    def batch(self, operations: Sequence[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        """Run several operations in one transaction (one fsync): ``(ok, result or exception)`` each.
+
+        Each operation runs in its own savepoint, so one refused operation changes nothing
+        while the others commit. If the commit itself fails, every operation failed.
+        """
+        results: list[tuple[bool, Any]] = []
+        try:
+            with self._transaction():
+                for operation in operations:
+                    try:
+                        results.append((True, operation()))
+                    except Exception as exc:
+                        results.append((False, exc))
+        except StoreUnavailable as exc:
+            return [(False, exc)] * len(operations)
+        return results
 
     def _rollback_quietly(self) -> None:
         with suppress(sqlite3.Error):
@@ -240,20 +280,28 @@ class Store:
             self._write(db, task)
             return task
 
-    def claim(self, holder: str, task_types: Sequence[str] | None, *, lease_seconds: float, now: float) -> Task | None:
-        """Lease the best eligible task: highest priority, then oldest; None when nothing is eligible."""
+    def claim(
+        self, holder: str, task_types: Sequence[str] | None, *, lease_seconds: float, now: float
+    ) -> tuple[Task | None, float | None]:
+        """Lease the best eligible task (highest priority, then oldest).
+
+        Returns ``(task, None)``, or ``(None, when the next retry of these types comes due)``.
+        """
         with self._transaction() as db:
-            query = f"{_SELECT} WHERE state = 'queued' AND not_before <= ?"
-            args: list[Any] = [now]
+            where = "state = 'queued'"
+            args: list[Any] = []
             if task_types is not None:
-                query += f" AND type IN ({', '.join('?' * len(task_types))})"
+                where += f" AND type IN ({', '.join('?' * len(task_types))})"
                 args.extend(task_types)
-            row = db.execute(query + " ORDER BY priority DESC, seq LIMIT 1", args).fetchone()
+            row = db.execute(f"{_SELECT} WHERE {where} AND not_before <= ? ORDER BY priority DESC, seq LIMIT 1",
+                             [*args, now]).fetchone()
             if row is None:
-                return None
+                later = db.execute(f"SELECT min(not_before) FROM tasks WHERE {where} AND not_before > ?",
+                                   [*args, now]).fetchone()[0]
+                return None, later
             task = machine.transition(_row_to_task(row), "claim", now=now, holder=holder, lease_seconds=lease_seconds)
             self._write(db, task)
-            return task
+            return task, None
 
     def expire_leases(self, *, now: float, backoff: machine.Backoff) -> list[Task]:
         """Recover every lease that has run out."""
