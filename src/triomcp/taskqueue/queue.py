@@ -67,6 +67,8 @@ class TaskQueue:
         self._leases = _Signal()
         """Fired when the set of leases changed (the maintenance task re-plans its sleep)."""
         self._task_signals: dict[str, _Signal] = {}
+        self._cancel_events: dict[str, trio.Event] = {}
+        """Leased tasks a local worker watches for a cancel request (no database read)."""
         self._by_state: Counter[str] = Counter()
         self._submitted = self._expiries = self._retries = self._dead = 0
         self._closed = False
@@ -120,6 +122,16 @@ class TaskQueue:
         signal = self._task_signals.get(after.id)
         if signal is not None:
             signal.fire()
+        if after.cancel_requested:
+            self._cancel_event(after.id).set()
+        if after.state is not TaskState.LEASED:
+            self._cancel_events.pop(after.id, None)
+
+    def _cancel_event(self, task_id: str) -> trio.Event:
+        event = self._cancel_events.get(task_id)
+        if event is None:
+            event = self._cancel_events[task_id] = trio.Event()
+        return event
 
     def _signal(self, task_id: str) -> _Signal:
         signal = self._task_signals.get(task_id)
@@ -297,11 +309,8 @@ class TaskQueue:
         return task
 
     async def wait_cancel_requested(self, task_id: str) -> None:
-        task = await self.get(task_id)
-        while not task.cancel_requested:
-            if task.finished:
-                await trio.sleep_forever()
-            task = await self.wait_changed(task_id, task.version)
+        """Return once a cancel is requested for this leased task (for the worker running it)."""
+        await self._cancel_event(task_id).wait()
 
     def forget(self, task_id: str) -> None:
         """Drop the wake-up signal of a task nobody watches any more."""

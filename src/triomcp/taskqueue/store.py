@@ -74,6 +74,9 @@ COLUMNS = (
 )
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM tasks"
 _JSON_COLUMNS = ("payload", "result", "error")
+_MUTABLE = ("state", "attempts", "not_before", "lease_holder", "lease_token", "lease_expires_at", "cancel_requested",
+            "progress", "progress_message", "result", "error", "updated_at", "finished_at", "version")
+_UPDATE = f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in _MUTABLE)} WHERE id = ?"
 
 
 def _dumps(value: Any) -> str:
@@ -229,9 +232,17 @@ class Store:
         return _row_to_task(row)
 
     def _write(self, db: sqlite3.Connection, task: Task) -> None:
-        sets = ", ".join(f"{c} = ?" for c in COLUMNS[1:])
-        row = _task_to_row(task)
-        db.execute(f"UPDATE tasks SET {sets} WHERE id = ?", (*row[1:], row[0]))
+        """Write the columns a transition can change (the payload and identity never change)."""
+        db.execute(
+            _UPDATE,
+            (
+                task.state.value, task.attempts, task.not_before, task.lease_holder, task.lease_token,
+                task.lease_expires_at, int(task.cancel_requested), task.progress, task.progress_message,
+                None if task.result is None else _dumps(task.result),
+                None if task.error is None else _dumps(task.error),
+                task.updated_at, task.finished_at, task.version, task.id,
+            ),
+        )
 
     # -- operations ------------------------------------------------------------------------
     def submit(
