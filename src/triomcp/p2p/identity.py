@@ -1,0 +1,34 @@
+"""The node's Ed25519 identity, persisted in the data dir (same peer id across restarts)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.keys import KeyPair
+from libp2p.identity_utils import load_identity, save_identity
+from libp2p.peer.id import ID
+
+from triomcp.errors import ConfigError
+
+__all__ = ["load_or_create_identity", "peer_id_of"]
+
+
+def load_or_create_identity(path: Path) -> KeyPair:
+    """Load the key at ``path``, or create one (mode 0600, written atomically)."""
+    if path.exists():
+        try:
+            return load_identity(path)
+        except ValueError as exc:
+            raise ConfigError(f"the identity file {path} is corrupt: {exc}; restore it from a backup") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key_pair = create_new_key_pair()
+    tmp = path.with_suffix(".tmp")
+    save_identity(key_pair, tmp)
+    os.replace(tmp, path)
+    return key_pair
+
+
+def peer_id_of(key_pair: KeyPair) -> str:
+    return ID.from_pubkey(key_pair.public_key).to_base58()

@@ -1,0 +1,304 @@
+"""The libp2p node: one host for the life of the process, owned by a Trio nursery.
+
+Rules learned by measurement (see docs/architecture.md):
+
+- TCP + Noise only: a plaintext, secio or TLS-only dialer is refused;
+- yamux; ``max_connections_per_peer=1`` (otherwise every dial waits 250 ms);
+- a deadline on every dial and stream open (a silent peer would hang 120 s);
+- stream handlers never let an exception reach ``host.run()`` (it would tear
+  the host down);
+- the host is closed before anything is cancelled (leaving ``run()`` alone
+  leaves the listener open and leaks sockets).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import multiaddr as ma
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.host.ping import ID as PING_PROTOCOL
+from libp2p.network.config import ConnectionConfig
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL
+from libp2p.security.noise.transport import Transport as NoiseTransport
+
+from triomcp.errors import ConfigError, PeerError
+from triomcp.p2p._errors import close_quietly, map_libp2p_errors
+from triomcp.p2p.authz import AuthorizedPeers
+from triomcp.p2p.discovery import keep_connected, peer_id_in, write_announce
+from triomcp.p2p.identity import load_or_create_identity, peer_id_of
+from triomcp.p2p.rpc import MCP_PROTOCOL, FrameHandler, PeerChannel, serve_stream
+from triomcp.settings import P2PSettings
+
+__all__ = ["CLI_IDENTITY_FILE", "IDENTITY_FILE", "Node", "NodeStatistics", "open_node"]
+
+log = logging.getLogger("triomcp.p2p")
+
+IDENTITY_FILE = "identity.key"
+CLI_IDENTITY_FILE = "identity-cli.key"
+AUTHORIZED_FILE = "authorized_peers"
+
+
+@dataclass(frozen=True)
+class NodeStatistics:
+    peer_id: str
+    connected_peers: int
+    dial_failures: int
+    frame_errors: int
+    calls_served: int
+
+
+class _Notifee:
+    """libp2p network events -> a Trio signal (event-driven reconnects, no polling)."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    async def opened_stream(self, network: Any, stream: Any) -> None:
+        pass
+
+    async def closed_stream(self, network: Any, stream: Any) -> None:
+        pass
+
+    async def connected(self, network: Any, conn: Any) -> None:
+        self._node._fire_peers_changed()
+
+    async def disconnected(self, network: Any, conn: Any) -> None:
+        self._node._fire_peers_changed()
+
+    async def listen(self, network: Any, multiaddr: Any) -> None:
+        pass
+
+    async def listen_close(self, network: Any, multiaddr: Any) -> None:
+        pass
+
+
+def _new_host(key_pair: KeyPair, *, mdns: bool, listen: list[ma.Multiaddr]) -> IHost:
+    return new_host(
+        key_pair=key_pair,
+        sec_opt={NOISE_PROTOCOL: NoiseTransport(key_pair, noise_privkey=x25519_key_pair().private_key)},
+        muxer_preference="YAMUX",
+        connection_config=ConnectionConfig(max_connections_per_peer=1),
+        enable_mDNS=mdns,
+        listen_addrs=listen if mdns else None,
+    )
+
+
+class Node:
+    """What the rest of triomcp sees of libp2p: ids, peers, dialing, pings and MCP calls."""
+
+    def __init__(
+        self,
+        host: IHost,
+        key_pair: KeyPair,
+        settings: P2PSettings,
+        data_dir: Path,
+        authorized: AuthorizedPeers,
+        nursery: trio.Nursery,
+    ) -> None:
+        self.host = host
+        self.settings = settings
+        self.data_dir = data_dir
+        self.authorized = authorized
+        self.peer_id = peer_id_of(key_pair)
+        self._nursery = nursery
+        self._channels: dict[str, PeerChannel] = {}
+        self._peers_changed = trio.Event()
+        self._dial_failures = 0
+        self._frame_errors = 0
+        self._calls_served = 0
+        self._closed = False
+        self.frame_handler: FrameHandler | None = None
+
+    # -- identity and peers ---------------------------------------------------------------
+    def listen_addrs(self) -> list[str]:
+        return [str(a) for a in self.host.get_addrs()]
+
+    def connected_peers(self) -> list[str]:
+        return sorted(p.to_base58() for p in self.host.get_connected_peers())
+
+    def is_connected(self, peer_id: str) -> bool:
+        return peer_id in self.connected_peers()
+
+    def known_peers(self) -> list[dict[str, Any]]:
+        """Every peer in the peerstore with its addresses (this node excluded)."""
+        store = self.host.get_peerstore()
+        out = []
+        for pid in store.peer_ids():
+            peer = pid.to_base58()
+            if peer == self.peer_id:
+                continue
+            try:
+                addrs = [str(a) for a in store.addrs(pid)]
+            except Exception:
+                addrs = []
+            out.append({"peer_id": peer, "addrs": addrs, "connected": self.is_connected(peer),
+                        "authorized": self.authorized.is_authorized(peer)})
+        return sorted(out, key=lambda p: p["peer_id"])
+
+    def statistics(self) -> NodeStatistics:
+        return NodeStatistics(self.peer_id, len(self.host.get_connected_peers()), self._dial_failures,
+                              self._frame_errors, self._calls_served)
+
+    def _fire_peers_changed(self) -> None:
+        self._peers_changed.set()
+        self._peers_changed = trio.Event()
+
+    async def wait_peers_changed(self) -> None:
+        await self._peers_changed.wait()
+
+    # -- dialing ---------------------------------------------------------------------------
+    async def connect(self, multiaddr: str) -> str:
+        """Dial a full multiaddr (ending in ``/p2p/<id>``); returns the peer id."""
+        peer_id = peer_id_in(multiaddr)
+        if peer_id == self.peer_id:
+            raise ConfigError("that multiaddr is this node itself")
+        try:
+            info = info_from_p2p_addr(ma.Multiaddr(multiaddr))
+        except Exception as exc:
+            raise ConfigError(f"invalid multiaddr {multiaddr!r}: {exc}") from None
+        self.host.get_network().unblock_peer(info.peer_id)  # forget a failed dial: the peer may be back
+        try:
+            with map_libp2p_errors(f"dialing {multiaddr}"), trio.fail_after(self.settings.dial_timeout):
+                await self.host.connect(info)
+        except PeerError:
+            self._dial_failures += 1
+            raise
+        return peer_id
+
+    async def _open_stream(self, peer_id: str, protocol: str) -> INetStream:
+        pid = ID.from_base58(peer_id)
+        with map_libp2p_errors(f"opening {protocol} to {peer_id}"), trio.fail_after(self.settings.stream_timeout):
+            if not self.is_connected(peer_id):
+                self.host.get_network().unblock_peer(pid)
+            return await self.host.new_stream(pid, [TProtocol(protocol)])
+
+    async def ping(self, peer_id: str) -> float:
+        """Round-trip time in seconds of one libp2p ping (32 random bytes echoed)."""
+        stream = await self._open_stream(peer_id, str(PING_PROTOCOL))
+        try:
+            payload = secrets.token_bytes(32)
+            with map_libp2p_errors(f"pinging {peer_id}"), trio.fail_after(self.settings.call_timeout):
+                start = time.perf_counter()
+                await stream.write(payload)
+                echoed = b""
+                while len(echoed) < 32:
+                    chunk = await stream.read(32 - len(echoed))
+                    if not chunk:
+                        break
+                    echoed += chunk
+                rtt = time.perf_counter() - start
+            if echoed != payload:
+                raise PeerError(f"peer {peer_id} answered the ping with different bytes")
+            return rtt
+        finally:
+            await close_quietly(stream)
+
+    # -- MCP over libp2p --------------------------------------------------------------------
+    def channel(self, peer_id: str) -> PeerChannel:
+        channel = self._channels.get(peer_id)
+        if channel is None:
+            channel = PeerChannel(peer_id, lambda: self._open_stream(peer_id, MCP_PROTOCOL), self._nursery,
+                                  max_frame_bytes=self.settings.max_frame_bytes)
+            self._channels[peer_id] = channel
+        return channel
+
+    async def call(
+        self,
+        peer_id: str,
+        method: str,
+        params: dict[str, Any],
+        *,
+        on_notification: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> dict[str, Any]:
+        """One MCP request to a peer on its long-lived stream (the caller owns the timeout)."""
+        if peer_id == self.peer_id:
+            raise ConfigError("a node does not call itself over libp2p")
+        return await self.channel(peer_id).call(method, params, on_notification=on_notification)
+
+    async def _on_mcp_stream(self, stream: INetStream) -> None:
+        """Serve one peer's MCP stream; nothing escapes into the host."""
+        try:
+            peer_id = stream.muxed_conn.peer_id.to_base58()
+            handler = self.frame_handler
+            if handler is None:
+                raise PeerError("this node serves no MCP handler")
+
+            async def counted(message: dict[str, Any], *, peer_id: str, notify: Any) -> dict[str, Any] | None:
+                self._calls_served += 1
+                return await handler(message, peer_id=peer_id, notify=notify)
+
+            await serve_stream(stream, peer_id, counted, authorized=self.authorized.is_authorized,
+                               max_frame_bytes=self.settings.max_frame_bytes)
+        except Exception:
+            log.exception("MCP stream handler failed")
+        finally:
+            await close_quietly(stream)
+
+    async def aclose(self) -> None:
+        """Close every channel and the host (listener and connections): call before cancelling."""
+        if self._closed:
+            return
+        self._closed = True
+        for channel in list(self._channels.values()):
+            await channel.aclose()
+        with trio.CancelScope(shield=True), trio.move_on_after(3):
+            try:
+                await self.host.close()
+            except Exception as exc:
+                log.warning("closing the libp2p host: %s", exc)
+
+
+@asynccontextmanager
+async def open_node(
+    settings: P2PSettings,
+    data_dir: Path,
+    *,
+    frame_handler: FrameHandler | None = None,
+    identity_file: str = IDENTITY_FILE,
+    announce: bool = True,
+) -> AsyncIterator[Node]:
+    """Start a node, yield it once it listens, close it on the way out (before any cancel)."""
+    await trio.to_thread.run_sync(lambda: data_dir.mkdir(parents=True, exist_ok=True))
+    key_pair = await trio.to_thread.run_sync(load_or_create_identity, data_dir / identity_file)
+    cli_key = data_dir / CLI_IDENTITY_FILE
+    always = set()
+    if identity_file != CLI_IDENTITY_FILE and cli_key.exists():
+        always.add(peer_id_of(await trio.to_thread.run_sync(load_or_create_identity, cli_key)))
+    authorized = AuthorizedPeers(data_dir / AUTHORIZED_FILE, always=always)
+    try:
+        listen = [ma.Multiaddr(a) for a in settings.listen]
+    except Exception as exc:
+        raise ConfigError(f"p2p.listen: {exc}") from None
+    host = _new_host(key_pair, mdns=settings.mdns, listen=listen)
+    async with trio.open_nursery() as nursery:
+        node = Node(host, key_pair, settings, data_dir, authorized, nursery)
+        node.frame_handler = frame_handler
+        host.set_stream_handler(TProtocol(MCP_PROTOCOL), node._on_mcp_stream)
+        host.get_network().register_notifee(_Notifee(node))  # type: ignore[arg-type]
+        async with host.run(listen):
+            try:
+                if announce:
+                    await trio.to_thread.run_sync(write_announce, data_dir, node.peer_id, node.listen_addrs())
+                for bootstrap in settings.bootstrap:
+                    nursery.start_soon(keep_connected, bootstrap, node.connect, node.is_connected,
+                                       node.wait_peers_changed)
+                log.info("p2p node %s listening on %s", node.peer_id, ", ".join(node.listen_addrs()))
+                yield node
+            finally:
+                await node.aclose()  # close the host first: leaving run() alone leaks the listener
+                nursery.cancel_scope.cancel()

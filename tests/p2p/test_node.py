@@ -1,0 +1,163 @@
+"""Real nodes in one process: identity, Noise-only, MCP calls, cancellation, reconnect, authorization."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import multiaddr as ma
+import pytest
+import trio
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
+
+from tests.p2p.conftest import CANCELLED, authorize, node_in
+from triomcp.errors import PeerError, RemoteError
+from triomcp.p2p import read_announce
+
+
+async def test_identity_persists_and_announce_file_is_written(tmp_path: Path) -> None:
+    async with node_in(tmp_path / "a") as node:
+        first = node.peer_id
+        announced = read_announce(tmp_path / "a")
+        assert announced is not None and announced["peer_id"] == first
+        assert announced["multiaddrs"] == node.listen_addrs()
+        assert all(a.endswith(f"/p2p/{first}") for a in node.listen_addrs())
+    async with node_in(tmp_path / "a") as node:
+        assert node.peer_id == first
+    assert (tmp_path / "a" / "identity.key").stat().st_mode & 0o777 == 0o600
+
+
+async def test_call_round_trip_progress_and_multiplexing(tmp_path: Path) -> None:
+    async with node_in(tmp_path / "a") as a, node_in(tmp_path / "b") as b:
+        authorize(b, a)
+        with trio.fail_after(20):
+            await a.connect(b.listen_addrs()[0])
+            assert b.peer_id in a.connected_peers()
+            assert (await a.call(b.peer_id, "whoami", {}))["peer_id"] == a.peer_id
+            seen: list[Any] = []
+
+            async def on_note(note: dict[str, Any]) -> None:
+                seen.append(note["params"]["progress"])
+
+            assert await a.call(b.peer_id, "progress", {}, on_notification=on_note) == {"done": True}
+            assert seen == [1, 2, 3]
+            results: dict[int, Any] = {}
+
+            async def one(i: int) -> None:
+                results[i] = await a.call(b.peer_id, "echo", {"value": i})
+
+            async with trio.open_nursery() as nursery:
+                for i in range(20):
+                    nursery.start_soon(one, i)
+            assert results == {i: {"echo": i} for i in range(20)}
+            assert await a.ping(b.peer_id) > 0
+
+
+async def test_cancelling_a_call_cancels_the_remote_handler(tmp_path: Path) -> None:
+    async with node_in(tmp_path / "a") as a, node_in(tmp_path / "b") as b:
+        authorize(b, a)
+        with trio.fail_after(20):
+            await a.connect(b.listen_addrs()[0])
+            with trio.move_on_after(0.3):
+                await a.call(b.peer_id, "block", {"tag": "remote-cancel"})
+            for _ in range(200):
+                if "remote-cancel" in CANCELLED:
+                    break
+                await trio.sleep(0.01)
+            assert "remote-cancel" in CANCELLED
+            assert (await a.call(b.peer_id, "echo", {"value": "still"}))["echo"] == "still"
+
+
+async def test_unauthorized_peer_is_refused(tmp_path: Path) -> None:
+    async with node_in(tmp_path / "a") as a, node_in(tmp_path / "b") as b:
+        with trio.fail_after(20):
+            await a.connect(b.listen_addrs()[0])
+            with pytest.raises(RemoteError, match="not authorized") as info:
+                await a.call(b.peer_id, "echo", {"value": 1})
+            assert info.value.code == "not_authorized"
+            authorize(b, a)
+            assert (await a.call(b.peer_id, "echo", {"value": 2}))["echo"] == 2
+
+
+async def test_peer_dying_mid_call_is_an_error_and_restart_reconnects(tmp_path: Path) -> None:
+    async with node_in(tmp_path / "a") as a:
+        with trio.fail_after(30):
+            outcome: list[Any] = []
+            async with node_in(tmp_path / "b") as b:
+                authorize(b, a)
+                b_id = b.peer_id
+                await a.connect(b.listen_addrs()[0])
+
+                async def call() -> None:
+                    try:
+                        await a.call(b_id, "block", {"tag": "dies"})
+                    except PeerError as exc:
+                        outcome.append(exc)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(call)
+                    await trio.sleep(0.2)
+                    await b.aclose()  # the peer goes away mid-call
+            assert outcome and isinstance(outcome[0], PeerError)
+            async with node_in(tmp_path / "b") as b2:
+                assert b2.peer_id == b_id
+                await a.connect(b2.listen_addrs()[0])
+                assert (await a.call(b_id, "echo", {"value": "back"}))["echo"] == "back"
+
+
+async def test_plaintext_dialer_is_refused(tmp_path: Path) -> None:
+    async with node_in(tmp_path / "b") as b:
+        key = create_new_key_pair()
+        plain = new_host(key_pair=key, sec_opt={PLAINTEXT_PROTOCOL_ID: InsecureTransport(key)})
+        async with plain.run([ma.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+            try:
+                with pytest.raises(Exception), trio.fail_after(10):  # noqa: B017 - any refusal will do
+                    await plain.connect(info_from_p2p_addr(ma.Multiaddr(b.listen_addrs()[0])))
+                assert plain.get_connected_peers() == []
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(3):
+                    await plain.close()
+
+
+async def test_hostile_frames_get_errors_and_the_stream_survives(tmp_path: Path) -> None:
+    import json
+    import struct
+
+    from triomcp.p2p.framing import FrameDecoder, encode_frame
+
+    async with node_in(tmp_path / "a") as a, node_in(tmp_path / "b", max_frame_bytes=1024) as b:
+        authorize(b, a)
+        with trio.fail_after(20):
+            await a.connect(b.listen_addrs()[0])
+            stream = await a._open_stream(b.peer_id, "/triomcp/mcp/1.0.0")
+            decoder = FrameDecoder()
+
+            async def answers(count: int) -> list[dict[str, Any]]:
+                out: list[dict[str, Any]] = []
+                while len(out) < count:
+                    out += [m for m in decoder.feed(await stream.read(65536)) if isinstance(m, dict)]
+                return out
+
+            bad = [
+                struct.pack(">I", 2) + b"\xff\xfe",                 # invalid UTF-8
+                struct.pack(">I", 5) + b"{nope",                    # invalid JSON
+                struct.pack(">I", 5) + b"[1,2]",                    # not an object
+                encode_frame({"jsonrpc": "2.0", "id": 9}),          # no method
+                encode_frame({"jsonrpc": "2.0", "id": True, "method": "echo"}),  # bad id
+                struct.pack(">I", 5000) + b"x" * 5000,              # oversized, skipped
+            ]
+            for frame in bad:
+                await stream.write(frame)
+            errors = await answers(len(bad))
+            assert [e["error"]["code"] for e in errors] == [-32700, -32700, -32600, -32600, -32600, -32600]
+            await stream.write(encode_frame({"jsonrpc": "2.0", "id": 1, "method": "echo", "params": {"value": "ok"}}))
+            (good,) = await answers(1)
+            assert good == {"jsonrpc": "2.0", "id": 1, "result": {"echo": "ok"}}
+            await stream.write(struct.pack(">I", 100) + b'{"partial"')  # then the writer goes away mid-frame
+            await stream.close()
+            assert json.loads(json.dumps(good))["result"]["echo"] == "ok"
+            # the node keeps serving new streams
+            assert (await a.call(b.peer_id, "echo", {"value": "after"}))["echo"] == "after"
