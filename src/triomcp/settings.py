@@ -95,6 +95,8 @@ class TaskQueueSettings(_Section):
     retention_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
     concurrency: dict[str, int] = Field(default_factory=lambda: {"*": 4})
     """Concurrent handlers per task type; ``*`` is the default for types not listed."""
+    mesh: bool = True
+    """Workers also claim tasks from every connected authorized peer."""
     handlers: dict[str, str] = Field(default_factory=dict)
     """Extra task handlers: task type -> ``module:function``."""
 

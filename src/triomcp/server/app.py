@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import sniffio
-import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -19,6 +18,7 @@ from triomcp.mcp.engine import Engine, EngineConfig
 from triomcp.mcp.plugins import load_plugins
 from triomcp.mcp.registry import Registry
 from triomcp.server.guard import GuardMiddleware
+from triomcp.server.lifespan import running_services
 from triomcp.server.mcp_endpoint import McpEndpoint
 from triomcp.server.services import Services
 from triomcp.server.tools import register_builtin_tools
@@ -33,8 +33,6 @@ NOT_TRIO_MESSAGE = (
     "or `hypercorn --worker-class trio triomcp.app:app` (deploy/hypercorn.toml sets worker_class = \"trio\"); "
     "uvicorn and hypercorn's asyncio worker are not supported."
 )
-
-SESSION_SWEEP_SECONDS = 30.0
 
 
 def _engine_config(settings: Settings) -> EngineConfig:
@@ -70,17 +68,9 @@ def create_app(
         library = sniffio.current_async_library()
         if library != "trio":
             raise RuntimeError(NOT_TRIO_MESSAGE.format(library=library))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_sweep_sessions, services)
-            services.ready = True
+        async with running_services(services):
             log.info("triomcp %s ready", __version__)
-            try:
-                yield {"services": services}
-            finally:
-                services.ready = False
-                services.stopping.set()
-                services.engine.methods.close_listeners()
-                nursery.cancel_scope.cancel()
+            yield {"services": services}
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "alive", "version": __version__})
@@ -109,10 +99,3 @@ def create_app(
     )
     return app
 
-
-async def _sweep_sessions(services: Services) -> None:
-    while True:
-        await trio.sleep(SESSION_SWEEP_SECONDS)
-        expired = services.engine.expire_sessions()
-        if expired:
-            log.info("expired %d idle sessions", expired)

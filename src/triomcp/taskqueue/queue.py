@@ -72,6 +72,8 @@ class TaskQueue:
         self._by_state: Counter[str] = Counter()
         self._submitted = self._expiries = self._retries = self._dead = 0
         self._closed = False
+        self.listeners: list[Callable[[Task], None]] = []
+        """Called with every changed task (the server turns them into resource updates)."""
         self._pending: list[_Op] = []
         self._flushing = False
         self._flushed = _Signal()
@@ -126,6 +128,8 @@ class TaskQueue:
             self._cancel_event(after.id).set()
         if after.state is not TaskState.LEASED:
             self._cancel_events.pop(after.id, None)
+        for listener in self.listeners:
+            listener(after)
 
     def _cancel_event(self, task_id: str) -> trio.Event:
         event = self._cancel_events.get(task_id)

@@ -1,0 +1,103 @@
+"""The lifespan's services, started in order in one nursery and stopped in reverse.
+
+Start: session sweeper -> task queue (+ lease maintenance) -> libp2p node -> local
+workers -> mesh workers -> ready. Stop: not ready, long-lived streams end ->
+workers cancelled (each running task's lease is released, the node still up for
+remote ones) -> the libp2p host closed -> everything else cancelled -> the queue
+database closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+
+from triomcp.p2p import open_node
+from triomcp.server.mesh import TOOL_CALL, make_tool_call_handler, run_mesh_workers
+from triomcp.server.peer_mcp import PeerMcpHandler
+from triomcp.server.services import Services
+from triomcp.taskqueue import HandlerRegistry, Task, open_task_queue, run_workers
+
+__all__ = ["SESSION_SWEEP_SECONDS", "build_handlers", "running_services"]
+
+log = logging.getLogger("triomcp.server")
+
+SESSION_SWEEP_SECONDS = 30.0
+
+
+def build_handlers(services: Services) -> HandlerRegistry:
+    handlers = HandlerRegistry()
+    handlers.register(TOOL_CALL, make_tool_call_handler(services.engine))
+    handlers.load_entry_points()
+    handlers.load_settings(services.settings.taskqueue.handlers)
+    return handlers
+
+
+async def _sweep_sessions(services: Services) -> None:
+    while True:
+        await trio.sleep(SESSION_SWEEP_SECONDS)
+        expired = services.engine.expire_sessions()
+        if expired:
+            log.info("expired %d idle sessions", expired)
+
+
+@contextlib.asynccontextmanager
+async def _maybe_node(services: Services) -> AsyncIterator[Any]:
+    settings = services.settings
+    if not settings.p2p.enabled:
+        yield None
+        return
+    async with open_node(settings.p2p, settings.data_dir, frame_handler=PeerMcpHandler(services.engine)) as node:
+        yield node
+
+
+@contextlib.asynccontextmanager
+async def running_services(services: Services) -> AsyncIterator[None]:
+    settings = services.settings
+    handlers = build_handlers(services)
+    queue = None
+    if settings.taskqueue.enabled:
+        queue = await open_task_queue(settings.data_dir / "queue.db", settings.taskqueue)
+        services.queue = queue
+
+        def publish(task: Task) -> None:
+            services.engine.notify_resource_updated(f"triomcp://tasks/{task.id}")
+
+        queue.listeners.append(publish)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_sweep_sessions, services)
+            if queue is not None:
+                await nursery.start(queue.run_maintenance)
+            async with _maybe_node(services) as node:
+                services.node = node
+                holder = node.peer_id if node is not None else "local"
+                tq = settings.taskqueue
+                async with trio.open_nursery() as workers:
+                    if queue is not None:
+                        await workers.start(lambda task_status: run_workers(
+                            queue, handlers, holder=holder, concurrency=tq.concurrency,
+                            lease_seconds=tq.lease_seconds, task_status=task_status))
+                    if node is not None and tq.enabled and tq.mesh:
+                        await workers.start(lambda task_status: run_mesh_workers(
+                            node, handlers, concurrency=tq.concurrency, lease_seconds=tq.lease_seconds,
+                            task_status=task_status))
+                    services.ready = True
+                    try:
+                        yield
+                    finally:
+                        services.ready = False
+                        services.stopping.set()
+                        services.engine.methods.close_listeners()
+                        workers.cancel_scope.cancel()  # running leases are released while the node is up
+            services.node = None  # the host is closed
+            nursery.cancel_scope.cancel()
+    finally:
+        if queue is not None:
+            with trio.CancelScope(shield=True):
+                await queue.aclose()
+            services.queue = None

@@ -1,0 +1,175 @@
+"""The mesh: the built-in ``tool.call`` task type, and workers that claim from authorized peers.
+
+A node's workers claim from its own queue and, in mesh mode, from the queue of
+every connected authorized peer, each through a :class:`RemoteSource` that
+speaks the ``taskqueue_*`` worker tools over MCP over libp2p. Claims long-poll
+on the owner (event-driven there), so idle workers wake on new work without
+polling. A peer that disconnects takes its workers with it; their leases expire
+on the owner and another worker finishes the tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from triomcp.errors import LeaseLost, PeerError, RemoteError, ToolError
+from triomcp.mcp import jsonrpc
+from triomcp.mcp.engine import Engine
+from triomcp.mcp.outcomes import Call, Reply
+from triomcp.mcp.versions import LATEST_MODERN_VERSION
+from triomcp.server.peer_mcp import call_peer_tool
+from triomcp.taskqueue import HandlerRegistry, Lease, NonRetryable, Task, TaskContext, TaskState, run_workers
+
+__all__ = ["TOOL_CALL", "RemoteSource", "make_tool_call_handler", "run_mesh_workers"]
+
+log = logging.getLogger("triomcp.mesh")
+
+TOOL_CALL = "tool.call"
+CLAIM_WAIT_SECONDS = 20.0
+
+
+def _task_from_dict(data: dict[str, Any], token: str | None) -> Task:
+    fields = dict(data)
+    fields["state"] = TaskState(fields["state"])
+    fields["lease_token"] = token
+    fields.setdefault("seq", 0)
+    return Task(**{k: v for k, v in fields.items() if k in Task.__dataclass_fields__})
+
+
+def make_tool_call_handler(engine: Engine) -> Any:
+    """``tool.call``: run a registered MCP tool (payload ``{tool, arguments}``) as the submitter."""
+
+    async def handle(task: Task, ctx: TaskContext) -> Any:
+        payload = task.payload if isinstance(task.payload, dict) else {}
+        tool, arguments = payload.get("tool"), payload.get("arguments") or {}
+        if not isinstance(tool, str) or engine.registry.get_tool(tool) is None:
+            raise NonRetryable(f"tool.call: no tool {tool!r} on this node")
+        message = jsonrpc.request(1, "tools/call", {
+            "name": tool, "arguments": arguments,
+            "_meta": {"io.modelcontextprotocol/protocolVersion": LATEST_MODERN_VERSION,
+                      "io.modelcontextprotocol/clientCapabilities": {}, "progressToken": task.id}})
+        outcome = engine.handle_frame(message, principal=task.submitter)
+        if isinstance(outcome, Reply):
+            raise NonRetryable(f"tool.call refused: {outcome.body}")
+        assert isinstance(outcome, Call)
+
+        class Progress:
+            async def send(self, note: dict[str, Any]) -> None:
+                params = note.get("params") or {}
+                total = params.get("total")
+                if note.get("method") == "notifications/progress" and total:
+                    await ctx.report_progress(min(1.0, float(params["progress"]) / float(total)), params.get("message"))
+
+            async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+                raise ToolError("a task cannot ask its client for input", code="no_back_channel")
+
+        response = await outcome.run(Progress())
+        assert response is not None
+        if "error" in response:
+            raise NonRetryable(f"tool.call {tool}: {response['error'].get('message')}")
+        result = response["result"]
+        structured = result.get("structuredContent")
+        if result.get("isError"):
+            error = (structured or {}).get("error") or {}
+            raise NonRetryable(f"{tool}: {error.get('message', 'failed')}", data={"code": error.get("code")})
+        return structured
+
+    return handle
+
+
+class RemoteSource:
+    """A peer's queue, worked through its ``taskqueue_*`` tools (a ``TaskSource``)."""
+
+    def __init__(self, node: Any, peer_id: str) -> None:
+        self.node = node
+        self.peer_id = peer_id
+        self.name = f"peer:{peer_id}"
+
+    async def _call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        try:
+            result = await call_peer_tool(self.node, self.peer_id, tool, arguments)
+        except RemoteError as err:
+            raise PeerError(str(err)) from None
+        structured = result.get("structuredContent") or {}
+        if result.get("isError"):
+            error = structured.get("error") or {}
+            if error.get("code") in ("lease_lost", "invalid_transition"):
+                raise LeaseLost(error.get("message", "lease lost"))
+            raise PeerError(f"{tool} on {self.peer_id}: {error.get('message', 'failed')}")
+        return dict(structured)
+
+    async def wait_claim(self, holder: str, task_types: Sequence[str]) -> Lease:
+        while True:
+            try:
+                with trio.fail_after(CLAIM_WAIT_SECONDS + self.node.settings.call_timeout):
+                    out = await self._call("taskqueue_claim", {"task_types": list(task_types), "holder": holder,
+                                                               "wait_s": CLAIM_WAIT_SECONDS})
+            except trio.TooSlowError:
+                raise PeerError(f"claiming from {self.peer_id} timed out") from None
+            lease = out.get("lease")
+            if lease:
+                return Lease(_task_from_dict(lease["task"], lease["token"]), lease["token"], lease["expires_at"])
+
+    async def renew(self, task_id: str, token: str) -> Lease:
+        out = await self._call("taskqueue_renew", {"task_id": task_id, "token": token})
+        lease = out["lease"]
+        return Lease(_task_from_dict(lease["task"], token), token, lease["expires_at"])
+
+    async def report_progress(self, task_id: str, token: str, fraction: float, message: str | None = None) -> Any:
+        args: dict[str, Any] = {"task_id": task_id, "token": token, "fraction": fraction}
+        if message is not None:
+            args["message"] = message
+        return await self._call("taskqueue_progress", args)
+
+    async def complete(self, task_id: str, token: str, result: Any) -> Any:
+        return await self._call("taskqueue_complete", {"task_id": task_id, "token": token, "result": result})
+
+    async def fail(self, task_id: str, token: str, error: dict[str, Any], *, retry: bool = True) -> Any:
+        return await self._call("taskqueue_fail", {"task_id": task_id, "token": token, "error": error,
+                                                   "retry": retry})
+
+    async def release(self, task_id: str, token: str) -> Any:
+        return await self._call("taskqueue_release", {"task_id": task_id, "token": token})
+
+    async def confirm_cancelled(self, task_id: str, token: str) -> Any:
+        return await self._call("taskqueue_release", {"task_id": task_id, "token": token, "cancelled": True})
+
+
+async def run_mesh_workers(
+    node: Any,
+    registry: HandlerRegistry,
+    *,
+    concurrency: dict[str, int],
+    lease_seconds: float,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Keep one set of workers per connected authorized peer (event-driven on connection changes)."""
+    running: dict[str, trio.CancelScope] = {}
+
+    async def work_for(peer: str, scope: trio.CancelScope) -> None:
+        with scope:
+            while True:
+                try:
+                    await run_workers(RemoteSource(node, peer), registry, holder=f"{node.peer_id}",
+                                      concurrency=concurrency, lease_seconds=lease_seconds)
+                except* Exception as group:  # the peer went away or refused us: retry on the next change
+                    log.info("claiming from %s stopped: %s", peer, group.exceptions[0])
+                with trio.move_on_after(30):
+                    await node.wait_peers_changed()
+        running.pop(peer, None)
+
+    async with trio.open_nursery() as nursery:
+        task_status.started()
+        while True:
+            wanted = {p for p in node.connected_peers() if node.authorized.is_authorized(p)}
+            for peer in wanted - running.keys():
+                scope = trio.CancelScope()
+                running[peer] = scope
+                nursery.start_soon(work_for, peer, scope)
+            for peer in running.keys() - wanted:
+                running[peer].cancel()
+            await node.wait_peers_changed()
