@@ -1,0 +1,125 @@
+"""Two and three real nodes in one process: HTTP MCP on A, the work on B, the result back on A."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from mcp.client import Client
+from starlette.applications import Starlette
+
+from tests.conftest import make_settings, run_app
+from tests.toolkit import register_test_tools
+from triomcp.server.app import create_app
+
+
+def mesh_settings(tmp_path: Path, name: str, **overrides: Any) -> Any:
+    return make_settings(
+        tmp_path / name,
+        p2p={"enabled": True, "listen": ["/ip4/127.0.0.1/tcp/0"]},
+        taskqueue={"enabled": True, "lease_seconds": 2.0, **overrides.pop("taskqueue", {})},
+        **overrides,
+    )
+
+
+@contextlib.asynccontextmanager
+async def mesh(tmp_path: Path, names: list[str], **overrides: Any) -> AsyncIterator[dict[str, tuple[str, Starlette]]]:
+    """Start one server per name, each authorizing all the others, all connected to the first."""
+    apps = {n: create_app(mesh_settings(tmp_path, n, **overrides), configure=register_test_tools) for n in names}
+    async with contextlib.AsyncExitStack() as stack:
+        urls = {n: await stack.enter_async_context(run_app(app)) for n, app in apps.items()}
+        nodes = {n: app.state.services.node for n, app in apps.items()}
+        for n, node in nodes.items():
+            for other, other_node in nodes.items():
+                if other != n:
+                    node.authorized.authorize(other_node.peer_id, other)
+        first = nodes[names[0]]
+        with trio.fail_after(10):
+            for n in names[1:]:
+                await nodes[n].connect(first.listen_addrs()[0])
+                await first.connect(nodes[n].listen_addrs()[0])
+        yield {n: (urls[n], apps[n]) for n in names}
+
+
+def structured(result: Any) -> dict[str, Any]:
+    assert result.is_error is False, result
+    return dict(result.structured_content)
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_task_submitted_on_a_runs_on_b_and_the_result_returns(tmp_path: Path, mode: str) -> None:
+    async with mesh(tmp_path, ["a", "b"]) as nodes:
+        url_a, app_a = nodes["a"]
+        b_id = nodes["b"][1].state.services.node.peer_id
+        with trio.fail_after(30):
+            async with Client(f"{url_a}/mcp", mode=mode) as client:  # type: ignore[arg-type]
+                submitted = structured(await client.call_tool("taskqueue_submit", {
+                    "task_type": "tool.call", "payload": {"tool": "p2p_status", "arguments": {}}, "peer": b_id}))
+                assert submitted["owner"] == b_id
+                waited = structured(await client.call_tool("taskqueue_wait", {
+                    "task_id": submitted["task_id"], "peer": b_id, "timeout_s": 20}))
+                assert waited["finished"] is True
+                task = waited["task"]
+                assert task["state"] == "succeeded"
+                assert task["result"]["peer_id"] == b_id  # it ran on B
+                got = structured(await client.call_tool("taskqueue_get", {"task_id": submitted["task_id"],
+                                                                            "peer": b_id}))
+                assert got["task"]["result"] == task["result"]
+
+
+async def test_p2p_tools_between_two_servers(tmp_path: Path) -> None:
+    async with mesh(tmp_path, ["a", "b"]) as nodes:
+        url_a, _ = nodes["a"]
+        b_node = nodes["b"][1].state.services.node
+        with trio.fail_after(30):
+            async with Client(f"{url_a}/mcp") as client:
+                status = structured(await client.call_tool("p2p_status", {}))
+                assert b_node.peer_id in status["connected_peers"]
+                pong = structured(await client.call_tool("p2p_ping", {"peer": b_node.peer_id}))
+                assert pong["rtt_ms"] > 0
+                called = structured(await client.call_tool("p2p_call_tool", {
+                    "peer": b_node.peer_id, "tool": "echo", "arguments": {"text": "via libp2p"}}))
+                assert called["result"] == {"ok": True, "text": "via libp2p"}
+                peers = structured(await client.call_tool("p2p_peers", {}))
+                assert any(p["peer_id"] == b_node.peer_id and p["connected"] for p in peers["peers"])
+                stored = structured(await client.call_tool("cache_set", {"key": "k", "value": {"v": 1},
+                                                                          "ttl_s": 60, "replicate": True}))
+                assert stored["replicated_to"] == [b_node.peer_id]
+                assert nodes["b"][1].state.services.cache.get("k")[1] == {"v": 1}
+                assert structured(await client.call_tool("cache_get", {"key": "k"}))["value"] == {"v": 1}
+
+
+async def test_a_worker_on_b_claims_from_a_and_cancel_reaches_it(tmp_path: Path) -> None:
+    async with mesh(tmp_path, ["a", "b"], taskqueue={"concurrency": {"*": 1}}) as nodes:
+        url_a, app_a = nodes["a"]
+        app_b = nodes["b"][1]
+        b_id = app_b.state.services.node.peer_id
+        queue_a = app_a.state.services.queue
+        with trio.fail_after(30):
+            async with Client(f"{url_a}/mcp") as client:
+                # Many tasks on A's queue: A's local worker and B's mesh worker both take some.
+                ids = []
+                for _ in range(12):
+                    out = structured(await client.call_tool("taskqueue_submit", {
+                        "task_type": "tool.call", "payload": {"tool": "p2p_status", "arguments": {}}}))
+                    ids.append(out["task_id"])
+                ran_on = set()
+                for task_id in ids:
+                    done = await queue_a.wait_finished(task_id)
+                    assert done.state.value == "succeeded" and done.attempts == 1
+                    ran_on.add(done.result["peer_id"])
+                assert ran_on == {app_a.state.services.node.peer_id, b_id}
+                # Cancel a blocking task wherever it runs.
+                out = structured(await client.call_tool("taskqueue_submit", {
+                    "task_type": "tool.call", "payload": {"tool": "block", "arguments": {"text": "mesh-cancel"}}}))
+                task_id = out["task_id"]
+                while (await queue_a.get(task_id)).state.value != "leased":
+                    await queue_a.wait_changed(task_id, (await queue_a.get(task_id)).version)
+                cancelled = structured(await client.call_tool("taskqueue_cancel", {"task_id": task_id}))
+                assert cancelled["task"]["cancel_requested"] is True
+                final = await queue_a.wait_finished(task_id)
+                assert final.state.value == "cancelled"
