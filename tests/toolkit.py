@@ -15,6 +15,8 @@ from triomcp.mcp.registry import Registry, ToolResult
 
 CANCELLED: list[str] = []
 """Names of calls whose handler saw cancellation (tests read it)."""
+CANCELLED_EVENTS: dict[str, trio.Event] = {}
+"""Set when the ``block`` call with that text is cancelled."""
 STARTED: dict[str, trio.Event] = {}
 GATES: dict[str, trio.Event] = {}
 """Events a test sets to let a ``gate`` call finish."""
@@ -66,6 +68,7 @@ def register_test_tools(registry: Registry) -> None:
             await trio.sleep_forever()
         finally:
             CANCELLED.append(args.text)
+            CANCELLED_EVENTS.setdefault(args.text, trio.Event()).set()
         return args  # pragma: no cover
 
     @registry.tool(description="Report progress, wait for the test to open the gate, report again, finish.")

@@ -13,6 +13,7 @@ from triomcp.p2p import Node, open_node
 from triomcp.settings import P2PSettings
 
 CANCELLED: list[Any] = []
+CANCELLED_EVENTS: dict[Any, trio.Event] = {}
 
 
 async def fake_handler(message: dict[str, Any], *, peer_id: str, notify: Any) -> dict[str, Any] | None:
@@ -34,6 +35,7 @@ async def fake_handler(message: dict[str, Any], *, peer_id: str, notify: Any) ->
             await trio.sleep_forever()
         finally:
             CANCELLED.append(params.get("tag"))
+            CANCELLED_EVENTS.setdefault(params.get("tag"), trio.Event()).set()
     elif method == "whoami":
         result = {"peer_id": peer_id}
     else:

@@ -13,7 +13,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 
-from tests.p2p.conftest import CANCELLED, authorize, node_in
+from tests.p2p.conftest import CANCELLED, CANCELLED_EVENTS, authorize, node_in
 from triomcp.errors import PeerError, RemoteError
 from triomcp.p2p import read_announce
 
@@ -63,10 +63,7 @@ async def test_cancelling_a_call_cancels_the_remote_handler(tmp_path: Path) -> N
             await a.connect(b.listen_addrs()[0])
             with trio.move_on_after(0.3):
                 await a.call(b.peer_id, "block", {"tag": "remote-cancel"})
-            for _ in range(200):
-                if "remote-cancel" in CANCELLED:
-                    break
-                await trio.sleep(0.01)
+            await CANCELLED_EVENTS.setdefault("remote-cancel", trio.Event()).wait()
             assert "remote-cancel" in CANCELLED
             assert (await a.call(b.peer_id, "echo", {"value": "still"}))["echo"] == "still"
 

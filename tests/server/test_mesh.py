@@ -52,8 +52,9 @@ def structured(result: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_task_submitted_on_a_runs_on_b_and_the_result_returns(tmp_path: Path, mode: str) -> None:
-    async with mesh(tmp_path, ["a", "b"]) as nodes:
-        url_a, app_a = nodes["a"]
+    # Mesh claiming off: only B's own workers may run B's tasks (with it on, A could take the task).
+    async with mesh(tmp_path, ["a", "b"], taskqueue={"mesh": False}) as nodes:
+        url_a, _app_a = nodes["a"]
         b_id = nodes["b"][1].state.services.node.peer_id
         with trio.fail_after(30):
             async with Client(f"{url_a}/mcp", mode=mode) as client:  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ import pytest
 import trio
 from mcp.client import Client
 
-from tests.toolkit import CANCELLED, STARTED
+from tests.toolkit import CANCELLED, CANCELLED_EVENTS, STARTED
 
 MODES = ["legacy", "auto"]  # auto = the modern 2026-07-28 envelope
 
@@ -105,10 +105,7 @@ async def test_cancelling_a_call_stops_the_handler(server: str, mode: str) -> No
                 await STARTED[tag].wait()
                 nursery.cancel_scope.cancel()
             # The server notices (modern: the stream closed; legacy: notifications/cancelled).
-            for _ in range(200):
-                if tag in CANCELLED:
-                    break
-                await trio.sleep(0.01)
+            await CANCELLED_EVENTS.setdefault(tag, trio.Event()).wait()
             # the session keeps working afterwards
             again = await client.call_tool("echo", {"text": "after"})
             assert again.structured_content == {"ok": True, "text": "after"}
