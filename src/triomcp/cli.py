@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -67,3 +68,229 @@ def config_show() -> None:
     """Print the effective configuration (secrets masked) as JSON."""
     settings = _settings()
     click.echo(json.dumps(json.loads(settings.model_dump_json()), indent=2))
+
+
+# -- the libp2p side ---------------------------------------------------------------------------
+
+def _run(fn: Any, *args: Any) -> Any:
+    """Run a Trio function for a command; our errors become one clear line and exit code 1."""
+    import trio
+
+    from triomcp.errors import TriomcpError
+
+    try:
+        return trio.run(fn, *args)
+    except Exception as exc:
+        ours = _find(exc, TriomcpError)
+        if ours is None:
+            raise
+        click.echo(f"triomcp: {ours}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _find(exc: BaseException, kind: type[Exception]) -> Exception | None:
+    """The first ``kind`` in ``exc`` or, for an exception group, anywhere inside it."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    return None
+
+
+def _json_arg(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        click.echo(f"triomcp: {what} is not valid JSON: {exc}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+def node() -> None:
+    """Run a standalone P2P node with its task queue and workers (no HTTP), until SIGTERM/SIGINT."""
+    import signal
+
+    import trio
+
+    from triomcp.server.app import build_services
+    from triomcp.server.lifespan import running_services
+    from triomcp.server.sdnotify import notify
+
+    settings = _settings()
+    setup_logging(settings.log_level, settings.log_format)
+
+    async def run() -> None:
+        services = build_services(settings)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with running_services(services):
+                node = services.node
+                click.echo(f"node {node.peer_id if node else '(p2p disabled)'} ready", err=True)
+                notify("READY=1")
+                async for _ in signals:
+                    notify("STOPPING=1")
+                    break
+
+    _run(run)
+
+
+@main.command("id")
+def show_id() -> None:
+    """Print this data dir's node peer id and announced multiaddrs (creating the identity if needed)."""
+    from triomcp.p2p import IDENTITY_FILE, read_announce
+    from triomcp.p2p.identity import load_or_create_identity, peer_id_of
+
+    settings = _settings()
+    peer_id = peer_id_of(load_or_create_identity(settings.data_dir / IDENTITY_FILE))
+    click.echo(peer_id)
+    announced = read_announce(settings.data_dir)
+    if announced and announced.get("peer_id") == peer_id:
+        for addr in announced["multiaddrs"]:
+            click.echo(addr)
+
+
+@main.group()
+def peers() -> None:
+    """Manage the peers allowed to use this node (the authorized_peers file)."""
+
+
+@peers.command("authorize")
+@click.argument("peer_id")
+@click.option("--label", default="", help="a note kept beside the id")
+def peers_authorize(peer_id: str, label: str) -> None:
+    """Allow PEER_ID to submit, claim, complete and call tools on this node."""
+    from triomcp.p2p import AuthorizedPeers
+    from triomcp.p2p.node import AUTHORIZED_FILE
+
+    settings = _settings()
+    try:
+        added = AuthorizedPeers(settings.data_dir / AUTHORIZED_FILE).authorize(peer_id, label)
+    except ConfigError as err:
+        click.echo(f"triomcp: {err}", err=True)
+        sys.exit(2)
+    click.echo(f"{'authorized' if added else 'already authorized'}: {peer_id}")
+
+
+@peers.command("list")
+def peers_list() -> None:
+    """List the authorized peers."""
+    from triomcp.p2p import AuthorizedPeers
+    from triomcp.p2p.node import AUTHORIZED_FILE
+
+    settings = _settings()
+    for entry in AuthorizedPeers(settings.data_dir / AUTHORIZED_FILE).entries():
+        click.echo(f"{entry.peer_id} {entry.label}".rstrip())
+
+
+@main.command()
+@click.argument("target")
+@click.option("--count", default=3, show_default=True, help="number of pings")
+def ping(target: str, count: int) -> None:
+    """Ping a peer (a multiaddr ending in /p2p/<id>, or this data dir's node by its id)."""
+    from triomcp.peer_cli import cli_node, resolve_target
+
+    settings = _settings()
+
+    async def run() -> None:
+        async with cli_node(settings) as node:
+            peer = await resolve_target(node, settings, target)
+            for _ in range(count):
+                rtt = await node.ping(peer)
+                click.echo(f"{peer}: {rtt * 1000:.2f} ms")
+
+    _run(run)
+
+
+@main.command()
+@click.argument("task_type")
+@click.argument("payload")
+@click.option("--peer", default=None, help="multiaddr of the node whose queue takes the task (default: local)")
+@click.option("--priority", default=0, show_default=True)
+@click.option("--idempotency-key", default=None)
+@click.option("--wait", "wait_", is_flag=True, help="wait for the result, with a progress bar")
+@click.option("--timeout", default=300.0, show_default=True, help="seconds to wait with --wait")
+def submit(task_type: str, payload: str, peer: str | None, priority: int, idempotency_key: str | None,
+           wait_: bool, timeout: float) -> None:
+    """Submit a task (PAYLOAD is JSON) and print it; --wait prints the finished task."""
+    import trio
+
+    from triomcp.peer_cli import cli_node, resolve_target, tool
+
+    settings = _settings()
+    data = _json_arg(payload, "PAYLOAD")
+
+    async def run() -> None:
+        async with cli_node(settings) as node:
+            target = await resolve_target(node, settings, peer)
+            args: dict[str, Any] = {"task_type": task_type, "payload": data, "priority": priority}
+            if idempotency_key:
+                args["idempotency_key"] = idempotency_key
+            out = await tool(node, target, "taskqueue_submit", args)
+            if not wait_:
+                click.echo(json.dumps(out["task"], indent=2))
+                return
+            with click.progressbar(length=100, label=f"task {out['task_id'][:12]}", file=sys.stderr) as bar:
+                shown = 0
+
+                async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                    nonlocal shown
+                    value = int(100 * progress / (total or 1.0))
+                    if value > shown:
+                        bar.update(value - shown)
+                        shown = value
+
+                with trio.fail_after(timeout + 10):
+                    waited = await tool(node, target, "taskqueue_wait",
+                                        {"task_id": out["task_id"], "timeout_s": timeout}, on_progress=on_progress)
+                if waited["finished"] and shown < 100:
+                    bar.update(100 - shown)
+            click.echo(json.dumps(waited["task"], indent=2))
+            if not waited["finished"]:
+                click.echo("triomcp: the task did not finish within the timeout", err=True)
+                sys.exit(3)
+
+    _run(run)
+
+
+@main.command()
+@click.argument("task_id")
+@click.option("--peer", default=None, help="multiaddr of the node whose queue holds the task (default: local)")
+def task(task_id: str, peer: str | None) -> None:
+    """Print a task."""
+    from triomcp.peer_cli import cli_node, resolve_target, tool
+
+    settings = _settings()
+
+    async def run() -> None:
+        async with cli_node(settings) as node:
+            target = await resolve_target(node, settings, peer)
+            click.echo(json.dumps((await tool(node, target, "taskqueue_get", {"task_id": task_id}))["task"], indent=2))
+
+    _run(run)
+
+
+@main.command()
+@click.argument("peer")
+@click.argument("tool_name")
+@click.argument("arguments", default="{}")
+def call(peer: str, tool_name: str, arguments: str) -> None:
+    """Call TOOL_NAME on PEER (a multiaddr, or this data dir's node id) with ARGUMENTS (JSON)."""
+    from triomcp.peer_cli import cli_node, resolve_target, tool
+
+    settings = _settings()
+    data = _json_arg(arguments, "ARGUMENTS")
+
+    async def run() -> None:
+        async with cli_node(settings) as node:
+            target = await resolve_target(node, settings, peer)
+            click.echo(json.dumps(await tool(node, target, tool_name, data), indent=2))
+
+    _run(run)
+
+
+if __name__ == "__main__":  # python -m triomcp.cli
+    main()

@@ -32,11 +32,15 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if level != "DEBUG":
+        handler.addFilter(_quiet_libp2p)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # libp2p sets propagate=False with no handler: its warnings would bypass this config.
-    lib = logging.getLogger("libp2p")
-    lib.propagate = True
-    lib.setLevel(max(logging.WARNING, logging.getLevelName(level) if isinstance(logging.getLevelName(level), int)
-                     else logging.WARNING))
+    logging.getLogger("libp2p").propagate = True
+
+
+def _quiet_libp2p(record: logging.LogRecord) -> bool:
+    """libp2p's modules set their own levels and chat at INFO: keep its warnings and errors only."""
+    return record.levelno >= logging.WARNING or not record.name.startswith("libp2p")

@@ -38,10 +38,12 @@ class Entry:
 
 
 class AuthorizedPeers:
-    def __init__(self, path: Path, *, always: set[str] | None = None) -> None:
+    def __init__(self, path: Path, *, always: set[str] | None = None, local_cli_key: Path | None = None) -> None:
         self.path = path
         self.always = set(always or ())
-        """Peers allowed without a line in the file (this node's own CLI identity)."""
+        """Peers allowed without a line in the file."""
+        self.local_cli_key = local_cli_key
+        """The CLI identity in this node's data dir: the operator on this machine is always allowed."""
         self._mtime: float | None = None
         self._checked_at = -1.0
         self._entries: dict[str, Entry] = {}
@@ -51,6 +53,11 @@ class AuthorizedPeers:
         if not force and now - self._checked_at < 1.0:
             return
         self._checked_at = now
+        if self.local_cli_key is not None and self.local_cli_key.exists():
+            from triomcp.p2p.identity import load_or_create_identity, peer_id_of
+
+            self.always.add(peer_id_of(load_or_create_identity(self.local_cli_key)))
+            self.local_cli_key = None
         try:
             mtime = self.path.stat().st_mtime
         except FileNotFoundError:
@@ -74,6 +81,11 @@ class AuthorizedPeers:
     def is_authorized(self, peer_id: str) -> bool:
         if peer_id in self.always:
             return True
+        self._reload()
+        return peer_id in self._entries or peer_id in self.always
+
+    def is_listed(self, peer_id: str) -> bool:
+        """In the file itself (not just allowed implicitly, like the local CLI)."""
         self._reload()
         return peer_id in self._entries
 

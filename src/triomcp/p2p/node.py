@@ -275,11 +275,8 @@ async def open_node(
     """Start a node, yield it once it listens, close it on the way out (before any cancel)."""
     await trio.to_thread.run_sync(lambda: data_dir.mkdir(parents=True, exist_ok=True))
     key_pair = await trio.to_thread.run_sync(load_or_create_identity, data_dir / identity_file)
-    cli_key = data_dir / CLI_IDENTITY_FILE
-    always = set()
-    if identity_file != CLI_IDENTITY_FILE and cli_key.exists():
-        always.add(peer_id_of(await trio.to_thread.run_sync(load_or_create_identity, cli_key)))
-    authorized = AuthorizedPeers(data_dir / AUTHORIZED_FILE, always=always)
+    cli_key = data_dir / CLI_IDENTITY_FILE if identity_file != CLI_IDENTITY_FILE else None
+    authorized = AuthorizedPeers(data_dir / AUTHORIZED_FILE, local_cli_key=cli_key)
     try:
         listen = [ma.Multiaddr(a) for a in settings.listen]
     except Exception as exc:
@@ -288,10 +285,21 @@ async def open_node(
     async with trio.open_nursery() as nursery:
         node = Node(host, key_pair, settings, data_dir, authorized, nursery)
         node.frame_handler = frame_handler
-        host.set_stream_handler(TProtocol(MCP_PROTOCOL), node._on_mcp_stream)
-        host.get_network().register_notifee(_Notifee(node))  # type: ignore[arg-type]
+        if frame_handler is not None:
+            host.set_stream_handler(TProtocol(MCP_PROTOCOL), node._on_mcp_stream)
+        network = host.get_network()
+        network.register_notifee(_Notifee(node))  # type: ignore[arg-type]
+        # libp2p's host.run() swallows exceptions raised in its body (its background-service
+        # manager does): keep the body's error and raise it again once run() has exited.
+        # Cancellation needs no such care: Trio re-delivers it at the next checkpoint.
+        failure: list[Exception] = []
         async with host.run(listen):
             try:
+                # libp2p's auto-connector dials every peerstore entry to reach 150 connections;
+                # this node dials who it is told to (explicit, bootstrap, announce) and no one else.
+                connector = getattr(network, "auto_connector", None)
+                if connector is not None:
+                    await connector.stop()
                 if announce:
                     await trio.to_thread.run_sync(write_announce, data_dir, node.peer_id, node.listen_addrs())
                 for bootstrap in settings.bootstrap:
@@ -299,6 +307,10 @@ async def open_node(
                                        node.wait_peers_changed)
                 log.info("p2p node %s listening on %s", node.peer_id, ", ".join(node.listen_addrs()))
                 yield node
+            except Exception as exc:
+                failure.append(exc)
             finally:
                 await node.aclose()  # close the host first: leaving run() alone leaks the listener
                 nursery.cancel_scope.cancel()
+    if failure:
+        raise failure[0]

@@ -24,7 +24,7 @@ from triomcp.server.services import Services
 from triomcp.server.tools import register_builtin_tools
 from triomcp.settings import Settings, load_settings
 
-__all__ = ["NOT_TRIO_MESSAGE", "create_app"]
+__all__ = ["NOT_TRIO_MESSAGE", "build_services", "create_app"]
 
 log = logging.getLogger("triomcp.server")
 
@@ -48,13 +48,11 @@ def _engine_config(settings: Settings) -> EngineConfig:
     )
 
 
-def create_app(
-    settings: Settings | None = None,
-    *,
-    configure: Callable[[Registry], None] | None = None,
-) -> Starlette:
-    """Build the app. ``configure`` may add tools, resources and prompts (tests, embedding)."""
-    settings = settings or load_settings()
+def build_services(settings: Settings, *, configure: Callable[[Registry], None] | None = None) -> Services:
+    """The engine with every tool (built-in, plugins, ``configure``), not yet started.
+
+    Shared by the HTTP app and the standalone ``triomcp node``, so both serve the same tools.
+    """
     registry = Registry()
     register_builtin_tools(registry)
     load_plugins(registry, enabled=settings.mcp.plugins_enabled, disabled=settings.mcp.plugins_disabled)
@@ -62,6 +60,17 @@ def create_app(
         configure(registry)
     services = Services(settings=settings, engine=Engine(registry, _engine_config(settings)))
     services.engine.methods.app_state = services
+    return services
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    configure: Callable[[Registry], None] | None = None,
+) -> Starlette:
+    """Build the app. ``configure`` may add tools, resources and prompts (tests, embedding)."""
+    services = build_services(settings or load_settings(), configure=configure)
+    settings = services.settings
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:

@@ -165,7 +165,7 @@ async def run_mesh_workers(
     async with trio.open_nursery() as nursery:
         task_status.started()
         while True:
-            wanted = {p for p in node.connected_peers() if node.authorized.is_authorized(p)}
+            wanted = {p for p in node.connected_peers() if node.authorized.is_listed(p)}
             for peer in wanted - running.keys():
                 scope = trio.CancelScope()
                 running[peer] = scope

@@ -1,0 +1,69 @@
+"""Start triomcp processes for tests: bounded waits, always killed at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+TRIOMCP = [sys.executable, "-m", "triomcp.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def env_for(data_dir: Path, name: str, **settings: Any) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIOMCP_")}
+    env.update({
+        "TRIOMCP_DATA_DIR": str(data_dir),
+        "TRIOMCP_TEST_NODE_NAME": name,
+        "PYTHONPATH": f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}",
+        "TRIOMCP_P2P__LISTEN": '["/ip4/127.0.0.1/tcp/0"]',
+    })
+    for key, value in settings.items():
+        env[f"TRIOMCP_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TRIOMCP, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def wait_for_announce(data_dir: Path, proc: subprocess.Popen[str], timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    path = data_dir / "announce.json"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the node exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+        if path.exists():
+            data = json.loads(path.read_text())
+            if data.get("pid") == proc.pid:
+                return dict(data)
+        time.sleep(0.05)
+    raise TimeoutError(f"no announce file in {data_dir} after {timeout}s")
+
+
+@contextlib.contextmanager
+def started(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen([*TRIOMCP, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
