@@ -1,0 +1,122 @@
+"""The process: SIGTERM drains in-flight calls and exits 0; failed startups exit non-zero; Trio only."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.procs import REPO, env_for, free_port, run_cli, started, wait_for_announce
+
+pytestmark = pytest.mark.slow
+
+MODERN = "2026-07-28"
+
+
+def _call(url: str, tool: str, arguments: dict[str, object], timeout: float = 30) -> httpx.Response:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": tool, "arguments": arguments,
+        "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN,
+                  "io.modelcontextprotocol/clientCapabilities": {}}}}
+    headers = {"content-type": "application/json", "accept": "application/json",
+               "mcp-protocol-version": MODERN, "mcp-method": "tools/call", "mcp-name": tool}
+    return httpx.post(f"{url}/mcp", json=body, headers=headers, timeout=timeout)
+
+
+def _wait_http(url: str, proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(url)
+
+
+def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(tmp_path: Path) -> None:
+    env = env_for(tmp_path / "data", "drain")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with started(["serve", "--bind", f"127.0.0.1:{port}"], env) as proc:
+        _wait_http(url, proc)
+        queued = _call(url, "taskqueue_submit", {"task_type": "nobody.runs.this", "payload": {}}).json()
+        task_id = queued["result"]["structuredContent"]["task_id"]
+        answers: list[httpx.Response] = []
+        # taskqueue_wait on a task nobody runs: a 2-second call in flight when SIGTERM arrives.
+        caller = threading.Thread(target=lambda: answers.append(
+            _call(url, "taskqueue_wait", {"task_id": task_id, "timeout_s": 2.0})))
+        caller.start()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        caller.join(timeout=30)
+        assert proc.wait(timeout=30) == 0
+        stderr = proc.stderr.read() if proc.stderr else ""
+    assert answers and answers[0].status_code == 200
+    assert answers[0].json()["result"]["structuredContent"]["finished"] is False  # it ran to its own end
+    assert "Traceback" not in stderr and "ResourceWarning" not in stderr
+
+
+def test_a_port_in_use_fails_startup_with_a_non_zero_exit(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = run_cli(["serve", "--bind", f"127.0.0.1:{port}"], env_for(tmp_path / "data", "busy"))
+    assert out.returncode == 1
+    assert "the server stopped on an error" in out.stderr
+
+
+def test_bad_settings_are_refused_with_the_key_named(tmp_path: Path) -> None:
+    env = env_for(tmp_path / "data", "bad", http={"max_body_bytes": -5})
+    out = run_cli(["serve"], env)
+    assert out.returncode == 2 and "http.max_body_bytes" in out.stderr
+    config = tmp_path / "triomcp.toml"
+    config.write_text('[http]\nmax_body_bytez = 10\n')
+    out = run_cli(["config", "show"], {**env_for(tmp_path / "data", "bad"), "TRIOMCP_CONFIG": str(config)})
+    assert out.returncode == 2 and "http.max_body_bytez" in out.stderr
+
+
+def test_more_than_one_worker_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "hypercorn.toml"
+    config.write_text('worker_class = "trio"\nworkers = 2\nbind = ["127.0.0.1:0"]\n')
+    out = run_cli(["serve", "--config", str(config)], env_for(tmp_path / "data", "w2"))
+    assert out.returncode == 2
+    assert "workers = 2" in out.stderr and "adding nodes" in out.stderr
+
+
+def test_asyncio_worker_fails_fast_with_a_clear_message(tmp_path: Path) -> None:
+    env = env_for(tmp_path / "data", "asyncio")
+    out = subprocess.run(
+        [sys.executable, "-m", "hypercorn", "--worker-class", "asyncio", "--workers", "0",
+         "--bind", f"127.0.0.1:{free_port()}", "triomcp.app:app"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode != 0
+    assert "must run under Trio" in out.stderr + out.stdout
+
+
+def test_config_show_masks_secrets(tmp_path: Path) -> None:
+    env = {**env_for(tmp_path / "data", "cfg"), "TRIOMCP_MCP__REQUEST_STATE_KEY": "s3cret-value"}
+    out = run_cli(["config", "show"], env)
+    shown = json.loads(out.stdout)
+    assert shown["mcp"]["request_state_key"] == "**********" and "s3cret" not in out.stdout
+
+
+def test_standalone_node_announces_and_stops_on_sigterm(tmp_path: Path) -> None:
+    env = env_for(tmp_path / "node", "standalone")
+    with started(["node"], env) as proc:
+        info = wait_for_announce(tmp_path / "node", proc)
+        assert info["peer_id"].startswith("12D3KooW")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
