@@ -14,7 +14,7 @@ import trio
 
 from triomcp.errors import ConfigError, RemoteError, ToolError
 from triomcp.p2p import CLI_IDENTITY_FILE, Node, open_node, read_announce
-from triomcp.server.peer_mcp import call_peer_tool
+from triomcp.p2p.mcp_client import call_peer_tool
 from triomcp.settings import Settings
 
 __all__ = ["cli_node", "resolve_target", "tool"]

@@ -10,7 +10,8 @@ from pydantic import BaseModel
 from tests.toolkit import register_test_tools
 from triomcp.mcp.engine import Engine
 from triomcp.mcp.registry import Registry
-from triomcp.server.peer_mcp import PeerMcpHandler, call_peer_tool
+from triomcp.p2p.mcp_client import call_peer_tool
+from triomcp.server.peer_mcp import PeerMcpHandler
 
 
 class Nothing(BaseModel):

@@ -172,6 +172,9 @@ class Node:
         except Exception as exc:
             raise ConfigError(f"invalid multiaddr {multiaddr!r}: {exc}") from None
         self.host.get_network().unblock_peer(info.peer_id)  # forget a failed dial: the peer may be back
+        if not self.is_connected(peer_id):
+            # An explicit address is the truth: libp2p would dial stale ones from the peerstore first.
+            self.host.get_peerstore().clear_addrs(info.peer_id)
         try:
             with map_libp2p_errors(f"dialing {multiaddr}"), trio.fail_after(self.settings.dial_timeout):
                 await self.host.connect(info)

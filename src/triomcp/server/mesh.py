@@ -21,7 +21,7 @@ from triomcp.mcp import jsonrpc
 from triomcp.mcp.engine import Engine
 from triomcp.mcp.outcomes import Call, Reply
 from triomcp.mcp.versions import LATEST_MODERN_VERSION
-from triomcp.server.peer_mcp import call_peer_tool
+from triomcp.p2p.mcp_client import call_peer_tool
 from triomcp.taskqueue import HandlerRegistry, Lease, NonRetryable, Task, TaskContext, TaskState, run_workers
 
 __all__ = ["TOOL_CALL", "RemoteSource", "make_tool_call_handler", "run_mesh_workers"]

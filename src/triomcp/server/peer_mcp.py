@@ -4,30 +4,25 @@ Server half: :class:`PeerMcpHandler` is the ``FrameHandler`` the node runs for e
 JSON-RPC frame a peer sends on ``/triomcp/mcp/1.0.0``: it is the same engine that serves
 HTTP, in the modern era, with the peer id as the principal.
 
-Client half: :func:`call_peer_tool` builds a modern-era ``tools/call`` for a peer
-and returns its structured result.
+The client half is :func:`triomcp.p2p.mcp_client.call_peer_tool`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
-from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
-
-from triomcp.errors import MethodNotFound, RemoteError, ToolError
+from triomcp.errors import MethodNotFound, ToolError
 from triomcp.mcp import jsonrpc
 from triomcp.mcp.engine import Engine
 from triomcp.mcp.outcomes import Call, Reply
-from triomcp.mcp.versions import LATEST_MODERN_VERSION
+from triomcp.p2p.mcp_client import ON_BEHALF_OF_META_KEY
 
-__all__ = ["ON_BEHALF_OF_META_KEY", "PeerCaller", "PeerMcpHandler", "call_peer_tool", "peer_principal"]
+__all__ = ["PeerMcpHandler", "peer_principal"]
 
 log = logging.getLogger("triomcp.p2p.mcp")
 
-ON_BEHALF_OF_META_KEY = "triomcp/onBehalfOf"
-"""The caller of the node that forwards a request (tasks stay bound to who asked)."""
 
 
 def peer_principal(peer_id: str, on_behalf_of: str | None = None) -> str:
@@ -75,45 +70,3 @@ class PeerMcpHandler:
             ident if isinstance(ident, (str, int)) else None,
             MethodNotFound("subscriptions/listen is not served over libp2p"),
         )
-
-
-class PeerCaller(Protocol):
-    """What :func:`call_peer_tool` needs from the node."""
-
-    async def call(
-        self,
-        peer_id: str,
-        method: str,
-        params: dict[str, Any],
-        *,
-        on_notification: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
-    ) -> dict[str, Any]: ...
-
-
-async def call_peer_tool(
-    node: PeerCaller,
-    peer_id: str,
-    tool: str,
-    arguments: dict[str, Any],
-    *,
-    on_behalf_of: str | None = None,
-    on_progress: Callable[[float, float | None, str | None], Awaitable[None]] | None = None,
-) -> dict[str, Any]:
-    """Call ``tool`` on ``peer_id``; returns its ``CallToolResult`` (raises RemoteError on protocol errors)."""
-    meta: dict[str, Any] = {
-        PROTOCOL_VERSION_META_KEY: LATEST_MODERN_VERSION,
-        CLIENT_CAPABILITIES_META_KEY: {},
-    }
-    if on_behalf_of:
-        meta[ON_BEHALF_OF_META_KEY] = on_behalf_of
-
-    async def on_notification(message: dict[str, Any]) -> None:
-        if on_progress is not None and message.get("method") == "notifications/progress":
-            p = message.get("params") or {}
-            await on_progress(float(p.get("progress", 0)), p.get("total"), p.get("message"))
-
-    result = await node.call(peer_id, "tools/call", {"name": tool, "arguments": arguments, "_meta": meta},
-                             on_notification=on_notification)
-    if not isinstance(result, dict) or "content" not in result:
-        raise RemoteError(f"peer {peer_id} answered tools/call with a malformed result")
-    return result

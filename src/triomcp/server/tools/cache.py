@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from triomcp.mcp.context import ToolContext
 from triomcp.mcp.registry import Registry
-from triomcp.server.peer_mcp import call_peer_tool
+from triomcp.p2p.mcp_client import call_peer_tool
 from triomcp.server.services import Services
 
 __all__ = ["register"]

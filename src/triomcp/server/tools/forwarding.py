@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from triomcp.errors import RemoteError, ToolError
 from triomcp.mcp.context import ToolContext
-from triomcp.server.peer_mcp import call_peer_tool
+from triomcp.p2p.mcp_client import call_peer_tool
 from triomcp.server.services import Services
 
 __all__ = ["forward", "is_remote"]
