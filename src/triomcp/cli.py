@@ -54,7 +54,10 @@ def serve(config_path: Path | None, bind: tuple[str, ...]) -> None:
         click.echo(f"triomcp: {err}", err=True)
         sys.exit(2)
     except Exception as err:  # startup failure or a crashed service: say so and exit non-zero
-        click.echo(f"triomcp: the server stopped on an error: {type(err).__name__}: {err}", err=True)
+        import logging
+
+        logging.getLogger("triomcp.server").debug("server error", exc_info=err)
+        click.echo(f"triomcp: the server stopped on an error: {_describe(err)}", err=True)
         sys.exit(1)
 
 
@@ -88,6 +91,13 @@ def _run(fn: Any, *args: Any) -> Any:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _describe(exc: BaseException) -> str:
+    """The leaf errors of an exception (groups flattened), one per line after the first."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _find(exc: BaseException, kind: type[Exception]) -> Exception | None:

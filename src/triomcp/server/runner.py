@@ -40,6 +40,8 @@ def hypercorn_config(settings: Settings, config_path: Path | None, bind: list[st
             )
         if getattr(config, "worker_class", "trio") not in ("trio",):
             raise ConfigError(f"{config_path}: worker_class must be \"trio\" (got {config.worker_class!r})")
+        if config.errorlog == "-":
+            config.errorlog = None  # hypercorn.error then goes through our log handler, once
     else:
         config = Config()
         config.bind = list(settings.http.bind)
