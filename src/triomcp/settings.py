@@ -27,7 +27,7 @@ __all__ = ["HttpSettings", "McpSettings", "P2PSettings", "Settings", "TaskQueueS
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class HttpSettings(_Section):
@@ -44,7 +44,9 @@ class HttpSettings(_Section):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     """Request bodies above this get 413."""
     keep_alive_timeout: float = 75.0
+    """Seconds an idle keep-alive connection stays open (used when no Hypercorn TOML is given)."""
     access_log: bool = False
+    """Write an access log to standard output (used when no Hypercorn TOML is given)."""
 
 
 class McpSettings(_Section):
@@ -70,29 +72,39 @@ class P2PSettings(_Section):
     """The libp2p node."""
 
     enabled: bool = True
-    mode: Literal["embedded", "local-node"] = "embedded"
+    """Run the libp2p node in the server's nursery."""
+    mode: Literal["embedded"] = "embedded"
+    """Where the node runs: ``embedded`` in this process (the only mode so far; a separate
+    ``triomcp node`` process serves other machines and the CLI, not this server's tools)."""
     listen: list[str] = Field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
+    """Multiaddrs to listen on (TCP). Loopback by default; e.g. ``/ip4/0.0.0.0/tcp/4001`` for a mesh."""
     bootstrap: list[str] = Field(default_factory=list)
     """Multiaddrs (ending in ``/p2p/<peer id>``) kept connected with backoff."""
     mdns: bool = False
+    """Discover peers on the local network by mDNS (starts zeroconf threads; off by default)."""
     dial_timeout: float = Field(default=5.0, gt=0)
+    """Seconds a dial may take (a silent peer would otherwise hang for minutes)."""
     stream_timeout: float = Field(default=5.0, gt=0)
+    """Seconds opening a stream to a peer may take."""
     call_timeout: float = Field(default=30.0, gt=0)
+    """Default seconds for a tool call on a peer (``p2p_call_tool``) and for a ping."""
     max_frame_bytes: int = Field(default=1024 * 1024, gt=0)
-    local_node: str | None = None
-    """Multiaddr of the ``triomcp node`` to use when ``mode = "local-node"``."""
+    """Largest MCP-over-libp2p frame accepted; bigger ones get a JSON-RPC error and are skipped."""
 
 
 class TaskQueueSettings(_Section):
     """The durable task queue."""
 
     enabled: bool = True
+    """Open the durable queue (``<data_dir>/queue.db``) and run workers."""
     lease_seconds: float = Field(default=30.0, gt=0)
     """How long a claim holds a task; workers renew at a third of it while the handler runs."""
     synchronous: Literal["full", "normal"] = "full"
     """SQLite durability: ``full`` survives power loss, ``normal`` only a process crash (faster)."""
     max_attempts: int = Field(default=3, ge=0)
+    """Attempts per task before it is dead-lettered (0 = unlimited); a submit may override it."""
     retention_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    """Finished tasks older than this are deleted."""
     concurrency: dict[str, int] = Field(default_factory=lambda: {"*": 4})
     """Concurrent handlers per task type; ``*`` is the default for types not listed."""
     mesh: bool = True
@@ -109,12 +121,15 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
+        use_attribute_docstrings=True,
     )
 
     data_dir: Path = Path("./triomcp-data")
-    """Identity, peerstore, queue database. systemd: ``StateDirectory=``."""
+    """Identity, authorized peers, known peers, announce file, queue database. systemd: ``StateDirectory=``."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level; libp2p's own chatter is kept to warnings unless DEBUG."""
     log_format: Literal["text", "json"] = "text"
+    """``text`` lines, or ``json`` lines for log shippers."""
     http: HttpSettings = Field(default_factory=HttpSettings)
     mcp: McpSettings = Field(default_factory=McpSettings)
     p2p: P2PSettings = Field(default_factory=P2PSettings)

@@ -86,3 +86,26 @@ def test_settings_select_plugins_for_the_app(installed_plugin: None, tmp_path: P
     app = create_app(make_settings(tmp_path, mcp={"plugins_enabled": ["weather"]}))
     tool = app.state.services.engine.registry.get_tool("temperature")
     assert tool is not None and tool.annotations == {"readOnlyHint": True}
+
+
+def test_models_defined_inside_a_function_need_explicit_models() -> None:
+    from pydantic import BaseModel
+
+    from triomcp.mcp import ToolContext
+
+    registry = Registry()
+
+    class Local(BaseModel):
+        x: int
+
+    with pytest.raises(TypeError, match="pass input_model="):
+        @registry.tool()
+        async def broken(args: Local, ctx: ToolContext) -> Local:
+            return args
+
+    @registry.tool(input_model=Local, output_model=Local)
+    async def works(args: Local, ctx: ToolContext) -> Local:
+        return args
+
+    tool = registry.get_tool("works")
+    assert tool is not None and tool.input_schema["properties"]["x"]["type"] == "integer"

@@ -240,19 +240,34 @@ class Registry:
         open_world: bool | None = None,
         group: str = "default",
         task_support: Literal["forbidden", "optional", "required"] = "forbidden",
+        input_model: type[BaseModel] | None = None,
+        output_model: type[BaseModel] | None = None,
     ) -> Callable[[ToolFn], ToolFn]:
-        """Register ``async def fn(args: InModel, ctx: ToolContext) -> OutModel``."""
+        """Register ``async def fn(args: InModel, ctx: ToolContext) -> OutModel``.
+
+        The models come from the annotations, or from ``input_model``/``output_model`` when the
+        annotations cannot be resolved (models defined inside a function, with postponed annotations).
+        """
 
         def decorate(fn: ToolFn) -> ToolFn:
-            hints = typing.get_type_hints(fn)
-            params = [p for p in fn.__code__.co_varnames[: fn.__code__.co_argcount]]
-            if not params or params[0] not in hints:
-                raise TypeError(f"tool {fn.__name__}: first parameter needs a pydantic model annotation")
-            input_model = hints[params[0]]
-            if not (isinstance(input_model, type) and issubclass(input_model, BaseModel)):
+            in_model, out_model = input_model, output_model
+            if in_model is None:
+                try:
+                    hints = typing.get_type_hints(fn)
+                except NameError as exc:
+                    raise TypeError(
+                        f"tool {fn.__name__}: cannot resolve its annotations ({exc}); define the models at "
+                        "module level or pass input_model=/output_model= to registry.tool()"
+                    ) from None
+                params = list(fn.__code__.co_varnames[: fn.__code__.co_argcount])
+                if not params or params[0] not in hints:
+                    raise TypeError(f"tool {fn.__name__}: first parameter needs a pydantic model annotation")
+                in_model = hints[params[0]]
+                ret = hints.get("return")
+                if out_model is None and isinstance(ret, type) and issubclass(ret, BaseModel):
+                    out_model = ret
+            if not (isinstance(in_model, type) and issubclass(in_model, BaseModel)):
                 raise TypeError(f"tool {fn.__name__}: input annotation must be a pydantic BaseModel")
-            ret = hints.get("return")
-            output_model = ret if isinstance(ret, type) and issubclass(ret, BaseModel) else None
             annotations = {
                 key: value
                 for key, value in (
@@ -268,8 +283,8 @@ class Registry:
                     name=name or fn.__name__,
                     description=description or (fn.__doc__ or "").strip(),
                     fn=fn,
-                    input_model=input_model,
-                    output_model=output_model,
+                    input_model=in_model,
+                    output_model=out_model,
                     title=title,
                     annotations=annotations or None,
                     group=group,
