@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -18,9 +19,21 @@ TRIOMCP = [sys.executable, "-m", "triomcp.cli"]
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free TCP port below the kernel's ephemeral range.
+
+    A port the kernel handed out as ephemeral can be handed out again to the node's own libp2p
+    listener (bound to port 0 before Hypercorn binds HTTP), so test ports come from 20000-32767.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32768)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port in 20000-32767 on 127.0.0.1")
 
 
 def env_for(data_dir: Path, name: str, **settings: Any) -> dict[str, str]:

@@ -78,19 +78,68 @@ async def send_reply(send: Send, reply: Reply) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class _Outbound:
-    """The handler's side: queue messages for the request task to write."""
+class _CallWriter:
+    """One call's response, written from the handler's own task (no channel, no extra task).
 
-    def __init__(self, call: Call, channel: trio.MemorySendChannel[tuple[str, Any]]) -> None:
-        self._call = call
-        self._channel = channel
+    It answers JSON unless the handler sends something first; then it switches to SSE. Legacy
+    SSE events are numbered on the session's replay stream and keep being numbered (and
+    buffered) after the client leaves, so a ``GET`` with ``Last-Event-ID`` can resume them.
+    """
 
+    def __init__(self, call: Call, send: Send) -> None:
+        self.call = call
+        self._send = send
+        self._lock = trio.Lock()
+        self.disconnected = False
+        self.sse = False
+        self.stream: ReplayStream | None = None
+        self.last_write = 0.0
+        self._owner: Callable[[SseEvent | None], None] = lambda event: None
+        """Listener marker (one object, compared by identity): this connection delivers the stream."""
+
+    async def _write(self, chunk: bytes) -> None:
+        if self.disconnected:
+            return
+        self.last_write = trio.current_time()
+        await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def _start_sse(self) -> None:
+        self.sse = True
+        await self._send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        if self.call.era is Era.LEGACY:
+            self.stream = self.call.open_stream()
+            self.stream.listener = self._owner
+            if self.call.version >= "2025-11-25":
+                await self._write(_sse(self.stream.push(None)))
+
+    async def emit(self, message: dict[str, Any]) -> None:
+        """A related message (or, last, the response) on this call's SSE stream."""
+        async with self._lock:
+            if not self.sse:
+                await self._start_sse()
+            if self.stream is None:
+                await self._write(_sse(None, message))
+                return
+            event = self.stream.push(message)
+            if self.disconnected and self.stream.listener is self._owner:
+                self.stream.listener = None  # free the stream for a resuming GET
+            if self.stream.listener is self._owner:
+                await self._write(_sse(event))
+
+    async def keepalive(self) -> None:
+        async with self._lock:
+            if self.sse:
+                await self._write(b": keep-alive\n\n")
+
+    # -- Outbound (what the engine's ToolContext talks to) ---------------------------------------
     async def send(self, message: dict[str, Any]) -> None:
-        self._channel.send_nowait(("message", message))
+        if self.call.accepts_sse:
+            await self.emit(message)
+        # A client that takes JSON only gets no related notifications: there is nowhere to put them.
 
     async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        session = self._call.session
-        if session is None or not self._call.accepts_sse:
+        session = self.call.session
+        if session is None or not self.call.accepts_sse:
             raise ToolError(
                 f"cannot send {method}: this request has no back channel (the client must accept SSE)",
                 code="no_back_channel",
@@ -105,7 +154,7 @@ class _Outbound:
 
         session.pending[request_id] = resolve
         try:
-            self._channel.send_nowait(("message", jsonrpc.request(request_id, method, params)))
+            await self.emit(jsonrpc.request(request_id, method, params))
             await answered.wait()
         finally:
             session.pending.pop(request_id, None)
@@ -115,6 +164,31 @@ class _Outbound:
             raise ToolError(f"client answered {method} with an error: {error.get('message')}", code="client_error")
         result: dict[str, Any] = message.get("result", {})
         return result
+
+    async def finish(self, response: dict[str, Any] | None, *, cancelled: bool) -> None:
+        """Send the response (JSON, or the last SSE event) and end the HTTP response."""
+        if not self.sse:
+            if response is not None:
+                era_status = self.call.era is Era.MODERN
+                code = response.get("error", {}).get("code")
+                await send_reply(self._send, Reply(ERROR_STATUS.get(code, 200) if era_status else 200, response))
+                return
+            if self.disconnected:
+                return
+            # Cancelled by notifications/cancelled (legacy): no JSON-RPC response, an empty stream.
+            await self._send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            await self._send({"type": "http.response.body", "body": b""})
+            return
+        if response is not None and not cancelled:
+            await self.emit(response)
+        if self.stream is not None:
+            self.stream.finished = True
+            if self.stream.listener is self._owner:
+                self.stream.listener = None
+            elif self.stream.listener is not None:
+                self.stream.listener(None)  # end the resumed GET that delivered this stream
+        with trio.CancelScope(shield=True):
+            await self._send({"type": "http.response.body", "body": b""})
 
 
 class McpEndpoint:
@@ -156,96 +230,31 @@ class McpEndpoint:
 
     # -- one request/response call --------------------------------------------------------
     async def _call(self, call: Call, receive: Receive, send: Send) -> None:
-        channel, inbox = trio.open_memory_channel[tuple[str, Any]](math.inf)
-        outbound = _Outbound(call, channel)
+        writer = _CallWriter(call, send)
         handler_scope = trio.CancelScope()
-        disconnected = trio.Event()
         call.bind_cancel(handler_scope.cancel)
 
-        async def run_handler() -> None:
-            with handler_scope:
-                response = await call.run(outbound)
-                channel.send_nowait(("response", response))
-                return
-            channel.send_nowait(("cancelled", None))
-
-        async def watch_disconnect() -> None:
+        async def watch() -> None:
+            """Client disconnects (modern: cancel the handler) and SSE keep-alives."""
             while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    disconnected.set()
-                    if call.era is Era.MODERN:
-                        handler_scope.cancel()
-                    return
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run_handler)
-            nursery.start_soon(watch_disconnect)
-            kind, payload = await inbox.receive()
-            while kind == "message" and not call.accepts_sse:
-                # The client takes JSON only: related notifications have nowhere to go.
-                kind, payload = await inbox.receive()
-            if kind == "response":
-                status = ERROR_STATUS.get(payload.get("error", {}).get("code"), 200) if call.era is Era.MODERN else 200
-                await send_reply(send, Reply(status, payload))
-            elif kind == "cancelled":
-                if call.era is Era.LEGACY and not disconnected.is_set():
-                    # Cancelled by notifications/cancelled: no JSON-RPC response, just an empty stream.
-                    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-                    await send({"type": "http.response.body", "body": b""})
-            else:
-                await self._stream_call(call, kind, payload, inbox, send, disconnected)
-            nursery.cancel_scope.cancel()
-
-    async def _stream_call(
-        self,
-        call: Call,
-        kind: str,
-        payload: Any,
-        inbox: trio.MemoryReceiveChannel[tuple[str, Any]],
-        send: Send,
-        disconnected: trio.Event,
-    ) -> None:
-        """Upgrade to SSE: related messages, then the response (legacy: numbered and resumable)."""
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        stream: ReplayStream | None = None
-        owner: Callable[[SseEvent | None], None] = lambda event: None  # noqa: E731 - identity marker
-        if call.era is Era.LEGACY:
-            stream = call.open_stream()
-            stream.listener = owner
-            if call.version >= "2025-11-25":
-                await send({"type": "http.response.body", "body": _sse(stream.push(None)), "more_body": True})
-        try:
-            while True:
-                done = kind != "message"
-                message = payload if kind in ("message", "response") else None
-                if stream is not None:
-                    event = stream.push(message) if message is not None else None
-                    if done:
-                        stream.finished = True
-                    if disconnected.is_set() and stream.listener is owner:
-                        stream.listener = None
-                    if event is not None and stream.listener is owner:
-                        await send({"type": "http.response.body", "body": _sse(event), "more_body": True})
-                elif message is not None and not disconnected.is_set():
-                    await send({"type": "http.response.body", "body": _sse(None, message), "more_body": True})
-                if done:
-                    break
-                with trio.move_on_after(KEEPALIVE_SECONDS) as idle:
-                    kind, payload = await inbox.receive()
-                if idle.cancelled_caught:
-                    kind, payload = "message", None
-                    if not disconnected.is_set():
-                        await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
+                with trio.move_on_after(KEEPALIVE_SECONDS):
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        writer.disconnected = True
+                        if call.era is Era.MODERN:
+                            handler_scope.cancel()
+                        return
                     continue
-        finally:
-            if stream is not None:
-                if stream.listener is owner:
-                    stream.listener = None
-                elif stream.finished and stream.listener is not None:
-                    stream.listener(None)  # end a resumed GET that was delivering this stream
-            with trio.CancelScope(shield=True):
-                await send({"type": "http.response.body", "body": b""})
+                if trio.current_time() - writer.last_write >= KEEPALIVE_SECONDS:
+                    await writer.keepalive()
+
+        response: dict[str, Any] | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            with handler_scope:
+                response = await call.run(writer)
+            nursery.cancel_scope.cancel()
+        await writer.finish(response, cancelled=handler_scope.cancelled_caught)
 
     # -- long-lived streams --------------------------------------------------------------------
     async def _pump(
