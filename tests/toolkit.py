@@ -9,6 +9,7 @@ import trio.lowlevel
 from pydantic import BaseModel, Field
 
 from triomcp.errors import ToolError
+from triomcp.logs import REQUEST_ID
 from triomcp.mcp import content
 from triomcp.mcp.context import ToolContext
 from triomcp.mcp.registry import Registry, ToolResult
@@ -46,6 +47,11 @@ class Nothing(BaseModel):
 class Answer(BaseModel):
     action: str
     content: dict[str, Any] | None = None
+
+
+class Caller(BaseModel):
+    principal: str | None
+    request_id: str | None
 
 
 def register_test_tools(registry: Registry) -> None:
@@ -114,6 +120,10 @@ def register_test_tools(registry: Registry) -> None:
                 content.resource_link("test://doc", "doc"),
             ],
         )
+
+    @registry.tool(description="Who is asking, and under which request id.")
+    async def whoami(args: Nothing, ctx: ToolContext) -> Caller:
+        return Caller(principal=ctx.principal, request_id=REQUEST_ID.get())
 
     @registry.tool(description="Arguments mirrored as headers.")
     async def keyed(args: Key, ctx: ToolContext) -> Key:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,43 @@ def _json_arg(text: str, what: str) -> Any:
     except ValueError as exc:
         click.echo(f"triomcp: {what} is not valid JSON: {exc}", err=True)
         sys.exit(2)
+
+
+@main.group()
+def tokens() -> None:
+    """Static bearer tokens for HTTP clients (auth.tokens_file)."""
+
+
+@tokens.command("new")
+@click.argument("principal")
+@click.option("--scopes", default="triomcp:status", show_default=True,
+              help="Comma-separated scopes (see auth.scopes), e.g. triomcp:status,triomcp:tasks.")
+def tokens_new(principal: str, scopes: str) -> None:
+    """Create a token for PRINCIPAL: its hash is appended to auth.tokens_file, the token printed once."""
+    import re
+
+    from triomcp.server.auth import hash_token, new_token
+
+    settings = _settings()
+    if settings.auth.tokens_file is None:
+        raise click.ClickException("auth.tokens_file is not set (TRIOMCP_AUTH__TOKENS_FILE or the TOML file)")
+    if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}", principal):
+        raise click.ClickException("PRINCIPAL: 1-64 characters of letters, digits and . _ @ -")
+    wanted = [s for s in scopes.split(",") if s]
+    unknown = [s for s in wanted if s not in settings.auth.scopes]
+    if unknown or not wanted:
+        raise click.ClickException(f"unknown scopes {unknown}; known: {sorted(settings.auth.scopes)}")
+    path = settings.auth.tokens_file
+    if not path.is_absolute():
+        path = settings.data_dir / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = new_token()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a") as out:
+        out.write(f"{principal} {','.join(wanted)} {hash_token(token)}\n")
+    click.echo(token)
+    click.echo(f"(added {principal} with {','.join(wanted)} to {path}; the token is not stored, keep it now)",
+               err=True)
 
 
 @main.command()

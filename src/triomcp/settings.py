@@ -23,7 +23,7 @@ from pydantic_settings import (
 
 from triomcp.errors import ConfigError
 
-__all__ = ["HttpSettings", "McpSettings", "P2PSettings", "Settings", "TaskQueueSettings", "load_settings"]
+__all__ = ["AuthSettings", "HttpSettings", "McpSettings", "P2PSettings", "Settings", "TaskQueueSettings", "load_settings"]
 
 
 class _Section(BaseModel):
@@ -113,6 +113,67 @@ class TaskQueueSettings(_Section):
     """Extra task handlers: task type -> ``module:function``."""
 
 
+DEFAULT_SCOPES: dict[str, list[str]] = {
+    "triomcp:status": ["status", "default"],
+    "triomcp:tasks": ["tasks"],
+    "triomcp:worker": ["worker"],
+    "triomcp:p2p": ["p2p"],
+    "triomcp:cache": ["cache"],
+    "triomcp:metrics": ["metrics"],
+    "triomcp:admin": ["*"],
+}
+
+
+class AuthSettings(_Section):
+    """HTTP authorization. Off unless ``tokens_file`` or ``oauth_issuer`` is set.
+
+    With it on, every ``/mcp`` and ``/metrics`` request needs ``Authorization: Bearer <token>``;
+    a tool call also needs a scope that maps to the tool's group (see ``scopes``).
+    """
+
+    tokens_file: Path | None = None
+    """Static bearer tokens: one ``<principal> <scope>[,<scope>...] sha256:<hex>`` per line
+    (``triomcp tokens new`` writes them). Relative paths are under ``data_dir``. Re-read when it changes."""
+    oauth_issuer: str | None = None
+    """OAuth 2.1 resource-server mode: the ``iss`` every JWT access token must carry."""
+    oauth_jwks_url: str | None = None
+    """Where the issuer publishes its signing keys (JWKS); fetched and cached."""
+    oauth_jwks_file: Path | None = None
+    """A local JWKS file instead of ``oauth_jwks_url`` (air-gapped deployments, tests)."""
+    resource_url: str | None = None
+    """This server's MCP URL (``https://host/mcp``): the audience tokens must name, and the
+    ``resource`` of the protected-resource metadata. Required with ``oauth_issuer``."""
+    authorization_servers: list[str] = Field(default_factory=list)
+    """Advertised in the protected-resource metadata; defaults to ``[oauth_issuer]``."""
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "EdDSA"])
+    """JWT signature algorithms accepted (never ``none``, never HMAC with a public key)."""
+    leeway_seconds: float = Field(default=30.0, ge=0)
+    """Clock skew allowed on ``exp``/``nbf``."""
+    jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    """How long fetched signing keys are kept (an unknown ``kid`` refetches at once)."""
+    scopes: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_SCOPES))
+    """Scope -> tool groups it opens (``*``: all). Groups: status, tasks, worker, p2p, cache, metrics."""
+
+    @field_validator("algorithms")
+    @classmethod
+    def _no_weak_algorithms(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if a.lower() == "none" or a.upper().startswith("HS")]
+        if bad:
+            raise ValueError(f"algorithms {bad} are not allowed for access tokens (use RS*, PS*, ES* or EdDSA)")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        return self.tokens_file is not None or self.oauth_issuer is not None
+
+    def model_post_init(self, context: Any) -> None:
+        if self.oauth_issuer is not None:
+            if not self.oauth_jwks_url and self.oauth_jwks_file is None:
+                raise ValueError("auth.oauth_issuer needs auth.oauth_jwks_url or auth.oauth_jwks_file")
+            if not self.resource_url:
+                raise ValueError("auth.oauth_issuer needs auth.resource_url (the audience tokens must carry)")
+
+
 class Settings(BaseSettings):
     """Everything a node needs to run. See docs/configuration.md for each key."""
 
@@ -134,6 +195,7 @@ class Settings(BaseSettings):
     mcp: McpSettings = Field(default_factory=McpSettings)
     p2p: P2PSettings = Field(default_factory=P2PSettings)
     taskqueue: TaskQueueSettings = Field(default_factory=TaskQueueSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @field_validator("data_dir")
     @classmethod

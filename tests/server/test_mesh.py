@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from mcp.client import Client
@@ -92,6 +93,24 @@ async def test_p2p_tools_between_two_servers(tmp_path: Path) -> None:
                 assert stored["replicated_to"] == [b_node.peer_id]
                 assert nodes["b"][1].state.services.cache.get("k")[1] == {"v": 1}
                 assert structured(await client.call_tool("cache_get", {"key": "k"}))["value"] == {"v": 1}
+
+
+async def test_the_request_id_and_caller_travel_to_the_peer(tmp_path: Path) -> None:
+    async with mesh(tmp_path, ["a", "b"]) as nodes:
+        url_a, app_a = nodes["a"]
+        a_id = app_a.state.services.node.peer_id
+        b_id = nodes["b"][1].state.services.node.peer_id
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "p2p_call_tool", "arguments": {"peer": b_id, "tool": "whoami"},
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                      "io.modelcontextprotocol/clientCapabilities": {}}}}
+        headers = {"content-type": "application/json", "accept": "application/json",
+                   "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "p2p_call_tool",
+                   "x-request-id": "trace-mesh-1"}
+        async with httpx.AsyncClient(base_url=url_a, timeout=20) as c:
+            r = await c.post("/mcp", json=body, headers=headers)
+        remote = r.json()["result"]["structuredContent"]["result"]
+        assert remote == {"ok": True, "principal": f"peer:{a_id}|local", "request_id": "trace-mesh-1"}
 
 
 async def test_a_worker_on_b_claims_from_a_and_cancel_reaches_it(tmp_path: Path) -> None:

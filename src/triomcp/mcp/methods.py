@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -135,6 +136,8 @@ class Methods:
         self.extra_modern: dict[str, AsyncHandler] = {}
         """Extension methods (modern era), e.g. the tasks extension."""
         self.extra_legacy: dict[str, AsyncHandler] = {}
+        self.call_observer: Callable[[str, str, str, float], None] | None = None
+        """Set by the server: ``(tool, era, outcome, seconds)`` after every tool call (metrics)."""
         self.tool_guard: Callable[[Request, ToolDef], None] | None = None
         """Set by the server: raises HttpError(403, ...) when the caller may not call a tool.
 
@@ -383,18 +386,30 @@ class Methods:
         try:
             args = tool.input_model.model_validate(arguments)
         except ValidationError as exc:
+            if self.call_observer is not None:
+                self.call_observer(name, req.era.value, "invalid_arguments", 0.0)
             return self._tool_failure("invalid_arguments", f"Invalid arguments: {_validation_message(exc)}")
+        started = time.perf_counter()
+        outcome = "cancelled"
         try:
             output = await tool.fn(args, ctx)
+            outcome = "ok"
         except InputRequired as need:
+            outcome = "input_required"
             return self._input_required(req, need, {"m": "tools/call", "t": name, "a": arguments_digest(arguments)})
         except MissingCapability:
+            outcome = "protocol_error"
             raise
         except TriomcpError as err:
+            outcome = "error"
             return self._tool_failure(err.code, err.message, err.data)
         except Exception as exc:
+            outcome = "error"
             log.exception("tool %s failed", name)
             return self._tool_failure("internal_error", f"{type(exc).__name__}: {exc}")
+        finally:
+            if self.call_observer is not None:
+                self.call_observer(name, req.era.value, outcome, time.perf_counter() - started)
         return self._tool_success(tool, output)
 
     def _tool_success(self, tool: ToolDef, output: Any) -> dict[str, Any]:

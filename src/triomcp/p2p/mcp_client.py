@@ -9,11 +9,14 @@ from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
 from mcp_types.version import LATEST_MODERN_VERSION
 
 from triomcp.errors import RemoteError
+from triomcp.logs import REQUEST_ID
 
-__all__ = ["ON_BEHALF_OF_META_KEY", "PeerCaller", "call_peer_tool"]
+__all__ = ["ON_BEHALF_OF_META_KEY", "REQUEST_ID_META_KEY", "PeerCaller", "call_peer_tool"]
 
 ON_BEHALF_OF_META_KEY = "triomcp/onBehalfOf"
 """The caller of the node that forwards a request (tasks stay bound to who asked)."""
+REQUEST_ID_META_KEY = "triomcp/requestId"
+"""The id of the HTTP request that caused this peer call, so both nodes' logs name it."""
 
 
 class PeerCaller(Protocol):
@@ -45,6 +48,9 @@ async def call_peer_tool(
     }
     if on_behalf_of:
         meta[ON_BEHALF_OF_META_KEY] = on_behalf_of
+    request_id = REQUEST_ID.get()
+    if request_id:
+        meta[REQUEST_ID_META_KEY] = request_id
 
     async def on_notification(message: dict[str, Any]) -> None:
         if on_progress is not None and message.get("method") == "notifications/progress":

@@ -8,18 +8,21 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import sniffio
+import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from triomcp import __version__
 from triomcp.mcp.engine import Engine, EngineConfig
 from triomcp.mcp.plugins import load_plugins
 from triomcp.mcp.registry import Registry
-from triomcp.server.guard import GuardMiddleware
+from triomcp.server.auth import METADATA_PATH, Authenticator
+from triomcp.server.guard import AuthMiddleware, GuardMiddleware, ObserveMiddleware
 from triomcp.server.lifespan import running_services
 from triomcp.server.mcp_endpoint import McpEndpoint
+from triomcp.server.metrics import CONTENT_TYPE, Metrics
 from triomcp.server.services import Services
 from triomcp.server.tools import register_builtin_tools
 from triomcp.settings import Settings, load_settings
@@ -60,6 +63,12 @@ def build_services(settings: Settings, *, configure: Callable[[Registry], None] 
         configure(registry)
     services = Services(settings=settings, engine=Engine(registry, _engine_config(settings)))
     services.engine.methods.app_state = services
+    services.metrics = Metrics()
+    services.metrics.watch(services)
+    services.engine.methods.call_observer = services.metrics.observe_tool_call
+    services.auth = Authenticator(settings.auth, settings.data_dir)
+    if services.auth.enabled:
+        services.engine.methods.tool_guard = services.auth.tool_guard
     return services
 
 
@@ -77,6 +86,7 @@ def create_app(
         library = sniffio.current_async_library()
         if library != "trio":
             raise RuntimeError(NOT_TRIO_MESSAGE.format(library=library))
+        await trio.to_thread.run_sync(services.auth.load)
         async with running_services(services):
             log.info("triomcp %s ready", __version__)
             yield {"services": services}
@@ -88,6 +98,16 @@ def create_app(
         ok = services.ready and not services.stopping.is_set()
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
+    async def metrics(request: Request) -> Response:
+        return Response(services.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def resource_metadata(request: Request) -> JSONResponse:
+        if not services.auth.enabled:
+            return JSONResponse({"error": "not_found", "error_description": "authorization is off"}, 404)
+        host = request.headers.get("host", "localhost")
+        return JSONResponse(services.auth.metadata(request.url.scheme, host),
+                            headers={"cache-control": "max-age=300"})
+
     endpoint = McpEndpoint(
         services.engine, max_body_bytes=settings.http.max_body_bytes, stopping=services.stopping
     )
@@ -96,15 +116,21 @@ def create_app(
             Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route(METADATA_PATH, resource_metadata, methods=["GET"]),
+            Route(METADATA_PATH + "/mcp", resource_metadata, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
     app.state.services = services
+    # Starlette runs the middleware added last first: request id, then Host/Origin, then auth.
+    app.add_middleware(AuthMiddleware, engine=services.engine, auth=services.auth)
     app.add_middleware(
         GuardMiddleware,
         engine=services.engine,
         allowed_hosts=settings.http.allowed_hosts,
         allowed_origins=settings.http.allowed_origins,
     )
+    app.add_middleware(ObserveMiddleware, metrics=services.metrics)
     return app
 

@@ -1,17 +1,28 @@
-"""HTTP safety checks in front of every route: Host and Origin (DNS rebinding)."""
+"""What stands in front of every route, outermost first.
+
+1. :class:`ObserveMiddleware`: a request id (the caller's ``X-Request-Id`` if plain, else a new
+   one) in the logging context and the response headers; HTTP request counts for ``/metrics``.
+2. :class:`GuardMiddleware`: Host and Origin checks (DNS rebinding).
+3. :class:`AuthMiddleware`: bearer tokens on ``/mcp`` and ``/metrics`` when auth is configured.
+"""
 
 from __future__ import annotations
 
 import re
 from urllib.parse import urlsplit
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from triomcp.errors import HttpError
+from triomcp.logs import REQUEST_ID, new_request_id, valid_request_id
 from triomcp.mcp.engine import Engine
+from triomcp.server.auth import Authenticator
 from triomcp.server.mcp_endpoint import send_reply
+from triomcp.server.metrics import Metrics
 
-__all__ = ["GuardMiddleware", "host_allowed", "origin_allowed"]
+__all__ = ["AuthMiddleware", "GuardMiddleware", "ObserveMiddleware", "host_allowed", "origin_allowed"]
+
+PROTECTED_PATHS = ("/mcp", "/metrics")
 
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1"}
 
@@ -71,4 +82,69 @@ class GuardMiddleware:
             err = HttpError(403, f"Forbidden: Origin {origin!r} is not allowed (http.allowed_origins)")
             await send_reply(send, self.engine.error_reply(err))
             return
+        await self.app(scope, receive, send)
+
+
+class ObserveMiddleware:
+    """Request ids and HTTP request counts."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        supplied = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                supplied = valid_request_id(value.decode("latin-1"))
+                break
+        request_id = supplied or new_request_id()
+        token = REQUEST_ID.set(request_id)
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []),
+                                                   (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
+            self.metrics.http_requests.labels(scope["method"], str(status or 500)).inc()
+
+
+class AuthMiddleware:
+    """401 without a valid bearer token on ``/mcp`` and ``/metrics``; sets the principal."""
+
+    def __init__(self, app: ASGIApp, *, engine: Engine, auth: Authenticator) -> None:
+        self.app = app
+        self.engine = engine
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.auth.enabled or scope["path"] not in PROTECTED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        authorization = host = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"host":
+                host = value.decode("latin-1")
+        scheme = scope.get("scheme", "http")
+        try:
+            info = await self.auth.authenticate(authorization, scheme=scheme, host=host or "localhost")
+            if scope["path"] == "/metrics":
+                self.auth.require(info, "metrics", what="/metrics", scheme=scheme, host=host or "")
+        except HttpError as err:
+            await send_reply(send, self.engine.error_reply(err))
+            return
+        scope = {**scope, "triomcp.principal": info.principal, "triomcp.auth": info}
         await self.app(scope, receive, send)

@@ -14,15 +14,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from triomcp.errors import MethodNotFound, ToolError
+from triomcp.logs import REQUEST_ID, valid_request_id
 from triomcp.mcp import jsonrpc
 from triomcp.mcp.engine import Engine
 from triomcp.mcp.outcomes import Call, Reply
-from triomcp.p2p.mcp_client import ON_BEHALF_OF_META_KEY
+from triomcp.p2p.mcp_client import ON_BEHALF_OF_META_KEY, REQUEST_ID_META_KEY
 
 __all__ = ["PeerMcpHandler", "peer_principal"]
 
 log = logging.getLogger("triomcp.p2p.mcp")
-
 
 
 def peer_principal(peer_id: str, on_behalf_of: str | None = None) -> str:
@@ -60,6 +60,10 @@ class PeerMcpHandler:
         if isinstance(params, dict) and isinstance(params.get("_meta"), dict):
             value = params["_meta"].get(ON_BEHALF_OF_META_KEY)
             on_behalf_of = value if isinstance(value, str) and value else None
+            request_id = params["_meta"].get(REQUEST_ID_META_KEY)
+            if isinstance(request_id, str) and valid_request_id(request_id):
+                # Each frame is served in its own task: setting the context here stays in that task.
+                REQUEST_ID.set(request_id)
         outcome = self.engine.handle_frame(message, principal=peer_principal(peer_id, on_behalf_of))
         if isinstance(outcome, Reply):
             return outcome.body if isinstance(outcome.body, dict) else None

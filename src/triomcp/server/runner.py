@@ -56,6 +56,11 @@ def hypercorn_config(settings: Settings, config_path: Path | None, bind: list[st
     return config
 
 
+def _loopback(url: str) -> bool:
+    host = url.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.") or url.startswith("unix:")
+
+
 async def run_server(settings: Settings, config: Config) -> None:
     """Serve until SIGTERM or SIGINT, then drain and return (raises when startup fails)."""
     app = create_app(settings)
@@ -87,6 +92,9 @@ async def run_server(settings: Settings, config: Config) -> None:
         binds = await nursery.start(run_serve)  # returns once the lifespan is up and sockets are bound
         for bind in binds:
             log.info("serving MCP on %s/mcp", bind)
+            if not settings.auth.enabled and not _loopback(bind):
+                log.warning("serving %s without authorization: anyone who can reach it may call every tool "
+                            "(set auth.tokens_file or auth.oauth_issuer; see docs/operations.md)", bind)
         notify("READY=1")
         await served.wait()  # SIGTERM/SIGINT -> drain -> lifespan exit -> serve() returns
         nursery.cancel_scope.cancel()

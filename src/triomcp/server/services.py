@@ -29,6 +29,10 @@ class Services:
     queue: Any = None
     """The task queue (``triomcp.taskqueue.TaskQueue``) once opened, when enabled."""
     cache: TtlCache = field(default_factory=TtlCache)
+    metrics: Any = None
+    """``triomcp.server.metrics.Metrics``: the app's Prometheus registry."""
+    auth: Any = None
+    """``triomcp.server.auth.Authenticator``."""
     extras: dict[str, Any] = field(default_factory=dict)
 
     def uptime(self) -> float:

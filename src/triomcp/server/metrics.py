@@ -1,0 +1,102 @@
+"""Prometheus metrics (prometheus-client), one registry per app, served at ``/metrics``.
+
+Counters the code bumps as things happen (HTTP requests, tool calls with latency) live here;
+figures other parts already keep (sessions, queue states, lease expiries, peers, dial and
+frame errors, auth refusals) are read when Prometheus scrapes, so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from triomcp.server.services import Services
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class _StateCollector(Collector):
+    """Figures read from the services at scrape time."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.services
+        sessions = GaugeMetricFamily("triomcp_mcp_sessions_open", "Open legacy-era MCP sessions.")
+        sessions.add_metric([], len(s.engine.sessions))
+        yield sessions
+        inflight = GaugeMetricFamily("triomcp_mcp_requests_in_flight", "MCP requests being handled now.")
+        inflight.add_metric([], s.engine.methods.inflight)
+        yield inflight
+        if s.queue is not None:
+            stats = s.queue.statistics()
+            tasks = GaugeMetricFamily("triomcp_tasks", "Tasks in this node's queue by state.", labels=["state"])
+            for state in ("queued", "leased", "succeeded", "failed", "cancelled", "dead"):
+                tasks.add_metric([state], stats.by_state.get(state, 0))
+            yield tasks
+            for name, value, doc in (
+                ("triomcp_tasks_submitted", stats.submitted, "Tasks accepted by this node."),
+                ("triomcp_task_lease_expiries", stats.lease_expiries, "Leases that expired (holder gone)."),
+                ("triomcp_task_retries", stats.retries, "Failed attempts sent back to the queue."),
+                ("triomcp_task_dead_letters", stats.dead_letters, "Tasks that ran out of attempts."),
+            ):
+                counter = CounterMetricFamily(name, doc)
+                counter.add_metric([], value)
+                yield counter
+        if s.node is not None:
+            node = s.node.statistics()
+            peers = GaugeMetricFamily("triomcp_p2p_connected_peers", "Peers with an open libp2p connection.")
+            peers.add_metric([], node.connected_peers)
+            yield peers
+            for name, value, doc in (
+                ("triomcp_p2p_dial_failures", node.dial_failures, "Dials that failed or timed out."),
+                ("triomcp_p2p_frame_errors", node.frame_errors, "Malformed or oversized frames received."),
+                ("triomcp_p2p_calls_served", node.calls_served, "MCP requests served to peers."),
+            ):
+                counter = CounterMetricFamily(name, doc)
+                counter.add_metric([], value)
+                yield counter
+        auth = s.auth
+        if auth is not None and auth.enabled:
+            refused = CounterMetricFamily("triomcp_auth_refusals", "HTTP requests refused by authorization.",
+                                          labels=["reason"])
+            for reason, count in sorted(auth.failures.items()):
+                refused.add_metric([reason], count)
+            yield refused
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.http_requests = Counter(
+            "triomcp_http_requests", "HTTP requests answered, by method and status.", ["method", "status"],
+            registry=self.registry)
+        self.tool_calls = Counter(
+            "triomcp_mcp_tool_calls", "MCP tool calls, by tool, era and outcome.", ["tool", "era", "outcome"],
+            registry=self.registry)
+        self.tool_seconds = Histogram(
+            "triomcp_mcp_tool_call_seconds", "MCP tool call latency in seconds, by tool and era.", ["tool", "era"],
+            buckets=LATENCY_BUCKETS, registry=self.registry)
+
+    def watch(self, services: Services) -> None:
+        self.registry.register(_StateCollector(services))
+
+    def observe_tool_call(self, tool: str, era: str, outcome: str, seconds: float) -> None:
+        self.tool_calls.labels(tool, era, outcome).inc()
+        self.tool_seconds.labels(tool, era).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def sample(self, name: str, labels: dict[str, str] | None = None) -> Any:
+        """One current value (tests, ``server_status``)."""
+        return self.registry.get_sample_value(name, labels or {})
