@@ -67,7 +67,7 @@ def register_test_tools(registry: Registry) -> None:
             await trio.lowlevel.checkpoint()
         return Done(steps=args.steps)
 
-    @registry.tool(description="Wait until cancelled (records the cancellation).")
+    @registry.tool(description="Wait until cancelled (records the cancellation).", task_support="optional")
     async def block(args: Text, ctx: ToolContext) -> Text:
         STARTED.setdefault(args.text, trio.Event()).set()
         try:
@@ -77,7 +77,8 @@ def register_test_tools(registry: Registry) -> None:
             CANCELLED_EVENTS.setdefault(args.text, trio.Event()).set()
         return args  # pragma: no cover
 
-    @registry.tool(description="Report progress, wait for the test to open the gate, report again, finish.")
+    @registry.tool(description="Report progress, wait for the test to open the gate, report again, finish.",
+                   task_support="optional")
     async def gate(args: Text, ctx: ToolContext) -> Text:
         await ctx.report_progress(1, 2, "before the gate")
         STARTED.setdefault(args.text, trio.Event()).set()
@@ -91,7 +92,19 @@ def register_test_tools(registry: Registry) -> None:
         await trio.sleep(args.steps / 1000)
         return Done(steps=args.steps)
 
-    @registry.tool(description="Always fails with a ToolError.")
+    @registry.tool(description="A long job: always a task; waits for the test's gate.", task_support="required")
+    async def job(args: Text, ctx: ToolContext) -> Text:
+        await ctx.report_progress(1, 2, "job started")
+        STARTED.setdefault(args.text, trio.Event()).set()
+        try:
+            await GATES.setdefault(args.text, trio.Event()).wait()
+        except trio.Cancelled:
+            CANCELLED.append(args.text)
+            CANCELLED_EVENTS.setdefault(args.text, trio.Event()).set()
+            raise
+        return Text(text=f"done {args.text}")
+
+    @registry.tool(description="Always fails with a ToolError.", task_support="optional")
     async def fail(args: Text, ctx: ToolContext) -> Text:
         raise ToolError(f"failed on purpose: {args.text}", code="on_purpose")
 

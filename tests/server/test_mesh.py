@@ -28,9 +28,14 @@ def mesh_settings(tmp_path: Path, name: str, **overrides: Any) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def mesh(tmp_path: Path, names: list[str], **overrides: Any) -> AsyncIterator[dict[str, tuple[str, Starlette]]]:
-    """Start one server per name, each authorizing all the others, all connected to the first."""
-    apps = {n: create_app(mesh_settings(tmp_path, n, **overrides), configure=register_test_tools) for n in names}
+async def mesh(tmp_path: Path, names: list[str], *, per_node: dict[str, dict[str, Any]] | None = None,
+               **overrides: Any) -> AsyncIterator[dict[str, tuple[str, Starlette]]]:
+    """Start one server per name, each authorizing all the others, all connected to the first.
+
+    ``overrides`` apply to every node; ``per_node[name]`` to that node only (instead)."""
+    per_node = per_node or {}
+    apps = {n: create_app(mesh_settings(tmp_path, n, **dict(per_node.get(n, overrides))),
+                          configure=register_test_tools) for n in names}
     async with contextlib.AsyncExitStack() as stack:
         urls = {n: await stack.enter_async_context(run_app(app)) for n, app in apps.items()}
         nodes = {n: app.state.services.node for n, app in apps.items()}

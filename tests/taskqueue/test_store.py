@@ -122,6 +122,33 @@ def test_retention_prunes_only_old_finished_tasks(tmp_path: Path) -> None:
     assert [t.state for t in store.list()[0]] == [TaskState.QUEUED]
 
 
+def test_a_task_ttl_prunes_it_once_finished_never_while_it_runs(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q.db")
+    finished = submit(store, expires_at=10.0)
+    running = submit(store, expires_at=10.0)
+    kept = submit(store)  # no TTL: the queue's retention applies
+    store.change(finished.id, lambda t: machine.transition(t, "cancel", now=5))  # type: ignore[attr-defined]
+    assert store.prune(finished_before=0, now=9.0) == 0  # not yet past its TTL
+    assert store.prune(finished_before=0, now=11.0) == 1
+    assert {t.id for t in store.list()[0]} == {running.id, kept.id}  # type: ignore[attr-defined]
+    assert store.get(running.id).expires_at == 10.0  # type: ignore[attr-defined]
+
+
+def test_version_1_databases_are_migrated(tmp_path: Path) -> None:
+    import sqlite3 as sq
+
+    from triomcp.taskqueue.store import MIGRATIONS
+    path = tmp_path / "old.db"
+    db = sq.connect(path)
+    db.executescript(MIGRATIONS[0])
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    store = Store(path)
+    task = submit(store, expires_at=3.0)
+    assert store.get(task.id).expires_at == 3.0  # type: ignore[attr-defined]
+
+
 def test_disk_full_is_a_clear_error_and_nothing_is_half_written(tmp_path: Path) -> None:
     store = Store(tmp_path / "q.db")
     submit(store)

@@ -51,7 +51,8 @@ from triomcp.mcp.versions import (
 
 __all__ = ["Engine", "EngineConfig", "EngineStatistics"]
 
-NAME_HEADER_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+NAME_HEADER_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri",
+                     "tasks/get": "taskId", "tasks/update": "taskId", "tasks/cancel": "taskId"}
 """Methods whose ``Mcp-Name`` header mirrors a param."""
 
 JSON_TYPES = ("application/json",)
@@ -132,13 +133,17 @@ class Engine:
         except ProtocolError as err:
             return self.error_reply(err)
 
-    def handle_frame(self, obj: Any, *, principal: str | None) -> Call | Reply | Listen:
-        """One decoded modern-era JSON-RPC message from a non-HTTP transport (libp2p)."""
+    def handle_frame(self, obj: Any, *, principal: str | None, executing_task: bool = False) -> Call | Reply | Listen:
+        """One decoded modern-era JSON-RPC message from a non-HTTP transport (libp2p, a task worker).
+
+        ``executing_task``: a worker runs a task's own ``tools/call`` (in-process only; never set
+        from anything a peer or client sends)."""
         try:
             msg = jsonrpc.classify(obj)
             if msg.kind is not Kind.REQUEST:
                 return Reply(202)
-            return self._modern(msg, {}, principal=principal, accepts_sse=True, check_headers=False)
+            return self._modern(msg, {}, principal=principal, accepts_sse=True, check_headers=False,
+                                executing_task=executing_task)
         except ProtocolError as err:
             ident = obj.get("id") if isinstance(obj, dict) else None
             return self.error_reply(err, ident if isinstance(ident, (str, int)) else None)
@@ -242,6 +247,7 @@ class Engine:
         accepts_sse: bool,
         check_headers: bool,
         auth: Any = None,
+        executing_task: bool = False,
     ) -> Call | Reply | Listen:
         ident = msg.id
         assert ident is not None
@@ -271,6 +277,7 @@ class Engine:
                 client_capabilities=caps,
                 headers=dict(headers),
                 auth=auth,
+                executing_task=executing_task,
             )
             return self.methods.dispatch(request, accepts_sse=accepts_sse)
         except ProtocolError as err:

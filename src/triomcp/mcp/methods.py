@@ -38,6 +38,14 @@ from triomcp.mcp.outcomes import Call, Listen, Reply
 from triomcp.mcp.registry import Registry, ResourceDef, ToolDef, ToolResult
 from triomcp.mcp.request_state import RequestStateSigner, arguments_digest
 from triomcp.mcp.session import Session, SessionStore
+from triomcp.mcp.tasks import (
+    RELATED_TASK_META_KEY,
+    TASKS_EXTENSION,
+    TaskBackend,
+    TaskRecord,
+    legacy_task,
+    modern_task,
+)
 from triomcp.mcp.versions import LATEST_LEGACY_VERSION, LEGACY_VERSIONS, SUPPORTED_VERSIONS, Era
 
 if TYPE_CHECKING:
@@ -48,7 +56,6 @@ __all__ = ["SUBSCRIPTION_ID_META_KEY", "Methods", "Request"]
 log = logging.getLogger("triomcp.mcp")
 
 SUBSCRIPTION_ID_META_KEY = "io.modelcontextprotocol/subscriptionId"
-RELATED_TASK_META_KEY = "io.modelcontextprotocol/related-task"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +70,8 @@ class Request:
     client_capabilities: dict[str, Any]
     headers: dict[str, str]
     auth: Any = None
+    executing_task: bool = False
+    """The call is a task's own execution (a worker running it): never make it a task again."""
 
     @property
     def id(self) -> str | int:
@@ -82,6 +91,17 @@ class Request:
 
 AsyncHandler = Callable[[Request, ToolContext], Awaitable[dict[str, Any]]]
 SyncHandler = Callable[[Request], dict[str, Any]]
+
+
+class _TaskFailure(ProtocolError):
+    """``tasks/result`` of a failed task: the task's own JSON-RPC error, passed through."""
+
+    def __init__(self, error: dict[str, Any], meta: dict[str, Any]) -> None:
+        data = error.get("data")
+        super().__init__(str(error.get("message", "the task failed")),
+                         data={**(data or {}), "_meta": meta} if isinstance(data, dict) or data is None else data)
+        code = error.get("code")
+        self.jsonrpc_code = code if isinstance(code, int) else -32603
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -136,6 +156,8 @@ class Methods:
         self.extra_modern: dict[str, AsyncHandler] = {}
         """Extension methods (modern era), e.g. the tasks extension."""
         self.extra_legacy: dict[str, AsyncHandler] = {}
+        self.tasks: TaskBackend | None = None
+        """Set by :meth:`enable_tasks`: MCP tasks (both eras) backed by the server's queue."""
         self.call_observer: Callable[[str, str, str, float], None] | None = None
         """Set by the server: ``(tool, era, outcome, seconds)`` after every tool call (metrics)."""
         self.tool_guard: Callable[[Request, ToolDef], None] | None = None
@@ -171,7 +193,27 @@ class Methods:
         }
         if era is Era.LEGACY:
             caps["logging"] = {}
+        if self.tasks is not None:
+            if era is Era.LEGACY:
+                caps["tasks"] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
+            else:
+                caps["extensions"] = {TASKS_EXTENSION: {}}
         return caps
+
+    def enable_tasks(self, backend: TaskBackend) -> None:
+        """Serve MCP tasks from ``backend`` (legacy ``tasks/*`` and the modern extension)."""
+        self.tasks = backend
+        self.extra_legacy.update({
+            "tasks/get": self._legacy_task_get,
+            "tasks/result": self._legacy_task_result,
+            "tasks/list": self._legacy_task_list,
+            "tasks/cancel": self._legacy_task_cancel,
+        })
+        self.extra_modern.update({
+            "tasks/get": self._modern_task_get,
+            "tasks/update": self._modern_task_update,
+            "tasks/cancel": self._modern_task_cancel,
+        })
 
     def server_info(self) -> dict[str, Any]:
         return {"name": self.config.server_name, "version": self.config.server_version}
@@ -350,7 +392,11 @@ class Methods:
         return result
 
     def _tools_list(self, req: Request) -> dict[str, Any]:
-        return self._page(req, [t.describe for t in self.registry.tools()], "tools")
+        tools = [t.describe for t in self.registry.tools()]
+        if self.tasks is None or req.era is Era.MODERN:
+            # taskSupport is the legacy utility's; the extension lets the server decide per request.
+            tools = [{k: v for k, v in t.items() if k != "execution"} if "execution" in t else t for t in tools]
+        return self._page(req, tools, "tools")
 
     def _resources_list(self, req: Request) -> dict[str, Any]:
         return self._page(req, [r.describe() for r in self.registry.resources()], "resources")
@@ -389,6 +435,17 @@ class Methods:
             if self.call_observer is not None:
                 self.call_observer(name, req.era.value, "invalid_arguments", 0.0)
             return self._tool_failure("invalid_arguments", f"Invalid arguments: {_validation_message(exc)}")
+        as_task = self._task_decision(req, tool)
+        if as_task:
+            assert self.tasks is not None
+            ttl = req.params.get("task", {}).get("ttl") if req.era is Era.LEGACY else None
+            record = await self.tasks.create(
+                tool=name, arguments=arguments, principal=req.principal,
+                ttl_ms=int(ttl) if isinstance(ttl, (int, float)) and ttl >= 0 else None,
+                session_id=req.session.id if req.session else None)
+            if req.era is Era.LEGACY:
+                return {"task": legacy_task(record)}
+            return {**modern_task(record), "resultType": "task"}
         started = time.perf_counter()
         outcome = "cancelled"
         try:
@@ -411,6 +468,95 @@ class Methods:
             if self.call_observer is not None:
                 self.call_observer(name, req.era.value, outcome, time.perf_counter() - started)
         return self._tool_success(tool, output)
+
+    def _task_decision(self, req: Request, tool: ToolDef) -> bool:
+        """Whether this call becomes a task (or a protocol error when the two sides disagree)."""
+        if req.executing_task:
+            return False
+        if req.era is Era.LEGACY:
+            wanted = req.params.get("task") is not None
+            if wanted and (self.tasks is None or tool.task_support == "forbidden"):
+                raise MethodNotFound(f"tool {tool.name!r} does not support task execution (taskSupport: forbidden)")
+            if not wanted and tool.task_support == "required" and self.tasks is not None:
+                raise MethodNotFound(f"tool {tool.name!r} must be called as a task (taskSupport: required)")
+            return wanted
+        if tool.task_support != "required" or self.tasks is None:
+            return False
+        extensions = req.client_capabilities.get("extensions")
+        if not (isinstance(extensions, dict) and TASKS_EXTENSION in extensions):
+            raise MissingCapability(
+                f"tool {tool.name!r} runs as a task: declare the {TASKS_EXTENSION!r} extension in the client "
+                "capabilities", data={"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}})
+        return True
+
+    # -- tasks ----------------------------------------------------------------------------
+    @staticmethod
+    def _task_id(req: Request) -> str:
+        task_id = req.params.get("taskId")
+        if not isinstance(task_id, str) or not task_id:
+            raise InvalidParams("params.taskId must be a non-empty string")
+        return task_id
+
+    def _backend(self) -> TaskBackend:
+        assert self.tasks is not None
+        return self.tasks
+
+    async def _legacy_task_get(self, req: Request, ctx: ToolContext) -> dict[str, Any]:
+        return legacy_task(await self._backend().get(self._task_id(req), req.principal))
+
+    async def _legacy_task_result(self, req: Request, ctx: ToolContext) -> dict[str, Any]:
+        task_id = self._task_id(req)
+        record = await self._backend().wait(task_id, req.principal)
+        related = {RELATED_TASK_META_KEY: {"taskId": task_id}}
+        if record.status == "completed" and record.result is not None:
+            result = dict(record.result)
+            result["_meta"] = {**(result.get("_meta") or {}), **related}
+            return result
+        if record.status == "failed" and record.error:
+            raise _TaskFailure(record.error, related)
+        raise InvalidParams(f"task {task_id} was {record.status}; it has no result", data={"_meta": related})
+
+    async def _legacy_task_list(self, req: Request, ctx: ToolContext) -> dict[str, Any]:
+        cursor = req.params.get("cursor")
+        if cursor is not None and not isinstance(cursor, str):
+            raise InvalidParams("params.cursor must be a string")
+        records, next_cursor = await self._backend().list(req.principal, cursor, self.config.page_size)
+        out: dict[str, Any] = {"tasks": [legacy_task(r) for r in records]}
+        if next_cursor:
+            out["nextCursor"] = next_cursor
+        return out
+
+    async def _legacy_task_cancel(self, req: Request, ctx: ToolContext) -> dict[str, Any]:
+        task_id = self._task_id(req)
+        record = await self._backend().get(task_id, req.principal)
+        if record.terminal:
+            raise InvalidParams(f"Cannot cancel task: already in terminal status {record.status!r}")
+        return legacy_task(await self._backend().cancel(task_id, req.principal))
+
+    async def _modern_task_get(self, req: Request, ctx: ToolContext) -> dict[str, Any]:
+        return modern_task(await self._backend().get(self._task_id(req), req.principal))
+
+    async def _modern_task_update(self, req: Request, ctx: ToolContext) -> dict[str, Any]:
+        # Tasks here never enter input_required (a queued task has no client to ask), so there is
+        # no outstanding request: responses are ignored, as the extension says for unknown keys.
+        await self._backend().get(self._task_id(req), req.principal)
+        return {}
+
+    async def _modern_task_cancel(self, req: Request, ctx: ToolContext) -> dict[str, Any]:
+        await self._backend().cancel(self._task_id(req), req.principal)
+        return {}
+
+    def task_changed(self, record: TaskRecord, session_id: str | None) -> None:
+        """Status notifications: the legacy session that created the task, modern listeners on it."""
+        if session_id is not None:
+            session = self.sessions.peek(session_id)
+            if session is not None:
+                session.open_stream("get").push(
+                    jsonrpc.notification("notifications/tasks/status", legacy_task(record)))
+        for listen, deliver in list(self.listeners.values()):
+            if record.task_id in listen.notifications.get("taskIds", ()):
+                params = {**modern_task(record), "_meta": {SUBSCRIPTION_ID_META_KEY: listen.request_id}}
+                deliver(jsonrpc.notification("notifications/tasks", params))
 
     def _tool_success(self, tool: ToolDef, output: Any) -> dict[str, Any]:
         extra: list[dict[str, Any]] = []
@@ -550,6 +696,14 @@ class Methods:
         uris = wanted.get("resourceSubscriptions")
         if isinstance(uris, list) and uris:
             honoured["resourceSubscriptions"] = [str(u) for u in uris]
+        task_ids = wanted.get("taskIds")
+        if isinstance(task_ids, list) and task_ids and self.tasks is not None:
+            extensions = req.client_capabilities.get("extensions")
+            if not (isinstance(extensions, dict) and TASKS_EXTENSION in extensions):
+                raise MissingCapability(
+                    f"task notifications need the {TASKS_EXTENSION!r} extension in the client capabilities",
+                    data={"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}})
+            honoured["taskIds"] = [str(t) for t in task_ids]
         sub_id = req.id
         ack = jsonrpc.notification(
             "notifications/subscriptions/acknowledged",

@@ -200,6 +200,10 @@ class SessionStore:
         session.last_seen = now
         return session
 
+    def peek(self, sid: str) -> Session | None:
+        """The session with this id if it is open (server-initiated messages; no principal check)."""
+        return self._sessions.get(sid)
+
     def delete(self, sid: str, *, principal: str | None, now: float) -> Session:
         session = self.get(sid, principal=principal, now=now)
         self._close(session, "delete")

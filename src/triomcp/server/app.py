@@ -22,6 +22,7 @@ from triomcp.server.auth import METADATA_PATH, Authenticator
 from triomcp.server.guard import AuthMiddleware, GuardMiddleware, ObserveMiddleware
 from triomcp.server.lifespan import running_services
 from triomcp.server.mcp_endpoint import McpEndpoint
+from triomcp.server.mcp_tasks import QueueTaskBackend
 from triomcp.server.metrics import CONTENT_TYPE, Metrics
 from triomcp.server.services import Services
 from triomcp.server.tools import register_builtin_tools
@@ -66,6 +67,10 @@ def build_services(settings: Settings, *, configure: Callable[[Registry], None] 
     services.metrics = Metrics()
     services.metrics.watch(services)
     services.engine.methods.call_observer = services.metrics.observe_tool_call
+    if settings.taskqueue.enabled:
+        backend = QueueTaskBackend(services)
+        services.engine.methods.enable_tasks(backend)
+        services.extras["mcp_tasks"] = backend
     services.auth = Authenticator(settings.auth, settings.data_dir)
     if services.auth.enabled:
         services.engine.methods.tool_guard = services.auth.tool_guard

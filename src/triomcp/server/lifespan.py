@@ -17,6 +17,7 @@ from typing import Any
 import trio
 
 from triomcp.p2p import open_node
+from triomcp.server.mcp_tasks import MCP_TOOL_CALL
 from triomcp.server.mesh import TOOL_CALL, make_tool_call_handler, run_mesh_workers
 from triomcp.server.peer_mcp import PeerMcpHandler
 from triomcp.server.services import Services
@@ -32,6 +33,7 @@ SESSION_SWEEP_SECONDS = 30.0
 def build_handlers(services: Services) -> HandlerRegistry:
     handlers = HandlerRegistry()
     handlers.register(TOOL_CALL, make_tool_call_handler(services.engine))
+    handlers.register(MCP_TOOL_CALL, make_tool_call_handler(services.engine, full_result=True))
     handlers.load_entry_points()
     handlers.load_settings(services.settings.taskqueue.handlers)
     return handlers
@@ -68,6 +70,9 @@ async def running_services(services: Services) -> AsyncIterator[None]:
             services.engine.notify_resource_updated(f"triomcp://tasks/{task.id}")
 
         queue.listeners.append(publish)
+        mcp_tasks = services.extras.get("mcp_tasks")
+        if mcp_tasks is not None:
+            queue.listeners.append(mcp_tasks.changed)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_sweep_sessions, services)

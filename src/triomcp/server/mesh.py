@@ -40,21 +40,29 @@ def _task_from_dict(data: dict[str, Any], token: str | None) -> Task:
     return Task(**{k: v for k, v in fields.items() if k in Task.__dataclass_fields__})
 
 
-def make_tool_call_handler(engine: Engine) -> Any:
-    """``tool.call``: run a registered MCP tool (payload ``{tool, arguments}``) as the submitter."""
+def make_tool_call_handler(engine: Engine, *, full_result: bool = False) -> Any:
+    """``tool.call``: run a registered MCP tool (payload ``{tool, arguments}``) as the submitter.
+
+    With ``full_result`` (MCP tasks, ``mcp.tool_call``) the task's result is the whole
+    ``CallToolResult``, an ``isError`` result included (the extension calls that *completed*), and
+    a JSON-RPC error fails the task with that error. Without it, the result is the structured
+    content and an ``isError`` result fails the task.
+    """
 
     async def handle(task: Task, ctx: TaskContext) -> Any:
         payload = task.payload if isinstance(task.payload, dict) else {}
         tool, arguments = payload.get("tool"), payload.get("arguments") or {}
         if not isinstance(tool, str) or engine.registry.get_tool(tool) is None:
-            raise NonRetryable(f"tool.call: no tool {tool!r} on this node")
+            raise NonRetryable(f"{task.type}: no tool {tool!r} on this node",
+                               data={"jsonrpc": {"code": -32602, "message": f"Unknown tool: {tool}"}})
         message = jsonrpc.request(1, "tools/call", {
             "name": tool, "arguments": arguments,
             "_meta": {"io.modelcontextprotocol/protocolVersion": LATEST_MODERN_VERSION,
                       "io.modelcontextprotocol/clientCapabilities": {}, "progressToken": task.id}})
-        outcome = engine.handle_frame(message, principal=task.submitter)
+        outcome = engine.handle_frame(message, principal=task.submitter, executing_task=True)
         if isinstance(outcome, Reply):
-            raise NonRetryable(f"tool.call refused: {outcome.body}")
+            body = outcome.body if isinstance(outcome.body, dict) else {}
+            raise NonRetryable(f"{task.type} refused: {body.get('error', body)}", data={"jsonrpc": body.get("error")})
         assert isinstance(outcome, Call)
 
         class Progress:
@@ -70,8 +78,13 @@ def make_tool_call_handler(engine: Engine) -> Any:
         response = await outcome.run(Progress())
         assert response is not None
         if "error" in response:
-            raise NonRetryable(f"tool.call {tool}: {response['error'].get('message')}")
+            raise NonRetryable(f"{task.type} {tool}: {response['error'].get('message')}",
+                               data={"jsonrpc": response["error"]})
         result = response["result"]
+        if full_result:
+            result.pop("resultType", None)
+            result.pop("_meta", None)
+            return result
         structured = result.get("structuredContent")
         if result.get("isError"):
             error = (structured or {}).get("error") or {}

@@ -51,6 +51,8 @@ class Task:
     finished_at: float | None = None
     version: int = 0
     """Bumped on every change (watchers wait for a version after the one they saw)."""
+    expires_at: float | None = None
+    """After this instant a finished task may be pruned (an MCP task's TTL); None: the queue's retention."""
 
     @property
     def finished(self) -> bool:

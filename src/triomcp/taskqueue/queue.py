@@ -26,7 +26,7 @@ from triomcp.taskqueue.store import Store
 __all__ = ["TaskQueue", "open_task_queue"]
 
 T = TypeVar("T")
-PRUNE_EVERY_SECONDS = 3600.0
+PRUNE_EVERY_SECONDS = 60.0
 
 
 class _Signal:
@@ -173,14 +173,18 @@ class TaskQueue:
         idempotency_key: str | None = None,
         max_attempts: int | None = None,
         submitter: str | None = None,
+        ttl_seconds: float | None = None,
     ) -> Task:
-        """Store a task durably and return it (the same task again for a repeated idempotency key)."""
+        """Store a task durably and return it (the same task again for a repeated idempotency key).
+
+        ``ttl_seconds``: once finished and this long after its creation, the task may be pruned."""
         if not task_type or len(task_type) > 128:
             raise ValueError("task_type must be 1 to 128 characters")
+        now = self.clock()
         task, created = await self._write(
             self.store.submit, task_type, payload, priority=priority, idempotency_key=idempotency_key,
             max_attempts=self.settings.max_attempts if max_attempts is None else max_attempts,
-            submitter=submitter, now=self.clock(),
+            submitter=submitter, now=now, expires_at=None if ttl_seconds is None else now + ttl_seconds,
         )
         if created:
             self._submitted += 1
@@ -333,7 +337,8 @@ class TaskQueue:
                 self._expiries += 1
                 self._changed(replace(task, state=TaskState.LEASED), task)
             if trio.current_time() >= next_prune:
-                pruned = await self._write(self.store.prune, finished_before=self.clock() - self.settings.retention_seconds)
+                pruned = await self._write(self.store.prune, finished_before=self.clock() - self.settings.retention_seconds,
+                                           now=self.clock())
                 if pruned:
                     await self._load_counts()
                 next_prune = trio.current_time() + PRUNE_EVERY_SECONDS

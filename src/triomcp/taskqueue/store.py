@@ -64,6 +64,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX tasks_leases ON tasks (lease_expires_at) WHERE state = 'leased';
     CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
     """,
+    # 2: a per-task time-to-live (MCP tasks): a finished task is pruned once it has passed
+    """
+    ALTER TABLE tasks ADD COLUMN expires_at REAL;
+    CREATE INDEX tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -71,6 +76,7 @@ COLUMNS = (
     "id", "seq", "type", "payload", "priority", "state", "submitter", "idempotency_key", "attempts",
     "max_attempts", "not_before", "lease_holder", "lease_token", "lease_expires_at", "cancel_requested",
     "progress", "progress_message", "result", "error", "created_at", "updated_at", "finished_at", "version",
+    "expires_at",
 )
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM tasks"
 _JSON_COLUMNS = ("payload", "result", "error")
@@ -255,6 +261,7 @@ class Store:
         max_attempts: int,
         submitter: str | None,
         now: float,
+        expires_at: float | None = None,
     ) -> tuple[Task, bool]:
         """Store a new task (or find the one with the same idempotency key); returns (task, created)."""
         with self._transaction() as db:
@@ -275,7 +282,7 @@ class Store:
             task = Task(
                 id=uuid.uuid4().hex, type=task_type, payload=payload, priority=priority, seq=seq,
                 state=TaskState.QUEUED, submitter=submitter, idempotency_key=idempotency_key,
-                max_attempts=max_attempts, created_at=now, updated_at=now, version=1,
+                max_attempts=max_attempts, created_at=now, updated_at=now, version=1, expires_at=expires_at,
             )
             db.execute(f"INSERT INTO tasks ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                        _task_to_row(task))
@@ -373,12 +380,17 @@ class Store:
 
         return self._read(read)
 
-    def prune(self, *, finished_before: float) -> int:
-        """Delete finished tasks older than the retention; returns how many."""
+    def prune(self, *, finished_before: float, now: float | None = None) -> int:
+        """Delete finished tasks older than the retention, or past their own TTL; returns how many.
+
+        A task past its TTL that has not finished is kept: work in flight is never dropped."""
         finished = tuple(s.value for s in FINISHED)
+        states = ", ".join("?" * len(finished))
         with self._transaction() as db:
-            cur = db.execute(
-                f"DELETE FROM tasks WHERE finished_at < ? AND state IN ({', '.join('?' * len(finished))})",
-                (finished_before, *finished),
-            )
-            return int(cur.rowcount)
+            cur = db.execute(f"DELETE FROM tasks WHERE finished_at < ? AND state IN ({states})",
+                             (finished_before, *finished))
+            count = int(cur.rowcount)
+            if now is not None:
+                cur = db.execute(f"DELETE FROM tasks WHERE expires_at < ? AND state IN ({states})", (now, *finished))
+                count += int(cur.rowcount)
+            return count

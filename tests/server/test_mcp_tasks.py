@@ -1,0 +1,284 @@
+"""MCP tasks in both eras, backed by the durable queue: one node, two nodes, a restart, principals.
+
+The official SDK client has no tasks support, so these speak raw HTTP (httpx) to real Hypercorn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+from starlette.applications import Starlette
+
+from tests import sseclient
+from tests.conftest import make_settings, run_app
+from tests.server.test_auth import write_tokens
+from tests.server.test_http import JSON_HEADERS, meta, modern_headers, open_session
+from tests.server.test_mesh import mesh_settings
+from tests.toolkit import CANCELLED, CANCELLED_EVENTS, GATES, STARTED, register_test_tools
+from triomcp.server.app import create_app
+from triomcp.server.mcp_tasks import MCP_TOOL_CALL
+
+TASKS_EXT = "io.modelcontextprotocol/tasks"
+RELATED = "io.modelcontextprotocol/related-task"
+
+
+def tasks_meta() -> dict[str, Any]:
+    return meta(**{"io.modelcontextprotocol/clientCapabilities": {"extensions": {TASKS_EXT: {}}}})
+
+
+class Legacy:
+    """A raw legacy-era session."""
+
+    def __init__(self, c: httpx.AsyncClient, headers: dict[str, str]) -> None:
+        self.c, self.headers, self.next_id = c, headers, 10
+
+    async def rpc(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.next_id += 1
+        r = await self.c.post("/mcp", headers={**self.headers, "accept": "application/json"},
+                              json={"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+
+async def modern(c: httpx.AsyncClient, method: str, params: dict[str, Any], *, name: str | None = None,
+                 with_ext: bool = True, headers: dict[str, str] | None = None) -> httpx.Response:
+    h = {**modern_headers(method, name), "accept": "application/json", **(headers or {})}
+    body = {"jsonrpc": "2.0", "id": 1, "method": method,
+            "params": {**params, "_meta": tasks_meta() if with_ext else meta()}}
+    return await c.post("/mcp", headers=h, json=body)
+
+
+@contextlib.asynccontextmanager
+async def one_node(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[str, Starlette]]:
+    app = create_app(make_settings(tmp_path, taskqueue={"enabled": True, "lease_seconds": 2.0}, **overrides),
+                     configure=register_test_tools)
+    async with run_app(app) as url:
+        yield url, app
+
+
+async def test_legacy_task_lifecycle(tmp_path: Path) -> None:
+    async with one_node(tmp_path) as (url, app), httpx.AsyncClient(base_url=url, timeout=20) as c:
+        with trio.fail_after(30):
+            r = await c.post("/mcp", headers=JSON_HEADERS, json={"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                             "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                                        "clientInfo": {"name": "raw", "version": "1"}}})
+            caps = r.json()["result"]["capabilities"]
+            assert caps["tasks"] == {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
+            s = Legacy(c, await open_session(c))
+            tools = {t["name"]: t for t in (await s.rpc("tools/list", {}))["result"]["tools"]}
+            assert tools["gate"]["execution"] == {"taskSupport": "optional"}
+            assert tools["job"]["execution"] == {"taskSupport": "required"}
+            assert "execution" not in tools["echo"]
+
+            created = await s.rpc("tools/call", {"name": "gate", "arguments": {"text": "lt1"}, "task": {"ttl": 60_000}})
+            task = created["result"]["task"]
+            assert task["status"] == "working" and task["ttl"] == 60_000 and task["pollInterval"] > 0
+            task_id = task["taskId"]
+            # Durable before it was acknowledged: it is in the queue's database now.
+            stored = await app.state.services.queue.get(task_id)
+            assert stored.type == MCP_TOOL_CALL and stored.payload == {"tool": "gate", "arguments": {"text": "lt1"}}
+            await STARTED.setdefault("lt1", trio.Event()).wait()
+            got = (await s.rpc("tasks/get", {"taskId": task_id}))["result"]
+            assert got["status"] == "working" and got["statusMessage"] == "before the gate"
+            listed = (await s.rpc("tasks/list", {}))["result"]["tasks"]
+            assert [t["taskId"] for t in listed] == [task_id]
+
+            async def open_gate_soon() -> None:
+                await trio.sleep(0.2)
+                GATES.setdefault("lt1", trio.Event()).set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(open_gate_soon)
+                result = (await s.rpc("tasks/result", {"taskId": task_id}))["result"]  # blocks until done
+            assert result["structuredContent"] == {"ok": True, "text": "lt1"}
+            assert result["_meta"][RELATED] == {"taskId": task_id}
+            assert (await s.rpc("tasks/get", {"taskId": task_id}))["result"]["status"] == "completed"
+            again = await s.rpc("tasks/cancel", {"taskId": task_id})
+            assert again["error"]["code"] == -32602 and "terminal" in again["error"]["message"]
+
+            # A tool error is a completed task whose result says isError.
+            failed = (await s.rpc("tools/call", {"name": "fail", "arguments": {"text": "x"}, "task": {}}))["result"]
+            done = (await s.rpc("tasks/result", {"taskId": failed["task"]["taskId"]}))["result"]
+            assert done["isError"] is True and done["structuredContent"]["error"]["code"] == "on_purpose"
+
+            # taskSupport is enforced both ways; unknown task ids are -32602.
+            forbidden = await s.rpc("tools/call", {"name": "echo", "arguments": {"text": "x"}, "task": {}})
+            assert forbidden["error"]["code"] == -32601
+            required = await s.rpc("tools/call", {"name": "job", "arguments": {"text": "x"}})
+            assert required["error"]["code"] == -32601
+            unknown = await s.rpc("tasks/get", {"taskId": "0" * 32})
+            assert unknown["error"]["code"] == -32602
+
+
+async def test_legacy_cancel_reaches_the_handler_and_status_is_notified(tmp_path: Path) -> None:
+    async with one_node(tmp_path) as (url, _app), httpx.AsyncClient(base_url=url, timeout=20) as c:
+        with trio.fail_after(30):
+            headers = await open_session(c)
+            s = Legacy(c, headers)
+            async with sseclient.request(url, "GET", "/mcp", {**headers, "accept": "text/event-stream"}) as stream:
+                task_id = (await s.rpc("tools/call", {"name": "block", "arguments": {"text": "lc1"},
+                                                      "task": {"ttl": 5000}}))["result"]["task"]["taskId"]
+                await STARTED.setdefault("lc1", trio.Event()).wait()
+                cancelled = (await s.rpc("tasks/cancel", {"taskId": task_id}))["result"]
+                assert cancelled["status"] == "cancelled"
+                assert "lc1" in CANCELLED
+                notes: list[dict[str, Any]] = []
+                while not any(n["params"]["status"] == "cancelled" for n in notes):
+                    events = await stream.read(1)
+                    notes += [e["data"] for e in events if e["data"]["method"] == "notifications/tasks/status"]
+            assert all(n["params"]["taskId"] == task_id for n in notes)
+            result = await s.rpc("tasks/result", {"taskId": task_id})
+            assert result["error"]["code"] == -32602 and "cancelled" in result["error"]["message"]
+
+
+async def test_modern_task_extension(tmp_path: Path) -> None:
+    async with one_node(tmp_path) as (url, _app), httpx.AsyncClient(base_url=url, timeout=20) as c:
+        with trio.fail_after(30):
+            discover = (await modern(c, "server/discover", {})).json()["result"]
+            assert discover["capabilities"]["extensions"] == {TASKS_EXT: {}}
+            # A required-task tool, asked by a client that did not declare the extension.
+            r = await modern(c, "tools/call", {"name": "job", "arguments": {"text": "m1"}}, name="job", with_ext=False)
+            assert r.status_code == 400 and r.json()["error"]["code"] == -32021
+            assert r.json()["error"]["data"]["requiredCapabilities"] == {"extensions": {TASKS_EXT: {}}}
+            r = await modern(c, "tools/call", {"name": "job", "arguments": {"text": "m1"}}, name="job")
+            created = r.json()["result"]
+            assert created["resultType"] == "task" and created["status"] == "working"
+            assert created["ttlMs"] > 0 and created["pollIntervalMs"] > 0
+            task_id = created["taskId"]
+            # tasks/* route on Mcp-Name = taskId.
+            bad = await modern(c, "tasks/get", {"taskId": task_id}, name="wrong")
+            assert bad.status_code == 400 and bad.json()["error"]["code"] == -32020
+            got = (await modern(c, "tasks/get", {"taskId": task_id}, name=task_id)).json()["result"]
+            assert got["resultType"] == "complete" and got["status"] == "working" and "result" not in got
+            ack = (await modern(c, "tasks/update", {"taskId": task_id, "inputResponses": {}}, name=task_id)).json()
+            assert ack["result"]["resultType"] == "complete"
+            listen = {"jsonrpc": "2.0", "id": 9, "method": "subscriptions/listen",
+                      "params": {"notifications": {"taskIds": [task_id]}, "_meta": tasks_meta()}}
+            async with sseclient.request(url, "POST", "/mcp", modern_headers("subscriptions/listen"), listen) as st:
+                acked = (await st.read(1))[0]["data"]
+                assert acked["params"]["notifications"]["taskIds"] == [task_id]
+                GATES.setdefault("m1", trio.Event()).set()
+                while True:
+                    note = (await st.read(1))[0]["data"]
+                    if note["method"] == "notifications/tasks" and note["params"]["status"] == "completed":
+                        break
+            assert note["params"]["result"]["structuredContent"] == {"ok": True, "text": "done m1"}
+            got = (await modern(c, "tasks/get", {"taskId": task_id}, name=task_id)).json()["result"]
+            assert got["status"] == "completed" and got["result"]["isError"] is False
+
+            # Cancel: acknowledged, and the handler stops.
+            task_id = (await modern(c, "tools/call", {"name": "job", "arguments": {"text": "m2"}},
+                                    name="job")).json()["result"]["taskId"]
+            await STARTED.setdefault("m2", trio.Event()).wait()
+            ack = (await modern(c, "tasks/cancel", {"taskId": task_id}, name=task_id)).json()["result"]
+            assert ack["resultType"] == "complete" and set(ack) == {"resultType", "_meta"}
+            await CANCELLED_EVENTS.setdefault("m2", trio.Event()).wait()
+            got = (await modern(c, "tasks/get", {"taskId": task_id}, name=task_id)).json()["result"]
+            assert got["status"] == "cancelled"
+            missing = await modern(c, "tasks/get", {"taskId": "nope"}, name="nope")
+            assert missing.json()["error"]["code"] == -32602
+            # A tool that may run as a task but need not: a modern call is answered directly.
+            plain = (await modern(c, "tools/call", {"name": "fail", "arguments": {"text": "m4"}}, name="fail")).json()
+            assert plain["result"]["resultType"] == "complete" and plain["result"]["isError"] is True
+
+
+async def test_tasks_are_bound_to_their_principal(tmp_path: Path) -> None:
+    write_tokens(tmp_path / "data" / "tokens", {"alice": ("alice", "triomcp:admin"), "bob": ("bob", "triomcp:admin")})
+    async with one_node(tmp_path, auth={"tokens_file": "tokens"}) as (url, _app):
+        async with httpx.AsyncClient(base_url=url, timeout=20) as c:
+            alice = {"authorization": "Bearer alice"}
+            bob = {"authorization": "Bearer bob"}
+            task_id = (await modern(c, "tools/call", {"name": "job", "arguments": {"text": "p1"}}, name="job",
+                                    headers=alice)).json()["result"]["taskId"]
+            for method in ("tasks/get", "tasks/cancel", "tasks/update"):
+                params = {"taskId": task_id, **({"inputResponses": {}} if method == "tasks/update" else {})}
+                refused = (await modern(c, method, params, name=task_id, headers=bob)).json()
+                assert refused["error"]["code"] == -32602 and "not found" in refused["error"]["message"]
+        async with httpx.AsyncClient(base_url=url, timeout=20, headers=bob) as bob_client:
+            bob_session = Legacy(bob_client, await open_session(bob_client))
+            assert (await bob_session.rpc("tasks/list", {}))["result"]["tasks"] == []
+            refused = await bob_session.rpc("tasks/result", {"taskId": task_id})
+            assert refused["error"]["code"] == -32602
+        async with httpx.AsyncClient(base_url=url, timeout=20, headers=alice) as alice_client:
+            alice_session = Legacy(alice_client, await open_session(alice_client))
+            mine = (await alice_session.rpc("tasks/list", {}))["result"]["tasks"]
+            assert [t["taskId"] for t in mine] == [task_id]
+        async with httpx.AsyncClient(base_url=url, timeout=20) as c:
+            got = (await modern(c, "tasks/get", {"taskId": task_id}, name=task_id, headers=alice)).json()
+            assert got["result"]["status"] == "working"  # nothing bob did changed it
+            GATES.setdefault("p1", trio.Event()).set()
+
+
+async def test_a_task_created_on_a_runs_on_b_and_survives_the_client_leaving(tmp_path: Path) -> None:
+    from tests.server.test_mesh import mesh
+    # A runs no mcp.tool_call workers of its own: only B's mesh workers can take the task.
+    a_settings = {"taskqueue": {"concurrency": {"*": 2, MCP_TOOL_CALL: 0}}}
+    async with mesh(tmp_path, ["a", "b"], per_node={"a": a_settings}) as nodes:
+        url_a, app_a = nodes["a"]
+        b_id = nodes["b"][1].state.services.node.peer_id
+        with trio.fail_after(40):
+            async with httpx.AsyncClient(base_url=url_a, timeout=20) as c:
+                task_id = (await modern(c, "tools/call", {"name": "job", "arguments": {"text": "ab1"}},
+                                        name="job")).json()["result"]["taskId"]
+            # The client is gone; the work goes on on B.
+            await STARTED.setdefault("ab1", trio.Event()).wait()
+            running = await app_a.state.services.queue.get(task_id)
+            assert running.lease_holder == f"peer:{b_id}/{b_id}"  # B, claiming from A
+            GATES.setdefault("ab1", trio.Event()).set()
+            await app_a.state.services.queue.wait_finished(task_id)
+            async with httpx.AsyncClient(base_url=url_a, timeout=20) as c:  # a new client, later
+                got = (await modern(c, "tasks/get", {"taskId": task_id}, name=task_id)).json()["result"]
+            assert got["status"] == "completed"
+            assert got["result"]["structuredContent"] == {"ok": True, "text": "done ab1"}
+
+            # Cancel from A reaches the handler running on B.
+            async with httpx.AsyncClient(base_url=url_a, timeout=20) as c:
+                task_id = (await modern(c, "tools/call", {"name": "job", "arguments": {"text": "ab2"}},
+                                        name="job")).json()["result"]["taskId"]
+                await STARTED.setdefault("ab2", trio.Event()).wait()
+                await modern(c, "tasks/cancel", {"taskId": task_id}, name=task_id)
+                await CANCELLED_EVENTS.setdefault("ab2", trio.Event()).wait()
+                final = await app_a.state.services.queue.wait_finished(task_id)
+                assert final.state.value == "cancelled"
+
+
+async def test_the_result_survives_a_restart_of_the_owning_node(tmp_path: Path) -> None:
+    settings_a = mesh_settings(tmp_path, "a", taskqueue={"concurrency": {"*": 2, MCP_TOOL_CALL: 0}})
+    app_b = create_app(mesh_settings(tmp_path, "b"), configure=register_test_tools)
+    with trio.fail_after(60):
+        async with run_app(app_b):
+            node_b = app_b.state.services.node
+
+            async def start_a() -> tuple[contextlib.AbstractAsyncContextManager[str], Starlette]:
+                app = create_app(settings_a, configure=register_test_tools)
+                return run_app(app), app
+
+            cm, app_a = await start_a()
+            async with cm as url_a:
+                node_a = app_a.state.services.node
+                node_a.authorized.authorize(node_b.peer_id, "b")
+                node_b.authorized.authorize(node_a.peer_id, "a")
+                await node_b.connect(node_a.listen_addrs()[0])
+                async with httpx.AsyncClient(base_url=url_a, timeout=20) as c:
+                    task_id = (await modern(c, "tools/call", {"name": "job", "arguments": {"text": "rs1"}},
+                                            name="job")).json()["result"]["taskId"]
+                await STARTED.setdefault("rs1", trio.Event()).wait()
+            # A is down with the task leased to B. Let the job finish while A is away.
+            GATES.setdefault("rs1", trio.Event()).set()
+            cm, app_a = await start_a()  # same data dir: same identity, same queue
+            async with cm as url_a:
+                await app_a.state.services.node.connect(node_b.listen_addrs()[0])
+                async with httpx.AsyncClient(base_url=url_a, timeout=20) as c:
+                    while True:
+                        got = (await modern(c, "tasks/get", {"taskId": task_id}, name=task_id)).json()["result"]
+                        if got["status"] != "working":
+                            break
+                        await app_a.state.services.queue.wait_changed(task_id, (
+                            await app_a.state.services.queue.get(task_id)).version)
+                assert got["status"] == "completed", got
+                assert got["result"]["structuredContent"] == {"ok": True, "text": "done rs1"}
