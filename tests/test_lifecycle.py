@@ -120,3 +120,27 @@ def test_standalone_node_announces_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert info["peer_id"].startswith("12D3KooW")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_http_front_end_over_a_standalone_node_processes(tmp_path: Path) -> None:
+    """The roadmap's option B with real processes: `triomcp node` and `triomcp serve` in local-node mode."""
+    data = tmp_path / "data"
+    node_env = env_for(data, "node")
+    with started(["node"], node_env) as node:
+        announced = wait_for_announce(data, node)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        front_env = env_for(data, "front", p2p__mode="local-node")
+        with started(["serve", "--bind", f"127.0.0.1:{port}"], front_env) as front:
+            _wait_http(url, front)
+            status = _call(url, "p2p_status", {}).json()["result"]["structuredContent"]
+            assert status["peer_id"] == announced["peer_id"]  # the node answers, through the front end
+            queued = _call(url, "taskqueue_submit", {"task_type": "tool.call",
+                                                     "payload": {"tool": "server_status", "arguments": {}}}).json()
+            task_id = queued["result"]["structuredContent"]["task_id"]
+            waited = _call(url, "taskqueue_wait", {"task_id": task_id, "timeout_s": 20}).json()
+            assert waited["result"]["structuredContent"]["task"]["state"] == "succeeded"
+            front.send_signal(signal.SIGTERM)
+            assert front.wait(timeout=30) == 0
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(timeout=30) == 0

@@ -170,6 +170,8 @@ def node() -> None:
     from triomcp.server.sdnotify import notify
 
     settings = _settings()
+    # The node is the node, whatever the shared configuration says about the HTTP server's mode.
+    settings = settings.model_copy(update={"p2p": settings.p2p.model_copy(update={"mode": "embedded"})})
     setup_logging(settings.log_level, settings.log_format)
 
     async def run() -> None:

@@ -73,9 +73,13 @@ class P2PSettings(_Section):
 
     enabled: bool = True
     """Run the libp2p node in the server's nursery."""
-    mode: Literal["embedded"] = "embedded"
-    """Where the node runs: ``embedded`` in this process (the only mode so far; a separate
-    ``triomcp node`` process serves other machines and the CLI, not this server's tools)."""
+    mode: Literal["embedded", "local-node"] = "embedded"
+    """Where the node runs: ``embedded`` in this server's nursery, or ``local-node``: a separate
+    ``triomcp node`` on this machine owns the node, the queue and the workers, and this server
+    forwards every tool call and resource read to it over libp2p on loopback."""
+    local_node: str | None = None
+    """``local-node`` mode: the node's multiaddr (…/p2p/<peer id>); default: the node announced in
+    ``data_dir`` (share the data dir with the ``triomcp node`` unit)."""
     listen: list[str] = Field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
     """Multiaddrs to listen on (TCP). Loopback by default; e.g. ``/ip4/0.0.0.0/tcp/4001`` for a mesh."""
     bootstrap: list[str] = Field(default_factory=list)

@@ -105,3 +105,19 @@ def test_exec_start_with_socket_activation_readiness_and_clean_stop(tmp_path: Pa
                 stream.close()
         notify.close()
         os.unlink(notify_path)
+
+
+def test_local_node_drop_in_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from triomcp.settings import load_settings
+
+    conf = (DEPLOY / "systemd" / "triomcp.service.d" / "local-node.conf").read_text()
+    env = dict(line.removeprefix("Environment=").split("=", 1) for line in conf.splitlines()
+               if line.startswith("Environment="))
+    assert env["TRIOMCP_P2P__MODE"] == "local-node"
+    for key, value in env.items():
+        monkeypatch.setenv(key, value.replace("%S", "/var/lib"))
+    settings = load_settings()
+    assert settings.p2p.mode == "local-node" and str(settings.data_dir) == "/var/lib/triomcp-node"
+    node_unit = (DEPLOY / "systemd" / "triomcp-node.service").read_text()
+    assert "StateDirectory=triomcp-node" in node_unit and "User=triomcp" in node_unit
+    assert "User=triomcp" in (DEPLOY / "systemd" / "triomcp.service").read_text()

@@ -22,10 +22,12 @@ from mcp_types import methods as spec
 from pydantic import BaseModel, ValidationError
 
 from triomcp.errors import (
+    InternalError,
     InvalidParams,
     MethodNotFound,
     MissingCapability,
     ProtocolError,
+    RemoteError,
     ResourceNotFound,
     ToolError,
     TriomcpError,
@@ -158,6 +160,10 @@ class Methods:
         self.extra_legacy: dict[str, AsyncHandler] = {}
         self.tasks: TaskBackend | None = None
         """Set by :meth:`enable_tasks`: MCP tasks (both eras) backed by the server's queue."""
+        self.forward_tool: Callable[[str, dict[str, Any], ToolContext], Awaitable[dict[str, Any]]] | None = None
+        """Set in ``local-node`` mode: run every tool call on the local node instead (same registry)."""
+        self.forward_resource: Callable[[str, str | None], Awaitable[dict[str, Any]]] | None = None
+        """Set in ``local-node`` mode: read resources from the local node."""
         self.call_observer: Callable[[str, str, str, float], None] | None = None
         """Set by the server: ``(tool, era, outcome, seconds)`` after every tool call (metrics)."""
         self.tool_guard: Callable[[Request, ToolDef], None] | None = None
@@ -449,6 +455,10 @@ class Methods:
         started = time.perf_counter()
         outcome = "cancelled"
         try:
+            if self.forward_tool is not None:
+                forwarded = await self.forward_tool(name, arguments, ctx)
+                outcome = "error" if forwarded.get("isError") else "ok"
+                return forwarded
             output = await tool.fn(args, ctx)
             outcome = "ok"
         except InputRequired as need:
@@ -622,6 +632,15 @@ class Methods:
     async def _resources_read(self, req: Request, ctx: ToolContext) -> dict[str, Any]:
         uri = str(req.params["uri"])
         found = self.registry.find_resource(uri)
+        if found is not None and self.forward_resource is not None:
+            try:
+                return await self.forward_resource(uri, req.principal)
+            except RemoteError as err:
+                if req.era is Era.MODERN:
+                    raise InvalidParams(f"Resource not found: {uri} ({err})", data={"uri": uri}) from None
+                raise ResourceNotFound(f"Resource not found: {uri} ({err})", data={"uri": uri}) from None
+            except TriomcpError as err:  # the local node is not reachable
+                raise InternalError(f"reading {uri}: {err.message}") from None
         if found is None:
             if req.era is Era.MODERN:
                 raise InvalidParams(f"Resource not found: {uri}", data={"uri": uri})

@@ -38,12 +38,13 @@ class Entry:
 
 
 class AuthorizedPeers:
-    def __init__(self, path: Path, *, always: set[str] | None = None, local_cli_key: Path | None = None) -> None:
+    def __init__(self, path: Path, *, always: set[str] | None = None, local_keys: list[Path] | None = None) -> None:
         self.path = path
         self.always = set(always or ())
         """Peers allowed without a line in the file."""
-        self.local_cli_key = local_cli_key
-        """The CLI identity in this node's data dir: the operator on this machine is always allowed."""
+        self.local_keys = list(local_keys or [])
+        """Identities in this node's data dir (the CLI's, an HTTP front end's): whoever can read the
+        data dir is the operator of this machine and is always allowed."""
         self._mtime: float | None = None
         self._checked_at = -1.0
         self._entries: dict[str, Entry] = {}
@@ -53,11 +54,11 @@ class AuthorizedPeers:
         if not force and now - self._checked_at < 1.0:
             return
         self._checked_at = now
-        if self.local_cli_key is not None and self.local_cli_key.exists():
+        for key in [k for k in self.local_keys if k.exists()]:
             from triomcp.p2p.identity import load_or_create_identity, peer_id_of
 
-            self.always.add(peer_id_of(load_or_create_identity(self.local_cli_key)))
-            self.local_cli_key = None
+            self.always.add(peer_id_of(load_or_create_identity(key)))
+            self.local_keys.remove(key)
         try:
             mtime = self.path.stat().st_mtime
         except FileNotFoundError:

@@ -44,12 +44,14 @@ from triomcp.p2p.identity import load_or_create_identity, peer_id_of
 from triomcp.p2p.rpc import MCP_PROTOCOL, FrameHandler, PeerChannel, serve_stream
 from triomcp.settings import P2PSettings
 
-__all__ = ["CLI_IDENTITY_FILE", "IDENTITY_FILE", "Node", "NodeStatistics", "open_node"]
+__all__ = ["CLI_IDENTITY_FILE", "FRONTEND_IDENTITY_FILE", "IDENTITY_FILE", "Node", "NodeStatistics", "open_node"]
 
 log = logging.getLogger("triomcp.p2p")
 
 IDENTITY_FILE = "identity.key"
 CLI_IDENTITY_FILE = "identity-cli.key"
+FRONTEND_IDENTITY_FILE = "identity-frontend.key"
+"""The HTTP server's identity when it fronts a standalone node (``p2p.mode = "local-node"``)."""
 AUTHORIZED_FILE = "authorized_peers"
 
 
@@ -278,8 +280,8 @@ async def open_node(
     """Start a node, yield it once it listens, close it on the way out (before any cancel)."""
     await trio.to_thread.run_sync(lambda: data_dir.mkdir(parents=True, exist_ok=True))
     key_pair = await trio.to_thread.run_sync(load_or_create_identity, data_dir / identity_file)
-    cli_key = data_dir / CLI_IDENTITY_FILE if identity_file != CLI_IDENTITY_FILE else None
-    authorized = AuthorizedPeers(data_dir / AUTHORIZED_FILE, local_cli_key=cli_key)
+    local_keys = [data_dir / f for f in (CLI_IDENTITY_FILE, FRONTEND_IDENTITY_FILE) if f != identity_file]
+    authorized = AuthorizedPeers(data_dir / AUTHORIZED_FILE, local_keys=local_keys)
     try:
         listen = [ma.Multiaddr(a) for a in settings.listen]
     except Exception as exc:

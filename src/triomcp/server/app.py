@@ -67,7 +67,7 @@ def build_services(settings: Settings, *, configure: Callable[[Registry], None] 
     services.metrics = Metrics()
     services.metrics.watch(services)
     services.engine.methods.call_observer = services.metrics.observe_tool_call
-    if settings.taskqueue.enabled:
+    if settings.taskqueue.enabled and settings.p2p.mode == "embedded":
         backend = QueueTaskBackend(services)
         services.engine.methods.enable_tasks(backend)
         services.extras["mcp_tasks"] = backend
@@ -101,7 +101,13 @@ def create_app(
 
     async def readyz(request: Request) -> JSONResponse:
         ok = services.ready and not services.stopping.is_set()
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+        upstream = services.extras.get("upstream")
+        if upstream is None:
+            return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+        # local-node mode: ready once the node that serves the tools is connected.
+        connected = upstream.is_connected()
+        return JSONResponse({"ready": ok and connected, "local_node": connected},
+                            status_code=200 if ok and connected else 503)
 
     async def metrics(request: Request) -> Response:
         return Response(services.metrics.render(), media_type=CONTENT_TYPE)

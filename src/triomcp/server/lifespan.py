@@ -21,6 +21,7 @@ from triomcp.server.mcp_tasks import MCP_TOOL_CALL
 from triomcp.server.mesh import TOOL_CALL, make_tool_call_handler, run_mesh_workers
 from triomcp.server.peer_mcp import PeerMcpHandler
 from triomcp.server.services import Services
+from triomcp.server.upstream import running_upstream
 from triomcp.taskqueue import HandlerRegistry, Task, open_task_queue, run_workers
 
 __all__ = ["SESSION_SWEEP_SECONDS", "build_handlers", "running_services"]
@@ -53,6 +54,11 @@ async def _maybe_node(services: Services) -> AsyncIterator[Any]:
     if not settings.p2p.enabled:
         yield None
         return
+    if settings.p2p.mode == "local-node":
+        async with running_upstream(services) as upstream:
+            services.extras["upstream"] = upstream
+            yield None  # this process has no node of its own: the local node serves the tools
+        return
     async with open_node(settings.p2p, settings.data_dir, frame_handler=PeerMcpHandler(services.engine)) as node:
         yield node
 
@@ -62,7 +68,7 @@ async def running_services(services: Services) -> AsyncIterator[None]:
     settings = services.settings
     handlers = build_handlers(services)
     queue = None
-    if settings.taskqueue.enabled:
+    if settings.taskqueue.enabled and settings.p2p.mode == "embedded":  # else the local node owns the queue
         queue = await open_task_queue(settings.data_dir / "queue.db", settings.taskqueue)
         services.queue = queue
 

@@ -1,0 +1,127 @@
+"""``p2p.mode = "local-node"``: this HTTP server fronts a standalone ``triomcp node`` on the same machine.
+
+The node owns the libp2p identity, the queue and the workers. This server runs a small libp2p
+host of its own (identity ``identity-frontend.key`` in the shared data dir, which the node always
+allows, like the CLI's), keeps it connected to the node over loopback, and forwards every
+``tools/call`` and ``resources/read`` to it as MCP over libp2p: the same tools, the same results,
+progress relayed, the caller's principal carried along (``onBehalfOf``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+
+from triomcp.errors import ConfigError, PeerError, RemoteError, ToolError
+from triomcp.mcp.context import ToolContext
+from triomcp.p2p import FRONTEND_IDENTITY_FILE, Node, open_node, peer_id_in, read_announce
+from triomcp.p2p.mcp_client import ON_BEHALF_OF_META_KEY, REQUEST_ID_META_KEY, call_peer_tool
+from triomcp.server.services import Services
+
+__all__ = ["Upstream", "running_upstream"]
+
+log = logging.getLogger("triomcp.upstream")
+
+
+class Upstream:
+    """The connection to the local node, and the forwarding functions the engine calls."""
+
+    def __init__(self, node: Node, services: Services) -> None:
+        self.node = node
+        self.services = services
+        self.peer_id: str | None = None
+        self.connected = trio.Event()
+
+    async def _target(self) -> str:
+        configured = self.services.settings.p2p.local_node
+        if configured:
+            return configured
+        announced = await trio.to_thread.run_sync(read_announce, self.services.settings.data_dir)
+        if announced is None or not announced.get("multiaddrs"):
+            raise ConfigError(f"no node announced in {self.services.settings.data_dir} yet")
+        return str(announced["multiaddrs"][0])
+
+    async def keep_connected(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Dial the node until connected, and again whenever the connection drops (with backoff)."""
+        task_status.started()
+        failures = 0
+        while True:
+            if self.peer_id is None or not self.node.is_connected(self.peer_id):
+                try:
+                    target = await self._target()
+                    self.peer_id = await self.node.connect(target)
+                    self.connected.set()
+                    log.info("connected to the local node %s", peer_id_in(target))
+                    failures = 0
+                except (PeerError, ConfigError) as exc:
+                    failures += 1
+                    delay = random.uniform(0.1, min(5.0, 0.2 * 2 ** failures))
+                    log.info("local node not reachable (%s); retrying in %.1fs", exc, delay)
+                    await trio.sleep(delay)
+                    continue
+            await self.node.wait_peers_changed()
+
+    def is_connected(self) -> bool:
+        return self.peer_id is not None and self.node.is_connected(self.peer_id)
+
+    def _peer(self) -> str:
+        if self.peer_id is None or not self.node.is_connected(self.peer_id):
+            raise ToolError("the local node (p2p.mode = local-node) is not connected; is `triomcp node` running "
+                            f"with data dir {self.services.settings.data_dir}?", code="local_node_unavailable")
+        return self.peer_id
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        async def relay(progress: float, total: float | None, message: str | None) -> None:
+            await ctx.report_progress(progress, total, message)
+
+        # No deadline of our own: the caller's request bounds the call (a closed stream cancels it).
+        try:
+            result = await call_peer_tool(self.node, self._peer(), name, arguments,
+                                          on_behalf_of=ctx.principal or "local", on_progress=relay)
+        except RemoteError as err:
+            raise ToolError(f"the local node refused {name}: {err}", code=err.code) from None
+        result.pop("resultType", None)
+        result.pop("_meta", None)
+        return result
+
+    async def read_resource(self, uri: str, principal: str | None) -> dict[str, Any]:
+        from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
+        from mcp_types.version import LATEST_MODERN_VERSION
+
+        from triomcp.logs import REQUEST_ID
+
+        meta: dict[str, Any] = {PROTOCOL_VERSION_META_KEY: LATEST_MODERN_VERSION, CLIENT_CAPABILITIES_META_KEY: {},
+                                ON_BEHALF_OF_META_KEY: principal or "local"}
+        if REQUEST_ID.get():
+            meta[REQUEST_ID_META_KEY] = REQUEST_ID.get()
+        result = await self.node.call(self._peer(), "resources/read", {"uri": uri, "_meta": meta})
+        result.pop("resultType", None)
+        result.pop("_meta", None)
+        result.pop("ttlMs", None)
+        result.pop("cacheScope", None)
+        return result
+
+
+@contextlib.asynccontextmanager
+async def running_upstream(services: Services) -> AsyncIterator[Upstream]:
+    """A frontend host connected (and kept connected) to the local node; forwarding installed."""
+    settings = services.settings
+    p2p = settings.p2p.model_copy(update={"listen": ["/ip4/127.0.0.1/tcp/0"], "mdns": False, "bootstrap": []})
+    async with open_node(p2p, settings.data_dir, identity_file=FRONTEND_IDENTITY_FILE, announce=False) as node:
+        upstream = Upstream(node, services)
+        methods = services.engine.methods
+        methods.forward_tool = upstream.call_tool
+        methods.forward_resource = upstream.read_resource
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(upstream.keep_connected)
+                yield upstream
+                nursery.cancel_scope.cancel()
+        finally:
+            methods.forward_tool = None
+            methods.forward_resource = None
