@@ -43,6 +43,11 @@ class HttpSettings(_Section):
     """Origins allowed besides loopback ones (``http://localhost:*`` etc. are always allowed)."""
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     """Request bodies above this get 413."""
+    rate_limit_per_second: float | None = Field(default=None, gt=0)
+    """Requests per second per client address on ``/mcp`` (sustained); over it: 429 with
+    ``Retry-After``. Off by default (the default bind is loopback); set it when exposed."""
+    rate_limit_burst: int = Field(default=200, gt=0)
+    """Requests a client address may send in a burst above the sustained rate."""
     keep_alive_timeout: float = 75.0
     """Seconds an idle keep-alive connection stays open (used when no Hypercorn TOML is given)."""
     access_log: bool = False
@@ -94,6 +99,10 @@ class P2PSettings(_Section):
     """Default seconds for a tool call on a peer (``p2p_call_tool``) and for a ping."""
     max_frame_bytes: int = Field(default=1024 * 1024, gt=0)
     """Largest MCP-over-libp2p frame accepted; bigger ones get a JSON-RPC error and are skipped."""
+    peer_requests_per_second: float = Field(default=500.0, gt=0)
+    """Each peer's sustained request rate; requests over it are answered -32010 at once."""
+    peer_request_burst: int = Field(default=1000, gt=0)
+    """Requests a peer may send in a burst above the sustained rate."""
 
 
 class TaskQueueSettings(_Section):

@@ -158,3 +158,23 @@ async def test_hostile_frames_get_errors_and_the_stream_survives(tmp_path: Path)
             assert json.loads(json.dumps(good))["result"]["echo"] == "ok"
             # the node keeps serving new streams
             assert (await a.call(b.peer_id, "echo", {"value": "after"}))["echo"] == "after"
+            assert b.statistics().frame_errors == 4  # bad UTF-8, bad JSON, not an object, oversized
+
+
+async def test_a_peer_over_its_request_budget_gets_32010_and_others_are_unaffected(tmp_path: Path) -> None:
+    async with node_in(tmp_path / "a") as a, node_in(tmp_path / "c") as c, \
+            node_in(tmp_path / "b", peer_requests_per_second=0.001, peer_request_burst=5) as b:
+        authorize(b, a, c)
+        with trio.fail_after(20):
+            await a.connect(b.listen_addrs()[0])
+            await c.connect(b.listen_addrs()[0])
+            outcomes: list[str] = []
+            for i in range(8):
+                try:
+                    await a.call(b.peer_id, "echo", {"value": i})
+                    outcomes.append("ok")
+                except RemoteError as err:
+                    assert err.code == "too_many_requests" and "per peer" in str(err)
+                    outcomes.append("limited")
+            assert outcomes == ["ok"] * 5 + ["limited"] * 3  # the burst, then refusals
+            assert (await c.call(b.peer_id, "echo", {"value": "c"}))["echo"] == "c"  # c has its own budget

@@ -292,3 +292,14 @@ async def test_metrics_are_open_without_auth(app_factory: Callable[..., Starlett
         r = await c.get("/metrics")
         assert r.status_code == 200 and "triomcp_http_requests_total" in r.text
         assert (await c.get("/.well-known/oauth-protected-resource")).status_code == 404
+
+
+async def test_http_rate_limit_per_client_is_429_with_retry_after(app_factory: Callable[..., Starlette]) -> None:
+    app = app_factory(http={"rate_limit_per_second": 0.01, "rate_limit_burst": 3})
+    async with run_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+        statuses = [(await call(c, "echo", None)).status_code for _ in range(5)]
+        assert statuses == [200, 200, 200, 429, 429]
+        r = await call(c, "echo", None)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert r.json()["error"]["code"] == -32600 and "Too Many Requests" in r.json()["error"]["message"]
+        assert (await c.get("/healthz")).status_code == 200  # probes are not limited

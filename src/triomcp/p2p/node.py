@@ -41,7 +41,7 @@ from triomcp.p2p._errors import close_quietly, map_libp2p_errors
 from triomcp.p2p.authz import AuthorizedPeers
 from triomcp.p2p.discovery import keep_connected, peer_id_in, write_announce
 from triomcp.p2p.identity import load_or_create_identity, peer_id_of
-from triomcp.p2p.rpc import MCP_PROTOCOL, FrameHandler, PeerChannel, serve_stream
+from triomcp.p2p.rpc import MCP_PROTOCOL, FrameHandler, PeerChannel, TokenBucket, serve_stream
 from triomcp.settings import P2PSettings
 
 __all__ = ["CLI_IDENTITY_FILE", "FRONTEND_IDENTITY_FILE", "IDENTITY_FILE", "Node", "NodeStatistics", "open_node"]
@@ -123,6 +123,8 @@ class Node:
         self._dial_failures = 0
         self._frame_errors = 0
         self._calls_served = 0
+        self._budgets: dict[str, TokenBucket] = {}
+        """Per-peer request budgets, kept across the peer's streams and reconnections."""
         self._closed = False
         self.frame_handler: FrameHandler | None = None
 
@@ -247,8 +249,17 @@ class Node:
                 self._calls_served += 1
                 return await handler(message, peer_id=peer_id, notify=notify)
 
+            budget = self._budgets.get(peer_id)
+            if budget is None and self.authorized.is_authorized(peer_id):  # others are refused anyway
+                budget = self._budgets[peer_id] = TokenBucket(self.settings.peer_requests_per_second,
+                                                              self.settings.peer_request_burst)
+
+            def frame_error() -> None:
+                self._frame_errors += 1
+
             await serve_stream(stream, peer_id, counted, authorized=self.authorized.is_authorized,
-                               max_frame_bytes=self.settings.max_frame_bytes)
+                               max_frame_bytes=self.settings.max_frame_bytes, budget=budget,
+                               on_frame_error=frame_error)
         except Exception:
             log.exception("MCP stream handler failed")
         finally:
@@ -278,7 +289,7 @@ async def open_node(
     announce: bool = True,
 ) -> AsyncIterator[Node]:
     """Start a node, yield it once it listens, close it on the way out (before any cancel)."""
-    await trio.to_thread.run_sync(lambda: data_dir.mkdir(parents=True, exist_ok=True))
+    await trio.to_thread.run_sync(lambda: data_dir.mkdir(mode=0o700, parents=True, exist_ok=True))
     key_pair = await trio.to_thread.run_sync(load_or_create_identity, data_dir / identity_file)
     local_keys = [data_dir / f for f in (CLI_IDENTITY_FILE, FRONTEND_IDENTITY_FILE) if f != identity_file]
     authorized = AuthorizedPeers(data_dir / AUTHORIZED_FILE, local_keys=local_keys)

@@ -27,7 +27,7 @@ from triomcp.errors import FrameError, PeerError, RemoteError
 from triomcp.p2p._errors import close_quietly
 from triomcp.p2p.framing import FatalFrameError, FrameDecoder, FrameIssue, encode_frame
 
-__all__ = ["MCP_PROTOCOL", "FrameHandler", "PeerChannel", "serve_stream"]
+__all__ = ["MCP_PROTOCOL", "FrameHandler", "PeerChannel", "TokenBucket", "serve_stream"]
 
 log = logging.getLogger("triomcp.p2p")
 
@@ -39,6 +39,33 @@ ERROR_NAMES = {NOT_AUTHORIZED: "not_authorized", TOO_MANY: "too_many_requests", 
                -32602: "invalid_params", -32600: "invalid_request", -32700: "parse_error"}
 
 Notify = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class TokenBucket:
+    """``rate`` requests per second on average, bursts of up to ``burst`` (a peer's request budget)."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.updated = trio.current_time()
+
+    def _refill(self) -> None:
+        now = trio.current_time()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def full(self) -> bool:
+        """Refilled to the brim: its owner has been idle long enough to be forgotten."""
+        self._refill()
+        return self.tokens >= self.burst
+
+    def take(self) -> bool:
+        self._refill()
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 class FrameHandler(Protocol):
@@ -76,8 +103,13 @@ async def serve_stream(
     authorized: Callable[[str], bool],
     max_frame_bytes: int,
     max_inflight: int = 64,
+    budget: TokenBucket | None = None,
+    on_frame_error: Callable[[], None] | None = None,
 ) -> None:
-    """Serve one peer's MCP stream until it ends. Never raises (except Cancelled)."""
+    """Serve one peer's MCP stream until it ends. Never raises (except Cancelled).
+
+    ``budget``: the peer's request rate limit (shared by all its streams); a request over it is
+    answered ``-32010`` at once. ``on_frame_error``: counts malformed and oversized frames."""
     decoder = FrameDecoder(max_frame_bytes)
     write_lock = trio.Lock()
     inflight: dict[Any, trio.CancelScope] = {}
@@ -117,10 +149,14 @@ async def serve_stream(
             try:
                 items = decoder.feed(data)
             except FatalFrameError as exc:
+                if on_frame_error is not None:
+                    on_frame_error()
                 await send(_error(None, -32600, str(exc)))
                 break
             for item in items:
                 if isinstance(item, FrameIssue):
+                    if on_frame_error is not None:
+                        on_frame_error()
                     await send(_error(None, item.code, item.message))
                     continue
                 ident = item.get("id")
@@ -149,6 +185,9 @@ async def serve_stream(
                     continue
                 if len(inflight) >= max_inflight:
                     await send(_error(ident, TOO_MANY, f"too many requests in flight (limit {max_inflight})"))
+                    continue
+                if budget is not None and not budget.take():
+                    await send(_error(ident, TOO_MANY, f"too many requests (limit {budget.rate:g}/s per peer)"))
                     continue
                 scope = trio.CancelScope()
                 inflight[ident] = scope

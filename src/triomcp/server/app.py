@@ -19,7 +19,7 @@ from triomcp.mcp.engine import Engine, EngineConfig
 from triomcp.mcp.plugins import load_plugins
 from triomcp.mcp.registry import Registry
 from triomcp.server.auth import METADATA_PATH, Authenticator
-from triomcp.server.guard import AuthMiddleware, GuardMiddleware, ObserveMiddleware
+from triomcp.server.guard import AuthMiddleware, GuardMiddleware, ObserveMiddleware, RateLimitMiddleware
 from triomcp.server.lifespan import running_services
 from triomcp.server.mcp_endpoint import McpEndpoint
 from triomcp.server.mcp_tasks import QueueTaskBackend
@@ -134,8 +134,10 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
-    # Starlette runs the middleware added last first: request id, then Host/Origin, then auth.
+    # Starlette runs the middleware added last first: request id, Host/Origin, rate limit, auth.
     app.add_middleware(AuthMiddleware, engine=services.engine, auth=services.auth)
+    app.add_middleware(RateLimitMiddleware, engine=services.engine, rate=settings.http.rate_limit_per_second,
+                       burst=settings.http.rate_limit_burst)
     app.add_middleware(
         GuardMiddleware,
         engine=services.engine,

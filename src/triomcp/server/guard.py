@@ -3,7 +3,8 @@
 1. :class:`ObserveMiddleware`: a request id (the caller's ``X-Request-Id`` if plain, else a new
    one) in the logging context and the response headers; HTTP request counts for ``/metrics``.
 2. :class:`GuardMiddleware`: Host and Origin checks (DNS rebinding).
-3. :class:`AuthMiddleware`: bearer tokens on ``/mcp`` and ``/metrics`` when auth is configured.
+3. :class:`RateLimitMiddleware`: a request budget per client address on ``/mcp`` (when set).
+4. :class:`AuthMiddleware`: bearer tokens on ``/mcp`` and ``/metrics`` when auth is configured.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from triomcp.errors import HttpError
 from triomcp.logs import REQUEST_ID, new_request_id, valid_request_id
 from triomcp.mcp.engine import Engine
+from triomcp.p2p.rpc import TokenBucket
 from triomcp.server.auth import Authenticator
 from triomcp.server.mcp_endpoint import send_reply
 from triomcp.server.metrics import Metrics
 
-__all__ = ["AuthMiddleware", "GuardMiddleware", "ObserveMiddleware", "host_allowed", "origin_allowed"]
+__all__ = ["AuthMiddleware", "GuardMiddleware", "ObserveMiddleware", "RateLimitMiddleware", "host_allowed",
+           "origin_allowed"]
 
 PROTECTED_PATHS = ("/mcp", "/metrics")
 
@@ -147,4 +150,37 @@ class AuthMiddleware:
             await send_reply(send, self.engine.error_reply(err))
             return
         scope = {**scope, "triomcp.principal": info.principal, "triomcp.auth": info}
+        await self.app(scope, receive, send)
+
+
+class RateLimitMiddleware:
+    """429 (``Retry-After``) once a client address spends its budget on ``/mcp``."""
+
+    MAX_TRACKED = 10_000
+
+    def __init__(self, app: ASGIApp, *, engine: Engine, rate: float | None, burst: int) -> None:
+        self.app = app
+        self.engine = engine
+        self.rate = rate
+        self.burst = burst
+        self.buckets: dict[str, TokenBucket] = {}
+        self.refused = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.rate is None or scope["path"] != "/mcp":
+            await self.app(scope, receive, send)
+            return
+        client = (scope.get("client") or ("?", 0))[0]
+        bucket = self.buckets.get(client)
+        if bucket is None:
+            if len(self.buckets) >= self.MAX_TRACKED:  # forget the idle (refilled) ones first
+                self.buckets = {k: b for k, b in self.buckets.items() if not b.full()}
+            bucket = self.buckets[client] = TokenBucket(self.rate, self.burst)
+        if not bucket.take():
+            self.refused += 1
+            retry = max(1, round(1 / self.rate))
+            err = HttpError(429, f"Too Many Requests: the limit is {self.rate:g}/s per client (http.rate_limit_per_second)",
+                            headers={"retry-after": str(retry)})
+            await send_reply(send, self.engine.error_reply(err))
+            return
         await self.app(scope, receive, send)

@@ -132,7 +132,7 @@ class Store:
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         self.path = path
         self._depth = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=5.0)
             self._db.execute("PRAGMA journal_mode=WAL")
