@@ -212,6 +212,17 @@ def main() -> None:
     chart(results, RESULTS / "foundation.png")
     print(f"\nwrote {RESULTS / 'foundation.json'} and {RESULTS / 'foundation.png'}")
 
+    print("\n== part 2: an MCP tool call that makes one libp2p round trip (bench/bridge.py) ==", flush=True)
+    from bench import bridge
+
+    bridge.main(["--quick"] if args.quick else [])
+    mesh_module = HERE / "mesh.py"
+    if mesh_module.exists():
+        print("\n== part 3: mesh size (bench/mesh.py) ==", flush=True)
+        from bench import mesh
+
+        mesh.main(["--quick"] if args.quick else [])
+
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,295 @@
+"""``make bench`` part 2: an MCP tool call that makes one libp2p round trip, three ways, side by side.
+
+    .venv/bin/python -m bench.bridge [--quick]
+
+The work: ``tools/call`` over HTTP (modern era, JSON answer) of a tool that makes one MCP call to
+a second node over libp2p (its trivial ``add`` tool, on ``/triomcp/mcp/1.0.0`` over TCP + Noise +
+yamux). The second node is its own process; every server is its own process; the load generator
+(wrk) is its own process. Compared (see bench/bridge_servers.py):
+
+1. bridge, per call: SDK server on Uvicorn, ``trio.run`` in a thread, a new host per call;
+2. bridge, reused host: SDK server on Uvicorn, one Trio thread holding the host, ``trio.from_thread``;
+3. triomcp: Hypercorn-trio, the node in the lifespan nursery, the built-in ``p2p_call_tool``;
+4. floors: a bare Hypercorn-trio JSON round trip (no P2P), the bare libp2p call from a Trio process
+   (no HTTP), and their sum.
+
+For every design: a warm-up run (excluded), then repetitions of 16 connections (calls/s) and of
+1 connection (p50, p99); min/median/max. Results: bench/results/bridge.json and bridge.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.__main__ import measure as measure_http_floor
+from bench.__main__ import summary
+from bench.bridge_servers import make_identities
+from triomcp.p2p import AuthorizedPeers
+from triomcp.p2p.identity import load_or_create_identity, peer_id_of
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+LUA = HERE / "bridge_call.lua"
+ROOT = HERE.parent
+
+
+def free_port() -> int:
+    """Below the ephemeral range: libp2p listeners bind port 0 and could take an ephemeral one."""
+    for _ in range(200):
+        port = random.randrange(20000, 32768)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIOMCP_")}
+    env.update({"PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                "TRIOMCP_LOG_LEVEL": "WARNING", "TRIOMCP_TASKQUEUE__ENABLED": "false",
+                "TRIOMCP_P2P__LISTEN": '["/ip4/127.0.0.1/tcp/0"]', **extra})
+    return env
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
+def start_target(work: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    data = work / "target"
+    proc = _spawn(["-m", "bench.bridge_servers", "target", str(data)], _env())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"target node exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        announce = data / "announce.json"
+        if announce.exists():
+            info = json.loads(announce.read_text())
+            if info.get("pid") == proc.pid:
+                return proc, info["multiaddrs"][0], info["peer_id"]
+        time.sleep(0.05)
+    raise TimeoutError("the target node did not announce itself")
+
+
+def call_once(url: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": tool, "arguments": arguments,
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {}}}}
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream",
+               "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": tool}
+    return dict(httpx.post(url, json=body, headers=headers, timeout=30).json())
+
+
+def wait_ready(url: str, tool: str, arguments: dict[str, Any], proc: subprocess.Popen[bytes],
+               timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            last = call_once(url, tool, arguments)
+            if "result" in last and not last["result"].get("isError"):
+                return
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.2)
+    raise TimeoutError(f"{url}: {tool} never succeeded: {last}")
+
+
+def wrk(url: str, tool: str, arguments: dict[str, Any], connections: int, seconds: float) -> dict[str, float]:
+    env = {**os.environ, "TOOL": tool, "ARGS": json.dumps(arguments, separators=(",", ":"))}
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, int(seconds))}s", "--timeout", "10s",
+                          "--latency", "-s", str(LUA), url.removesuffix("/mcp")],
+                         env=env, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    latency = {}
+    for pct, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)$", out, re.M):
+        latency[pct] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    failed = re.search(r"FAILED_RESULTS (\d+)", out)
+    timeouts = re.search(r"timeout (\d+)", out)
+    return {"rps": rps, "p50_ms": latency.get("50", float("nan")), "p99_ms": latency.get("99", float("nan")),
+            "failed": float(failed.group(1)) if failed else 0.0,
+            "timeouts": float(timeouts.group(1)) if timeouts else 0.0}
+
+
+def measure_design(label: str, args: list[str], env: dict[str, str], tool: str, arguments: dict[str, Any],
+                   port: int, *, reps: int, seconds: float) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{port}/mcp"
+    proc = _spawn(args, env)
+    try:
+        wait_ready(url, tool, arguments, proc)
+        wrk(url, tool, arguments, 4, 1)  # warm-up, excluded
+        rps, p50, p99, failed = [], [], [], 0.0
+        for _ in range(reps):
+            loaded = wrk(url, tool, arguments, 16, seconds)
+            single = wrk(url, tool, arguments, 1, seconds)
+            rps.append(loaded["rps"])
+            p50.append(single["p50_ms"])
+            p99.append(single["p99_ms"])
+            failed += loaded["failed"] + single["failed"] + loaded["timeouts"] + single["timeouts"]
+    finally:
+        _stop(proc)
+    return {"label": label, "rps_c16": summary(rps), "p50_ms_c1": summary(p50), "p99_ms_c1": summary(p99),
+            "failed_calls": failed}
+
+
+def run(quick: bool) -> dict[str, Any]:
+    reps, seconds = (2, 2.0) if quick else (5, 8.0)
+    work = Path(tempfile.mkdtemp(prefix="triomcp-bridge-bench-"))
+    keys = work / "keys"
+    make_identities(keys, work / "target")  # client identities, authorized on the target
+    ours = load_or_create_identity(work / "triomcp" / "identity.key")
+    AuthorizedPeers(work / "target" / "authorized_peers").authorize(peer_id_of(ours), "triomcp")
+    target, target_addr, target_id = start_target(work)
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for label, kind in [("bridge, new host per call", "bridge-per-call"), ("bridge, reused host", "bridge-reused")]:
+            port = free_port()
+            args = ["-m", "bench.bridge_servers", kind, str(port), target_addr, str(keys)]
+            print(f"measuring {label} ...", flush=True)
+            results[label] = measure_design(label, args, _env(), "call_peer", {"peer": target_id}, port,
+                                            reps=reps, seconds=seconds)
+        port = free_port()
+        env = _env(TRIOMCP_DATA_DIR=str(work / "triomcp"), TRIOMCP_P2P__BOOTSTRAP=json.dumps([target_addr]))
+        print("measuring triomcp ...", flush=True)
+        results["triomcp"] = measure_design(
+            "triomcp", ["-m", "triomcp.cli", "serve", "--bind", f"127.0.0.1:{port}"], env, "p2p_call_tool",
+            {"peer": target_id, "tool": "add", "arguments": {"a": 1, "b": 2}}, port, reps=reps, seconds=seconds)
+        print("measuring floors ...", flush=True)
+        http_floor = measure_http_floor("floor: bare Hypercorn-trio JSON", "floor", "modern", reps=reps,
+                                        seconds=seconds)
+        results["floor: HTTP"] = {"label": "floor: HTTP (bare Hypercorn-trio JSON)", **{
+            k: http_floor[k] for k in ("rps_c16", "p50_ms_c1", "p99_ms_c1")}, "failed_calls": http_floor["non_2xx"]}
+        p2p_runs = []
+        for _ in range(reps):
+            out = subprocess.run([sys.executable, "-m", "bench.bridge_servers", "floor-libp2p", str(seconds),
+                                  target_addr, str(keys)], env=_env(), capture_output=True,
+                                 text=True, timeout=seconds * 3 + 60, check=True).stdout
+            p2p_runs.append(json.loads(out.strip().splitlines()[-1]))
+        results["floor: libp2p"] = {
+            "label": "floor: libp2p MCP call (no HTTP)",
+            "rps_c16": summary([r["rps_c16"] for r in p2p_runs]),
+            "p50_ms_c1": summary([r["p50_ms"] for r in p2p_runs]),
+            "p99_ms_c1": summary([r["p99_ms"] for r in p2p_runs]), "failed_calls": 0.0}
+        http_p50 = results["floor: HTTP"]["p50_ms_c1"]["median"]
+        p2p_p50 = results["floor: libp2p"]["p50_ms_c1"]["median"]
+        results["floor: sum"] = {"label": "floor: HTTP + libp2p (sum of p50s)",
+                                 "p50_ms_c1": {"min": http_p50 + p2p_p50, "median": http_p50 + p2p_p50,
+                                               "max": http_p50 + p2p_p50}}
+    finally:
+        _stop(target)
+    return {"machine": {"cores": os.cpu_count(), "loadavg": list(os.getloadavg())}, "quick": quick,
+            "repetitions": reps, "seconds": seconds, "results": results, "ratios": ratios(results),
+            "command": "make bench" + (" QUICK=1" if quick else ""),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    ours = results["triomcp"]
+    per_call = results["bridge, new host per call"]
+    reused = results["bridge, reused host"]
+    rows = [
+        ("p50: bridge per call / triomcp", per_call["p50_ms_c1"]["median"] / ours["p50_ms_c1"]["median"], ">= 8"),
+        ("p50: triomcp / bridge reused", ours["p50_ms_c1"]["median"] / reused["p50_ms_c1"]["median"], "<= 1.0"),
+        ("calls/s: triomcp / bridge reused", ours["rps_c16"]["median"] / reused["rps_c16"]["median"], ">= 1.0"),
+        ("p50: triomcp / summed floor", ours["p50_ms_c1"]["median"] / results["floor: sum"]["p50_ms_c1"]["median"],
+         "<= 1.25"),
+    ]
+    out = []
+    for name, value, goal in rows:
+        op, bound = goal.split()
+        met = value >= float(bound) if op == ">=" else value <= float(bound)
+        out.append({"ratio": name, "measured": round(value, 3), "goal": goal, "met": met})
+    return out
+
+
+def print_report(report: dict[str, Any]) -> None:
+    m = report["machine"]
+    print(f"\ncores: {m['cores']}, load average: {', '.join(f'{x:.2f}' for x in m['loadavg'])}; "
+          f"{report['repetitions']} repetitions x {report['seconds']:.0f} s after a warm-up (excluded)")
+    print(f"\n{'design':42} {'p50 c1 ms (min/med/max)':>26} {'p99 c1 ms':>10} {'calls/s c16 (min/med/max)':>28} "
+          f"{'failed':>7}")
+    for r in report["results"].values():
+        p50 = r["p50_ms_c1"]
+        rps = r.get("rps_c16")
+        rps_text = f"{rps['min']:.0f}/{rps['median']:.0f}/{rps['max']:.0f}" if rps else "-"
+        p99 = f"{r['p99_ms_c1']['median']:.2f}" if "p99_ms_c1" in r else "-"
+        failed = f"{r['failed_calls']:.0f}" if "failed_calls" in r else "-"
+        print(f"{r['label']:42} {p50['min']:8.2f}/{p50['median']:.2f}/{p50['max']:.2f}".ljust(69)
+              + f" {p99:>10} {rps_text:>28} {failed:>7}")
+    print(f"\n{'ratio':36} {'measured':>9} {'goal':>8}  met")
+    for row in report["ratios"]:
+        print(f"{row['ratio']:36} {row['measured']:9.3f} {row['goal']:>8}  {'yes' if row['met'] else 'NO'}")
+
+
+def chart(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = report["results"]
+    names = [k for k in results if "rps_c16" in results[k]]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    p50_names = list(results)
+    left.barh([results[k]["label"] for k in p50_names], [results[k]["p50_ms_c1"]["median"] for k in p50_names],
+              color=["#d62728", "#ff7f0e", "#2ca02c", "#7f7f7f", "#7f7f7f", "#bcbd22"][: len(p50_names)])
+    left.set_xscale("log")
+    left.set_xlabel("p50 latency at 1 connection, ms (log scale)")
+    right.barh([results[k]["label"] for k in names], [results[k]["rps_c16"]["median"] for k in names],
+               color=["#d62728", "#ff7f0e", "#2ca02c", "#7f7f7f", "#7f7f7f"][: len(names)])
+    right.set_xlabel("calls/s at 16 connections")
+    fig.suptitle(f"MCP tool call with one libp2p round trip ({report['command']}, {report['date']}, "
+                 f"{report['machine']['cores']} cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter repetitions")
+    args = parser.parse_args(argv)
+    report = run(args.quick)
+    print_report(report)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bridge.json").write_text(json.dumps(report, indent=2) + "\n")
+    chart(report, RESULTS / "bridge.png")
+    print(f"\nwrote {RESULTS / 'bridge.json'} and {RESULTS / 'bridge.png'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""The P2P designs compared by ``python -m bench.bridge``, each run in its own process.
+
+    python -m bench.bridge_servers KIND ARGS...
+
+Every design serves one MCP tool over HTTP that makes one libp2p request/response round trip
+to the target node: an MCP ``tools/call`` of the target's trivial ``add`` tool over
+``/triomcp/mcp/1.0.0`` (TCP + Noise + yamux), through triomcp's own client code, so the libp2p
+work is identical in every design. (The libp2p ping protocol was the first choice; py-libp2p
+0.8.1 resets a third concurrent ping stream to one peer, so it cannot carry 16 connections.)
+
+- ``target DATA_DIR``: the second node: triomcp's node (as ``triomcp node`` runs it) plus ``add``.
+- ``bridge-per-call PORT TARGET_MULTIADDR KEYS_DIR``: today's system as the roadmap describes it.
+  The official SDK's server on Uvicorn (asyncio); the tool runs ``trio.run`` in a worker thread,
+  which creates a libp2p host, dials the target, makes the call and closes the host. Every call.
+- ``bridge-reused PORT TARGET_MULTIADDR KEYS_DIR``: the roadmap's "reduce bridge overhead" step.
+  Same server; one long-lived thread runs a Trio loop holding one host with an open connection;
+  each call hops in through ``trio.from_thread.run``.
+- ``floor-libp2p SECONDS TARGET_MULTIADDR KEYS_DIR``: no HTTP: a Trio process making the same call
+  back to back (one at a time, then 16 at a time); prints JSON.
+
+triomcp itself needs no code here: ``triomcp serve`` with the target as a bootstrap peer, and its
+built-in ``p2p_call_tool`` tool.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from triomcp.p2p import AuthorizedPeers, Node, open_node
+from triomcp.p2p.identity import load_or_create_identity, peer_id_of
+from triomcp.p2p.mcp_client import call_peer_tool
+from triomcp.settings import P2PSettings
+
+P2P = P2PSettings(listen=["/ip4/127.0.0.1/tcp/0"])
+POOL = 48
+"""Client identities made up front and authorized on the target (one per concurrent fresh host)."""
+
+
+def make_identities(keys_dir: Path, target_data: Path, count: int = POOL) -> list[Path]:
+    authorized = AuthorizedPeers(target_data / "authorized_peers")
+    dirs = []
+    for i in range(count):
+        d = keys_dir / f"client-{i}"
+        d.mkdir(parents=True, exist_ok=True)
+        authorized.authorize(peer_id_of(load_or_create_identity(d / "identity.key")), f"bench-{i}")
+        dirs.append(d)
+    return dirs
+
+
+async def add(node: Node, peer: str) -> dict[str, Any]:
+    result = await call_peer_tool(node, peer, "add", {"a": 1, "b": 2})
+    if result.get("isError") or result.get("structuredContent", {}).get("sum") != 3:
+        raise RuntimeError(f"add failed: {result}")
+    return dict(result["structuredContent"])
+
+
+def run_target(data_dir: Path) -> None:
+    import signal
+
+    from pydantic import BaseModel
+
+    from triomcp.mcp import Registry, ToolContext
+    from triomcp.server.app import build_services
+    from triomcp.server.lifespan import running_services
+    from triomcp.settings import Settings
+
+    class AddIn(BaseModel):
+        a: int
+        b: int
+
+    class AddOut(BaseModel):
+        sum: int
+
+    def configure(registry: Registry) -> None:
+        @registry.tool(description="Add two integers.", input_model=AddIn, output_model=AddOut)
+        async def add(args: AddIn, ctx: ToolContext) -> AddOut:
+            return AddOut(sum=args.a + args.b)
+
+    settings = Settings(data_dir=data_dir, log_level="WARNING", p2p=P2P, taskqueue={"enabled": False})  # type: ignore[arg-type]
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with running_services(build_services(settings, configure=configure)):
+                async for _ in signals:
+                    break
+
+    trio.run(main)
+
+
+def sdk_app(call: Any) -> Any:
+    from mcp.server.mcpserver import MCPServer
+
+    server = MCPServer("bench-bridge")
+
+    @server.tool()
+    async def call_peer(peer: str) -> dict[str, Any]:
+        """One MCP call to the peer over libp2p."""
+        return dict(await call(peer))
+
+    return server.streamable_http_app(json_response=True)
+
+
+def bridge_per_call(target: str, keys: list[Path]) -> Any:
+    import anyio.to_thread
+
+    free: queue.SimpleQueue[Path] = queue.SimpleQueue()
+    for k in keys:
+        free.put(k)
+
+    async def fresh_host_call(key_dir: Path) -> dict[str, Any]:
+        async with open_node(P2P, key_dir, announce=False) as node:
+            peer = await node.connect(target)
+            return await add(node, peer)
+
+    def in_thread() -> dict[str, Any]:
+        key_dir = free.get()
+        try:
+            return trio.run(fresh_host_call, key_dir)  # a new Trio loop and a new host, for this call
+        finally:
+            free.put(key_dir)
+
+    async def call(peer: str) -> dict[str, Any]:
+        return await anyio.to_thread.run_sync(in_thread)
+
+    return sdk_app(call)
+
+
+def bridge_reused(target: str, keys: list[Path]) -> Any:
+    import anyio.to_thread
+
+    state: dict[str, Any] = {}
+    up = threading.Event()
+
+    async def hold_host() -> None:
+        async with open_node(P2P, keys[0], announce=False) as node:
+            state["peer"] = await node.connect(target)
+            state["node"], state["token"] = node, trio.lowlevel.current_trio_token()
+            up.set()
+            await trio.sleep_forever()
+
+    threading.Thread(target=trio.run, args=(hold_host,), daemon=True).start()
+    if not up.wait(30):
+        raise SystemExit("the Trio thread could not connect to the target")
+
+    async def call(peer: str) -> dict[str, Any]:
+        return await anyio.to_thread.run_sync(
+            lambda: trio.from_thread.run(add, state["node"], peer, trio_token=state["token"]))
+
+    return sdk_app(call)
+
+
+async def floor_libp2p(target: str, key_dir: Path, seconds: float) -> dict[str, Any]:
+    """The call on an open connection with no HTTP in front: one at a time, then 16 at a time."""
+    async with open_node(P2P, key_dir, announce=False) as node:
+        peer = await node.connect(target)
+        for _ in range(100):  # warm-up, excluded
+            await add(node, peer)
+        samples: list[float] = []
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            await add(node, peer)
+            samples.append((time.perf_counter() - start) * 1000)
+        samples.sort()
+        done = 0
+
+        async def loop(stop_at: float) -> None:
+            nonlocal done
+            while time.perf_counter() < stop_at:
+                await add(node, peer)
+                done += 1
+
+        stop_at = time.perf_counter() + seconds
+        async with trio.open_nursery() as nursery:
+            for _ in range(16):
+                nursery.start_soon(loop, stop_at)
+        return {"p50_ms": statistics.median(samples), "p99_ms": samples[max(0, int(len(samples) * 0.99) - 1)],
+                "calls": len(samples), "rps_c16": done / seconds}
+
+
+def main() -> None:
+    kind = sys.argv[1]
+    if kind == "target":
+        run_target(Path(sys.argv[2]))
+        return
+    target, keys_dir = sys.argv[3], Path(sys.argv[4])
+    keys = sorted((p for p in keys_dir.iterdir() if p.is_dir()), key=lambda p: int(p.name.split("-")[1]))
+    if kind == "floor-libp2p":
+        print(json.dumps(trio.run(floor_libp2p, target, keys[-1], float(sys.argv[2]))))
+        return
+    import uvicorn
+
+    app = bridge_per_call(target, keys[:-1]) if kind == "bridge-per-call" else bridge_reused(target, keys[:-1])
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
