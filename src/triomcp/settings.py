@@ -89,6 +89,9 @@ class P2PSettings(_Section):
     """Multiaddrs to listen on (TCP). Loopback by default; e.g. ``/ip4/0.0.0.0/tcp/4001`` for a mesh."""
     bootstrap: list[str] = Field(default_factory=list)
     """Multiaddrs (ending in ``/p2p/<peer id>``) kept connected with backoff."""
+    peer_exchange: bool = True
+    """Ask connected authorized peers for their authorized peers and dial those this node
+    authorizes too: from one bootstrap address, the mesh fills in."""
     mdns: bool = False
     """Discover peers on the local network by mDNS (starts zeroconf threads; off by default)."""
     dial_timeout: float = Field(default=5.0, gt=0)

@@ -178,3 +178,25 @@ async def test_a_peer_over_its_request_budget_gets_32010_and_others_are_unaffect
                     outcomes.append("limited")
             assert outcomes == ["ok"] * 5 + ["limited"] * 3  # the burst, then refusals
             assert (await c.call(b.peer_id, "echo", {"value": "c"}))["echo"] == "c"  # c has its own budget
+
+
+async def test_peer_exchange_fills_in_the_mesh_from_one_bootstrap_node(tmp_path: Path) -> None:
+    async with node_in(tmp_path / "a") as a, node_in(tmp_path / "b") as b, node_in(tmp_path / "c") as c, \
+            node_in(tmp_path / "x") as stranger:
+        authorize(a, b, c, stranger)
+        authorize(b, a, c)
+        authorize(c, a, b)  # nobody but a lists the stranger
+        with trio.fail_after(30):
+            await b.connect(a.listen_addrs()[0])
+            await c.connect(a.listen_addrs()[0])
+            await stranger.connect(a.listen_addrs()[0])
+            while c.peer_id not in b.connected_peers():
+                await b.wait_peers_changed()
+            while b.peer_id not in c.connected_peers():
+                await c.wait_peers_changed()
+        # b and c found each other through a; neither dialed the peer they do not authorize.
+        assert stranger.peer_id not in b.connected_peers() and stranger.peer_id not in c.connected_peers()
+        # the exchange answers only authorized askers, and never with unlisted peers
+        with pytest.raises(PeerError):
+            await stranger.exchange_peers(b.peer_id)
+        assert {p["peer_id"] for p in a._exchange_view(b.peer_id)} == {c.peer_id}

@@ -14,6 +14,7 @@ Rules learned by measurement (see docs/architecture.md):
 from __future__ import annotations
 
 import logging
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +41,7 @@ from triomcp.errors import ConfigError, PeerError
 from triomcp.p2p._errors import close_quietly, map_libp2p_errors
 from triomcp.p2p.authz import AuthorizedPeers
 from triomcp.p2p.discovery import keep_connected, peer_id_in, write_announce
+from triomcp.p2p.framing import FrameDecoder, FrameIssue, encode_frame
 from triomcp.p2p.identity import load_or_create_identity, peer_id_of
 from triomcp.p2p.rpc import MCP_PROTOCOL, FrameHandler, PeerChannel, TokenBucket, serve_stream
 from triomcp.settings import P2PSettings
@@ -53,6 +55,12 @@ CLI_IDENTITY_FILE = "identity-cli.key"
 FRONTEND_IDENTITY_FILE = "identity-frontend.key"
 """The HTTP server's identity when it fronts a standalone node (``p2p.mode = "local-node"``)."""
 AUTHORIZED_FILE = "authorized_peers"
+PEERS_PROTOCOL = "/triomcp/peers/1.0.0"
+"""Peer exchange: the dialer sends ``{addrs}`` (its listen multiaddrs), the listener answers
+``{peers: [{peer_id, addrs}]}`` (its connected, listed peers); one frame each way."""
+PEERS_MAX_BYTES = 256 * 1024
+PEERS_MAX_ENTRIES = 256
+PEER_EXCHANGE_REFRESH = 10.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,23 @@ def _new_host(key_pair: KeyPair, *, mdns: bool, listen: list[ma.Multiaddr]) -> I
     )
 
 
+async def read_one_frame(stream: INetStream, limit: int) -> dict[str, Any]:
+    """The first frame on ``stream`` as a JSON object (PeerError if it ends first or is not one)."""
+    decoder = FrameDecoder(limit)
+    while True:
+        data = await stream.read(65536)
+        if not data:
+            raise PeerError("the stream ended before a whole frame arrived")
+        try:
+            items = decoder.feed(data)
+        except Exception as exc:
+            raise PeerError(f"a bad frame: {exc}") from None
+        for item in items:
+            if isinstance(item, FrameIssue) or not isinstance(item, dict):
+                raise PeerError(f"a bad frame: {getattr(item, 'message', item)!r}")
+            return item
+
+
 class Node:
     """What the rest of triomcp sees of libp2p: ids, peers, dialing, pings and MCP calls."""
 
@@ -127,6 +152,9 @@ class Node:
         """Per-peer request budgets, kept across the peer's streams and reconnections."""
         self._closed = False
         self.frame_handler: FrameHandler | None = None
+        self._announced: dict[str, list[str]] = {}
+        """Listen multiaddrs each peer told us in a peer exchange (inbound connections show only
+        the dialer's ephemeral port)."""
 
     # -- identity and peers ---------------------------------------------------------------
     def listen_addrs(self) -> list[str]:
@@ -214,6 +242,85 @@ class Node:
             return rtt
         finally:
             await close_quietly(stream)
+
+    # -- peer exchange ---------------------------------------------------------------------
+    def _exchange_view(self, asker: str) -> list[dict[str, Any]]:
+        """The connected, listed peers (with addresses we can vouch for) we tell ``asker`` about."""
+        out = []
+        for peer in self.connected_peers():
+            addrs = self._announced.get(peer)
+            if peer != asker and addrs and self.authorized.is_listed(peer):
+                out.append({"peer_id": peer, "addrs": addrs})
+        return out
+
+    async def _on_peers_stream(self, stream: INetStream) -> None:
+        """Answer a peer exchange: only to authorized peers; nothing escapes into the host."""
+        try:
+            peer_id = stream.muxed_conn.peer_id.to_base58()
+            if not self.authorized.is_authorized(peer_id):
+                return
+            with trio.fail_after(self.settings.stream_timeout):
+                hello = await read_one_frame(stream, PEERS_MAX_BYTES)
+            addrs = [a for a in hello.get("addrs", []) if isinstance(a, str) and a.endswith(f"/p2p/{peer_id}")]
+            if addrs:
+                self._announced[peer_id] = addrs[:8]
+            with trio.fail_after(self.settings.stream_timeout):
+                await stream.write(encode_frame({"peers": self._exchange_view(peer_id)}))
+        except Exception as exc:
+            log.debug("peer exchange with a peer failed: %s", exc)
+        finally:
+            await close_quietly(stream)
+
+    async def exchange_peers(self, peer_id: str) -> list[str]:
+        """Tell ``peer_id`` our addresses, learn its peers, dial the ones we authorize; returns those dialed."""
+        stream = await self._open_stream(peer_id, PEERS_PROTOCOL)
+        try:
+            with map_libp2p_errors(f"exchanging peers with {peer_id}"), trio.fail_after(self.settings.call_timeout):
+                await stream.write(encode_frame({"addrs": self.listen_addrs()}))
+                answer = await read_one_frame(stream, PEERS_MAX_BYTES)
+        finally:
+            await close_quietly(stream)
+        dialed = []
+        for entry in answer.get("peers", [])[:PEERS_MAX_ENTRIES]:
+            other = entry.get("peer_id") if isinstance(entry, dict) else None
+            if (not isinstance(other, str) or other == self.peer_id or self.is_connected(other)
+                    or not self.authorized.is_listed(other)):
+                continue
+            for addr in [a for a in entry.get("addrs", []) if isinstance(a, str)][:8]:
+                try:
+                    if peer_id_in(addr) != other:
+                        continue
+                    await self.connect(addr)
+                    dialed.append(other)
+                    break
+                except (PeerError, ConfigError) as exc:
+                    log.debug("peer exchange: %s unreachable at %s: %s", other, addr, exc)
+        return dialed
+
+    async def run_peer_exchange(self) -> None:
+        """Ask each newly connected listed peer for its peers, and one of them again now and then.
+
+        With a bootstrap address alone, every node of a mesh comes to know every other node it
+        authorizes."""
+        asked: dict[str, float] = {}
+        while True:
+            with trio.move_on_after(random.uniform(0.5, 1.5) * PEER_EXCHANGE_REFRESH):
+                await self.wait_peers_changed()
+            now = trio.current_time()
+            connected = [p for p in self.connected_peers() if self.authorized.is_listed(p)]
+            fresh = [p for p in connected if p not in asked]
+            stale = [p for p in connected if now - asked.get(p, now) >= PEER_EXCHANGE_REFRESH]
+            for peer in fresh + random.sample(stale, min(1, len(stale))):
+                asked[peer] = now
+                try:
+                    dialed = await self.exchange_peers(peer)
+                    if dialed:
+                        log.info("peer exchange with %s: connected to %d more peers", peer[:16], len(dialed))
+                except (PeerError, ConfigError) as exc:
+                    log.debug("peer exchange with %s failed: %s", peer, exc)
+            for peer in list(asked):
+                if peer not in connected:
+                    del asked[peer]
 
     # -- MCP over libp2p --------------------------------------------------------------------
     def channel(self, peer_id: str) -> PeerChannel:
@@ -303,6 +410,7 @@ async def open_node(
         node.frame_handler = frame_handler
         if frame_handler is not None:
             host.set_stream_handler(TProtocol(MCP_PROTOCOL), node._on_mcp_stream)
+        host.set_stream_handler(TProtocol(PEERS_PROTOCOL), node._on_peers_stream)
         network = host.get_network()
         network.register_notifee(_Notifee(node))  # type: ignore[arg-type]
         # libp2p's host.run() swallows exceptions raised in its body (its background-service
@@ -321,6 +429,8 @@ async def open_node(
                 for bootstrap in settings.bootstrap:
                     nursery.start_soon(keep_connected, bootstrap, node.connect, node.is_connected,
                                        node.wait_peers_changed)
+                if settings.peer_exchange and announce:
+                    nursery.start_soon(node.run_peer_exchange)
                 log.info("p2p node %s listening on %s", node.peer_id, ", ".join(node.listen_addrs()))
                 yield node
             except Exception as exc:
