@@ -125,6 +125,9 @@ class TaskQueueSettings(_Section):
     """Concurrent handlers per task type; ``*`` is the default for types not listed."""
     mesh: bool = True
     """Workers also claim tasks from every connected authorized peer."""
+    mesh_concurrency: dict[str, int] = Field(default_factory=lambda: {"*": 1})
+    """Workers per task type per peer (``*``: the default) claiming from that peer's queue. Each
+    is one long-poll on the peer, so a mesh of N nodes keeps about N x (N-1) x types of them open."""
     handlers: dict[str, str] = Field(default_factory=dict)
     """Extra task handlers: task type -> ``module:function``."""
 

@@ -95,7 +95,7 @@ async def running_services(services: Services) -> AsyncIterator[None]:
                             lease_seconds=tq.lease_seconds, task_status=task_status))
                     if node is not None and tq.enabled and tq.mesh:
                         await workers.start(lambda task_status: run_mesh_workers(
-                            node, handlers, concurrency=tq.concurrency, lease_seconds=tq.lease_seconds,
+                            node, handlers, concurrency=tq.mesh_concurrency, lease_seconds=tq.lease_seconds,
                             task_status=task_status))
                     services.ready = True
                     try:
