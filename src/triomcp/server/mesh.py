@@ -29,7 +29,9 @@ __all__ = ["TOOL_CALL", "RemoteSource", "make_tool_call_handler", "run_mesh_work
 log = logging.getLogger("triomcp.mesh")
 
 TOOL_CALL = "tool.call"
-CLAIM_WAIT_SECONDS = 20.0
+CLAIM_WAIT_SECONDS = 55.0
+"""A mesh worker's long-poll on a peer (the peer answers at once when work arrives); longer means
+less idle traffic: a mesh of N nodes re-issues about N x (N-1) x types of them per period."""
 
 
 def _task_from_dict(data: dict[str, Any], token: str | None) -> Task:

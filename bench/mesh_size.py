@@ -1,0 +1,301 @@
+"""``make bench`` part 3: how a mesh of triomcp nodes behaves as it grows (2, 8, 32 nodes).
+
+    .venv/bin/python -m bench.mesh_size [--quick]
+
+Every node is a real ``triomcp serve`` process on this machine (HTTP and libp2p on 127.0.0.1),
+with its own data dir; all of them authorize each other (identities made up front). Node 0
+starts first; the others start together with node 0 as their only bootstrap peer. Measured:
+
+- startup: process start until ``/readyz`` answers 200 (the others start concurrently, so on a
+  small machine they compete for the CPU: that is part of the figure);
+- discovery: time until every node is connected to every other, starting from the bootstrap
+  address only (peer exchange fills in the rest), and until every node reaches node 0;
+- work: every node submits K ``tool.call`` tasks (``p2p_status``, whose result names the node that
+  ran it) to its own queue; tasks/s from the first submit to the last result, and how the tasks
+  spread over the nodes (mesh workers claim from every connected authorized peer);
+- memory: resident set size (VmRSS) of each node after startup and after the work;
+- idle cost: CPU the whole mesh uses over 5 s with nothing to do, 10 s after the mesh formed
+  (percent of one core).
+
+Results: bench/results/mesh.json and mesh.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from bench.bridge import _env, _stop, free_port
+from triomcp.p2p import AuthorizedPeers
+from triomcp.p2p.identity import load_or_create_identity, peer_id_of
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+MODERN = "2026-07-28"
+READY_TIMEOUT = 180.0
+IDLE_SECONDS = 5.0
+SETTLE_SECONDS = 10.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def call(client: httpx.AsyncClient, url: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": tool, "arguments": arguments,
+        "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}}}
+    headers = {"content-type": "application/json", "accept": "application/json", "mcp-protocol-version": MODERN,
+               "mcp-method": "tools/call", "mcp-name": tool}
+    reply = (await client.post(f"{url}/mcp", json=body, headers=headers)).json()
+    result = reply.get("result") or {}
+    if result.get("isError") or "structuredContent" not in result:
+        raise RuntimeError(f"{tool} on {url}: {reply}")
+    return dict(result["structuredContent"])
+
+
+class Mesh:
+    def __init__(self, size: int, work: Path) -> None:
+        self.size = size
+        self.work = work
+        self.dirs = [work / f"node-{i}" for i in range(size)]
+        self.ids = [peer_id_of(load_or_create_identity(d / "identity.key")) for d in self.dirs]
+        for d in self.dirs:  # everyone trusts everyone
+            authorized = AuthorizedPeers(d / "authorized_peers")
+            for i, pid in enumerate(self.ids):
+                if self.dirs[i] != d:
+                    authorized.authorize(pid, f"node-{i}")
+        self.ports = [free_port() for _ in range(size)]
+        self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.started: list[float] = []
+
+    def spawn(self, i: int, bootstrap: list[str]) -> None:
+        env = _env(TRIOMCP_DATA_DIR=str(self.dirs[i]), TRIOMCP_TASKQUEUE__ENABLED="true",
+                   TRIOMCP_P2P__BOOTSTRAP=json.dumps(bootstrap), TRIOMCP_TASKQUEUE__LEASE_SECONDS="10")
+        self.started.append(time.monotonic())
+        self.procs.append(subprocess.Popen(
+            [sys.executable, "-m", "triomcp.cli", "serve", "--bind", f"127.0.0.1:{self.ports[i]}"], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+
+    async def wait_ready(self, client: httpx.AsyncClient, i: int) -> float:
+        with trio.fail_after(READY_TIMEOUT):
+            while True:
+                if self.procs[i].poll() is not None:
+                    raise RuntimeError(f"node {i} exited with {self.procs[i].returncode}")
+                try:
+                    if (await client.get(f"{self.urls[i]}/readyz")).status_code == 200:
+                        return time.monotonic() - self.started[i]
+                except httpx.HTTPError:
+                    pass
+                await trio.sleep(0.05)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            _stop(proc)
+
+
+async def measure(size: int, tasks_per_node: int) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix=f"triomcp-mesh-{size}-"))
+    mesh = Mesh(size, work)
+    out: dict[str, Any] = {"nodes": size, "tasks_per_node": tasks_per_node}
+    try:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as client:
+            mesh.spawn(0, [])
+            startup = [await mesh.wait_ready(client, 0)]
+            first = json.loads((mesh.dirs[0] / "announce.json").read_text())["multiaddrs"][0]
+            t0 = time.monotonic()
+            for i in range(1, size):
+                mesh.spawn(i, [first])
+            ready = [0.0] * size
+
+            async def ready_one(i: int) -> None:
+                ready[i] = await mesh.wait_ready(client, i)
+
+            async with trio.open_nursery() as nursery:
+                for i in range(1, size):
+                    nursery.start_soon(ready_one, i)
+            startup += ready[1:]
+            out["startup_s"] = {"median": statistics.median(startup), "max": max(startup)}
+            out["rss_mib_after_start"] = statistics.median(rss_mib(p.pid) for p in mesh.procs)
+
+            # Discovery: poll every node's connected peers (bounded by the deadline).
+            star_at = full_at = None
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and full_at is None:
+                statuses = [await call(client, u, "p2p_status", {}) for u in mesh.urls]
+                connected = [set(s["connected_peers"]) for s in statuses]
+                now = time.monotonic() - t0
+                if star_at is None and all(mesh.ids[0] in c for c in connected[1:]):
+                    star_at = now
+                if all(len(c & set(mesh.ids)) >= size - 1 for c in connected):
+                    full_at = now
+                await trio.sleep(0.1)
+            out["to_bootstrap_node_s"] = star_at
+            out["full_mesh_s"] = full_at
+            out["links"] = sum(len(c & set(mesh.ids)) for c in connected) // 2
+
+            # Idle cost: CPU the whole mesh burns doing nothing (keep-alives, long-polling claims).
+            await trio.sleep(SETTLE_SECONDS)  # the new connections' first claims and exchanges are done
+            before = sum(cpu_seconds(p.pid) for p in mesh.procs)
+            await trio.sleep(IDLE_SECONDS)
+            out["idle_cpu_percent_total"] = (sum(cpu_seconds(p.pid) for p in mesh.procs) - before) / IDLE_SECONDS * 100
+
+            # Work: every node submits to its own queue; mesh workers anywhere may run it.
+            ids: list[tuple[int, str]] = []
+            start = time.monotonic()
+
+            async def submit_all(i: int) -> None:
+                for _ in range(tasks_per_node):
+                    sub = await call(client, mesh.urls[i], "taskqueue_submit", {
+                        "task_type": "tool.call", "payload": {"tool": "p2p_status", "arguments": {}}})
+                    ids.append((i, sub["task_id"]))
+
+            async with trio.open_nursery() as nursery:
+                for i in range(size):
+                    nursery.start_soon(submit_all, i)
+            ran_on: dict[str, int] = {pid: 0 for pid in mesh.ids}
+            failures = 0
+            limiter = trio.CapacityLimiter(32)
+
+            async def wait_one(i: int, task_id: str) -> None:
+                nonlocal failures
+                async with limiter:
+                    done = await call(client, mesh.urls[i], "taskqueue_wait", {"task_id": task_id, "timeout_s": 120})
+                task = done["task"]
+                if task["state"] != "succeeded":
+                    failures += 1
+                    return
+                ran_on[task["result"]["peer_id"]] += 1
+
+            async with trio.open_nursery() as nursery:
+                for i, task_id in ids:
+                    nursery.start_soon(wait_one, i, task_id)
+            elapsed = time.monotonic() - start
+            counts = list(ran_on.values())
+            out["tasks"] = len(ids)
+            out["failed_tasks"] = failures
+            out["tasks_per_s"] = len(ids) / elapsed
+            out["spread"] = {"min": min(counts), "max": max(counts), "stdev": statistics.pstdev(counts),
+                             "ideal": len(ids) / size, "own_node_share": None}
+            out["rss_mib_after_work"] = statistics.median(rss_mib(p.pid) for p in mesh.procs)
+    finally:
+        mesh.stop()
+    return out
+
+
+def growth(xs: list[int], ys: list[float]) -> str:
+    """How y grows with x between the smallest and the largest mesh."""
+    points = [(x, y) for x, y in zip(xs, ys, strict=True) if y == y and y > 0]  # skip NaN and zero
+    if len(points) < 2:
+        return "n/a"
+    (x0, y0), (x1, y1) = points[0], points[-1]
+    x_ratio, y_ratio = x1 / x0, y1 / y0
+    if y_ratio < 0.8:
+        return f"falls (x{y_ratio:.2f} for x{x_ratio:.0f} nodes)"
+    if y_ratio < 1.25:
+        return f"flat (x{y_ratio:.2f} for x{x_ratio:.0f} nodes)"
+    exponent = __import__("math").log(y_ratio) / __import__("math").log(x_ratio)
+    kind = "sub-linear" if exponent < 0.85 else "about linear" if exponent < 1.2 else "worse than linear"
+    return f"{kind} (x{y_ratio:.2f} for x{x_ratio:.0f} nodes, exponent {exponent:.2f})"
+
+
+def run(quick: bool) -> dict[str, Any]:
+    sizes = [2, 8, 32]
+    per_node = 10 if quick else 40
+    rows = []
+    for size in sizes:
+        print(f"mesh of {size} nodes ...", flush=True)
+        rows.append(trio.run(measure, size, per_node))
+    load = os.getloadavg()
+    return {"machine": {"cores": os.cpu_count(), "loadavg": list(load)}, "quick": quick, "rows": rows,
+            "note": "all nodes are processes on one machine; the non-bootstrap nodes start concurrently",
+            "command": "make bench" + (" QUICK=1" if quick else ""),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def print_report(report: dict[str, Any]) -> None:
+    m = report["machine"]
+    print(f"\ncores: {m['cores']}, load average: {', '.join(f'{x:.2f}' for x in m['loadavg'])}; {report['note']}")
+    print(f"\n{'nodes':>5} {'start p50/max s':>16} {'to node 0 s':>12} {'full mesh s':>12} {'tasks/s':>8} "
+          f"{'spread min/max (ideal)':>24} {'failed':>7} {'RSS MiB start/work':>19} {'idle CPU %':>11}")
+    for r in report["rows"]:
+        full = f"{r['full_mesh_s']:.2f}" if r["full_mesh_s"] is not None else "never"
+        star = f"{r['to_bootstrap_node_s']:.2f}" if r["to_bootstrap_node_s"] is not None else "never"
+        spread = r["spread"]
+        print(f"{r['nodes']:>5} {r['startup_s']['median']:7.2f}/{r['startup_s']['max']:<7.2f} {star:>12} {full:>12} "
+              f"{r['tasks_per_s']:8.1f} {spread['min']:>8}/{spread['max']} ({spread['ideal']:.1f})".ljust(93)
+              + f" {r['failed_tasks']:>7} {r['rss_mib_after_start']:9.1f}/{r['rss_mib_after_work']:<9.1f}"
+              f" {r['idle_cpu_percent_total']:>11.1f}")
+    xs = [r["nodes"] for r in report["rows"]]
+    print()
+    for label, key in [("startup (max)", lambda r: r["startup_s"]["max"]),
+                       ("time to a full mesh", lambda r: r["full_mesh_s"] or float("nan")),
+                       ("tasks/s", lambda r: r["tasks_per_s"]), ("RSS per node", lambda r: r["rss_mib_after_work"]),
+                       ("idle CPU of the whole mesh", lambda r: r["idle_cpu_percent_total"])]:
+        print(f"{label}: {growth(xs, [key(r) for r in report['rows']])}")
+
+
+def chart(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    xs = [r["nodes"] for r in rows]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    panels = [
+        ("startup to ready, s (max)", [r["startup_s"]["max"] for r in rows]),
+        ("time to a full mesh, s", [r["full_mesh_s"] if r["full_mesh_s"] is not None else float("nan") for r in rows]),
+        ("tasks/s (every node submitting)", [r["tasks_per_s"] for r in rows]),
+        ("RSS per node, MiB (median)", [r["rss_mib_after_work"] for r in rows]),
+    ]
+    for ax, (title, ys) in zip(axes, panels, strict=True):
+        ax.plot(xs, ys, marker="o")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.set_xlabel("nodes")
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(bottom=0)
+    fig.suptitle(f"triomcp mesh size ({report['command']}, {report['date']}, {report['machine']['cores']} cores, "
+                 "all nodes on one machine)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer tasks per node")
+    args = parser.parse_args(argv)
+    report = run(args.quick)
+    print_report(report)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "mesh.json").write_text(json.dumps(report, indent=2) + "\n")
+    chart(report, RESULTS / "mesh.png")
+    print(f"\nwrote {RESULTS / 'mesh.json'} and {RESULTS / 'mesh.png'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
