@@ -19,15 +19,18 @@ serve: $(STAMP)
 	$(BIN)/triomcp serve --bind 127.0.0.1:8080
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench reliability
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench reliability
 	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
+
+reliability: $(STAMP)
+	$(BIN)/python -m reliability $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

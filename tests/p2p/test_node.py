@@ -153,6 +153,15 @@ async def test_hostile_frames_get_errors_and_the_stream_survives(tmp_path: Path)
             await stream.write(encode_frame({"jsonrpc": "2.0", "id": 1, "method": "echo", "params": {"value": "ok"}}))
             (good,) = await answers(1)
             assert good == {"jsonrpc": "2.0", "id": 1, "result": {"echo": "ok"}}
+            # Once fatal to the stream: an unhashable requestId in a cancel, a lone surrogate in an id.
+            await stream.write(encode_frame({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                             "params": {"requestId": [1]}}))
+            surrogate = b'{"jsonrpc":"2.0","id":"\\udfff","method":"x"}'
+            await stream.write(struct.pack(">I", len(surrogate)) + surrogate)
+            await stream.write(encode_frame({"jsonrpc": "2.0", "id": 2, "method": "echo", "params": {"value": "on"}}))
+            replies = await answers(2)
+            assert replies[0]["id"] == "\udfff" and replies[0]["error"]["code"] == -32601
+            assert replies[1] == {"jsonrpc": "2.0", "id": 2, "result": {"echo": "on"}}
             await stream.write(struct.pack(">I", 100) + b'{"partial"')  # then the writer goes away mid-frame
             await stream.close()
             assert json.loads(json.dumps(good))["result"]["echo"] == "ok"

@@ -58,8 +58,13 @@ class Message:
 
 
 def dumps(obj: Any) -> bytes:
-    """Compact UTF-8 JSON."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON. Text that cannot be UTF-8 (a lone surrogate a client sent, say, in its
+    request id) is written as ``\\uXXXX`` escapes: valid JSON, and the same string back."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def decode(body: bytes) -> Any:

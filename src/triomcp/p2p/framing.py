@@ -35,7 +35,11 @@ class FrameIssue:
 
 
 def encode_frame(message: dict[str, Any]) -> bytes:
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    try:
+        body = text.encode()
+    except UnicodeEncodeError:  # a lone surrogate (from a hostile peer's id): escape it, stay valid UTF-8
+        body = json.dumps(message, separators=(",", ":"), ensure_ascii=True).encode()
     return HEADER.pack(len(body)) + body
 
 

@@ -170,12 +170,16 @@ async def serve_stream(
                     continue
                 if item.get("method") == "notifications/cancelled":
                     params = item.get("params") if isinstance(item.get("params"), dict) else {}
-                    scope = inflight.get(params.get("requestId"))  # type: ignore[union-attr]
+                    target = params.get("requestId")  # type: ignore[union-attr]
+                    scope = inflight.get(target) if isinstance(target, (str, int)) else None
                     if scope is not None:
                         scope.cancel()
                     continue
                 if "id" not in item:
-                    await handler(item, peer_id=peer_id, notify=send)
+                    try:
+                        await handler(item, peer_id=peer_id, notify=send)
+                    except Exception:
+                        log.exception("peer %s: notification handler failed on %s", peer_id[:16], item.get("method"))
                     continue
                 if not isinstance(ident, (str, int)) or isinstance(ident, bool):
                     await send(_error(None, -32600, "id must be a string or an integer"))

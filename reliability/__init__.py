@@ -1,0 +1,1 @@
+"""Bounded reliability runs against real triomcp processes: ``python -m reliability [--quick]``."""
