@@ -1,4 +1,9 @@
-"""``make bench``: trivial MCP tool calls side by side, plus the durable queue, in one run.
+"""``make bench``: every benchmark in one run, each printing its table of ratios and writing JSON + PNG.
+
+Part 1 (here): trivial MCP tool calls side by side (triomcp in both eras, the official SDK on
+Hypercorn-trio and on Uvicorn, a bare floor) and the durable queue. Part 2 (bench/bridge.py): a
+tool call with one libp2p round trip, against the roadmap's bridge designs and the floors.
+Part 3 (bench/mesh_size.py): 2, 8 and 32 nodes.
 
     .venv/bin/python -m bench [--quick]
 
@@ -177,7 +182,7 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("make bench needs wrk (Debian: apt-get install -y wrk)")
-    reps, seconds = (2, 2.0) if args.quick else (3, 5.0)
+    reps, seconds = (2, 1.0) if args.quick else (3, 5.0)
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
           f"{reps} repetitions of {seconds:.0f}s per measurement after a 1s warm-up (excluded)")
@@ -216,12 +221,10 @@ def main() -> None:
     from bench import bridge
 
     bridge.main(["--quick"] if args.quick else [])
-    mesh_module = HERE / "mesh.py"
-    if mesh_module.exists():
-        print("\n== part 3: mesh size (bench/mesh.py) ==", flush=True)
-        from bench import mesh
+    print("\n== part 3: mesh size (bench/mesh_size.py) ==", flush=True)
+    from bench import mesh_size
 
-        mesh.main(["--quick"] if args.quick else [])
+    mesh_size.main(["--quick"] if args.quick else [])
 
 
 if __name__ == "__main__":

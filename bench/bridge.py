@@ -166,7 +166,7 @@ def measure_design(label: str, args: list[str], env: dict[str, str], tool: str, 
 
 
 def run(quick: bool) -> dict[str, Any]:
-    reps, seconds = (2, 2.0) if quick else (5, 8.0)
+    reps, seconds = (2, 1.0) if quick else (5, 8.0)
     work = Path(tempfile.mkdtemp(prefix="triomcp-bridge-bench-"))
     keys = work / "keys"
     make_identities(keys, work / "target")  # client identities, authorized on the target

@@ -15,7 +15,7 @@ starts first; the others start together with node 0 as their only bootstrap peer
   spread over the nodes (mesh workers claim from every connected authorized peer);
 - memory: resident set size (VmRSS) of each node after startup and after the work;
 - idle cost: CPU the whole mesh uses over 5 s with nothing to do, 10 s after the mesh formed
-  (percent of one core).
+  (percent of one core; 2 s, 3 s after, with ``--quick``).
 
 Results: bench/results/mesh.json and mesh.png.
 """
@@ -114,7 +114,7 @@ class Mesh:
             _stop(proc)
 
 
-async def measure(size: int, tasks_per_node: int) -> dict[str, Any]:
+async def measure(size: int, tasks_per_node: int, quick: bool) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"triomcp-mesh-{size}-"))
     mesh = Mesh(size, work)
     out: dict[str, Any] = {"nodes": size, "tasks_per_node": tasks_per_node}
@@ -155,10 +155,11 @@ async def measure(size: int, tasks_per_node: int) -> dict[str, Any]:
             out["links"] = sum(len(c & set(mesh.ids)) for c in connected) // 2
 
             # Idle cost: CPU the whole mesh burns doing nothing (keep-alives, long-polling claims).
-            await trio.sleep(SETTLE_SECONDS)  # the new connections' first claims and exchanges are done
+            settle, idle = (3.0, 2.0) if quick else (SETTLE_SECONDS, IDLE_SECONDS)
+            await trio.sleep(settle)  # the new connections' first claims and exchanges are done
             before = sum(cpu_seconds(p.pid) for p in mesh.procs)
-            await trio.sleep(IDLE_SECONDS)
-            out["idle_cpu_percent_total"] = (sum(cpu_seconds(p.pid) for p in mesh.procs) - before) / IDLE_SECONDS * 100
+            await trio.sleep(idle)
+            out["idle_cpu_percent_total"] = (sum(cpu_seconds(p.pid) for p in mesh.procs) - before) / idle * 100
 
             # Work: every node submits to its own queue; mesh workers anywhere may run it.
             ids: list[tuple[int, str]] = []
@@ -220,12 +221,12 @@ def growth(xs: list[int], ys: list[float]) -> str:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    sizes = [2, 8, 32]
+    sizes = [2, 8] if quick else [2, 8, 32]  # 32 processes take ~40 s just to start on 2 cores
     per_node = 10 if quick else 40
     rows = []
     for size in sizes:
         print(f"mesh of {size} nodes ...", flush=True)
-        rows.append(trio.run(measure, size, per_node))
+        rows.append(trio.run(measure, size, per_node, quick))
     load = os.getloadavg()
     return {"machine": {"cores": os.cpu_count(), "loadavg": list(load)}, "quick": quick, "rows": rows,
             "note": "all nodes are processes on one machine; the non-bootstrap nodes start concurrently",
@@ -286,7 +287,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer tasks per node")
+    parser.add_argument("--quick", action="store_true", help="2 and 8 nodes only, fewer tasks per node")
     args = parser.parse_args(argv)
     report = run(args.quick)
     print_report(report)
