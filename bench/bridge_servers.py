@@ -141,8 +141,15 @@ def bridge_reused(target: str, keys: list[Path]) -> Any:
     up = threading.Event()
 
     async def hold_host() -> None:
-        async with open_node(P2P, keys[0], announce=False) as node:
-            state["peer"] = await node.connect(target)
+        async with open_node(P2P, keys[-1], announce=False) as node:  # an identity no other design uses
+            for attempt in range(10):
+                try:
+                    state["peer"] = await node.connect(target)
+                    break
+                except Exception:
+                    if attempt == 9:
+                        raise
+                    await trio.sleep(0.5)
             state["node"], state["token"] = node, trio.lowlevel.current_trio_token()
             up.set()
             await trio.sleep_forever()
@@ -199,7 +206,8 @@ def main() -> None:
         return
     import uvicorn
 
-    app = bridge_per_call(target, keys[:-1]) if kind == "bridge-per-call" else bridge_reused(target, keys[:-1])
+    # keys[-1]: the floor; keys[-2]: the reused host; the rest: the per-call pool.
+    app = bridge_per_call(target, keys[:-2]) if kind == "bridge-per-call" else bridge_reused(target, keys[:-1])
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
 
 

@@ -43,6 +43,7 @@ from triomcp.p2p.authz import AuthorizedPeers
 from triomcp.p2p.discovery import keep_connected, peer_id_in, write_announce
 from triomcp.p2p.framing import FrameDecoder, FrameIssue, encode_frame
 from triomcp.p2p.identity import load_or_create_identity, peer_id_of
+from triomcp.p2p.peerstore import PEERS_FILE, KnownPeers
 from triomcp.p2p.rpc import MCP_PROTOCOL, FrameHandler, PeerChannel, TokenBucket, serve_stream
 from triomcp.settings import P2PSettings
 
@@ -61,6 +62,7 @@ PEERS_PROTOCOL = "/triomcp/peers/1.0.0"
 PEERS_MAX_BYTES = 256 * 1024
 PEERS_MAX_ENTRIES = 256
 PEER_EXCHANGE_REFRESH = 10.0
+INBOUND_SLOTS = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,13 @@ def _new_host(key_pair: KeyPair, *, mdns: bool, listen: list[ma.Multiaddr]) -> I
         key_pair=key_pair,
         sec_opt={NOISE_PROTOCOL: NoiseTransport(key_pair, noise_privkey=x25519_key_pair().private_key)},
         muxer_preference="YAMUX",
-        connection_config=ConnectionConfig(max_connections_per_peer=1),
+        # max_connections: py-libp2p 0.8.1 keeps every inbound connection's handler (and its slot
+        # in an inbound limiter of max_connections - min_connections) alive until the host stops,
+        # even after the connection closed; with the default (300 - 50) a node refuses every
+        # inbound connection after its 250th, CLI calls included. Slots are cheap (measured in
+        # docs/architecture.md); the connections this node keeps are bounded elsewhere (one per
+        # peer, authorized peers only).
+        connection_config=ConnectionConfig(max_connections_per_peer=1, max_connections=INBOUND_SLOTS),
         enable_mDNS=mdns,
         listen_addrs=listen if mdns else None,
     )
@@ -152,6 +160,8 @@ class Node:
         """Per-peer request budgets, kept across the peer's streams and reconnections."""
         self._closed = False
         self.frame_handler: FrameHandler | None = None
+        self.known: KnownPeers | None = None
+        """Peers remembered across restarts (nodes only; the CLI's short-lived host has none)."""
         self._announced: dict[str, list[str]] = {}
         """Listen multiaddrs each peer told us in a peer exchange (inbound connections show only
         the dialer's ephemeral port)."""
@@ -213,7 +223,28 @@ class Node:
         except PeerError:
             self._dial_failures += 1
             raise
+        await self._remember(peer_id, [multiaddr])
         return peer_id
+
+    async def _remember(self, peer_id: str, addrs: list[str]) -> None:
+        if self.known is not None and addrs:
+            known = self.known
+            await trio.to_thread.run_sync(lambda: known.remember(peer_id, addrs))
+
+    async def redial_known(self) -> None:
+        """At start: dial the remembered peers this node still lists (each address once)."""
+        if self.known is None:
+            return
+        for peer_id, addrs in self.known.peers().items():
+            if self.is_connected(peer_id) or not self.authorized.is_listed(peer_id):
+                continue
+            for addr in addrs:
+                try:
+                    await self.connect(addr)
+                    log.info("reconnected to remembered peer %s", peer_id)
+                    break
+                except (PeerError, ConfigError) as exc:
+                    log.debug("remembered peer %s not at %s: %s", peer_id, addr, exc)
 
     async def _open_stream(self, peer_id: str, protocol: str) -> INetStream:
         pid = ID.from_base58(peer_id)
@@ -264,6 +295,7 @@ class Node:
             addrs = [a for a in hello.get("addrs", []) if isinstance(a, str) and a.endswith(f"/p2p/{peer_id}")]
             if addrs:
                 self._announced[peer_id] = addrs[:8]
+                await self._remember(peer_id, addrs[:8])
             with trio.fail_after(self.settings.stream_timeout):
                 await stream.write(encode_frame({"peers": self._exchange_view(peer_id)}))
         except Exception as exc:
@@ -384,6 +416,8 @@ class Node:
                 await self.host.close()
             except Exception as exc:
                 log.warning("closing the libp2p host: %s", exc)
+        if self.known is not None:
+            self.known.close()
 
 
 @asynccontextmanager
@@ -408,6 +442,8 @@ async def open_node(
     async with trio.open_nursery() as nursery:
         node = Node(host, key_pair, settings, data_dir, authorized, nursery)
         node.frame_handler = frame_handler
+        if announce:  # a node (server or `triomcp node`), not a CLI or front-end host
+            node.known = await trio.to_thread.run_sync(KnownPeers, data_dir / PEERS_FILE)
         if frame_handler is not None:
             host.set_stream_handler(TProtocol(MCP_PROTOCOL), node._on_mcp_stream)
         host.set_stream_handler(TProtocol(PEERS_PROTOCOL), node._on_peers_stream)
@@ -431,6 +467,8 @@ async def open_node(
                                        node.wait_peers_changed)
                 if settings.peer_exchange and announce:
                     nursery.start_soon(node.run_peer_exchange)
+                if node.known is not None:
+                    nursery.start_soon(node.redial_known)
                 log.info("p2p node %s listening on %s", node.peer_id, ", ".join(node.listen_addrs()))
                 yield node
             except Exception as exc:
