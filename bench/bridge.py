@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from reliability.procs import free_port
 
 from bench.__main__ import measure as measure_http_floor
 from bench.__main__ import summary
@@ -45,19 +44,6 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 LUA = HERE / "bridge_call.lua"
 ROOT = HERE.parent
-
-
-def free_port() -> int:
-    """Below the ephemeral range: libp2p listeners bind port 0 and could take an ephemeral one."""
-    for _ in range(200):
-        port = random.randrange(20000, 32768)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def _env(**extra: str) -> dict[str, str]:

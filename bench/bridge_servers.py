@@ -85,7 +85,9 @@ def run_target(data_dir: Path) -> None:
         async def add(args: AddIn, ctx: ToolContext) -> AddOut:
             return AddOut(sum=args.a + args.b)
 
-    settings = Settings(data_dir=data_dir, log_level="WARNING", p2p=P2P, taskqueue={"enabled": False})  # type: ignore[arg-type]
+    # No per-peer request budget on the target: the floor measures libp2p, not the limiter.
+    p2p = P2P.model_copy(update={"peer_requests_per_second": 1e9, "peer_request_burst": 10**9})
+    settings = Settings(data_dir=data_dir, log_level="WARNING", p2p=p2p, taskqueue={"enabled": False})  # type: ignore[arg-type]
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -24,7 +24,11 @@ HANDLERS = {"rel.record": "reliability.handlers:record"}
 
 
 def free_port() -> int:
-    """A free port in 20000-32767 (below the kernel's ephemeral range, see tests/procs.py)."""
+    """A free TCP port below the kernel's ephemeral range (shared by the tests and benchmarks).
+
+    A port the kernel handed out as ephemeral can be handed out again to a node's own libp2p
+    listener (bound to port 0 before Hypercorn binds HTTP), so these ports come from 20000-32767.
+    """
     rng = random.Random()
     for _ in range(200):
         port = rng.randrange(20000, 32768)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
-import socket
 import subprocess
 import sys
 import time
@@ -14,26 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from reliability.procs import free_port
+
+__all__ = ["REPO", "TRIOMCP", "env_for", "free_port", "run_cli", "started", "wait_for_announce"]
+
 REPO = Path(__file__).resolve().parents[1]
 TRIOMCP = [sys.executable, "-m", "triomcp.cli"]
-
-
-def free_port() -> int:
-    """A free TCP port below the kernel's ephemeral range.
-
-    A port the kernel handed out as ephemeral can be handed out again to the node's own libp2p
-    listener (bound to port 0 before Hypercorn binds HTTP), so test ports come from 20000-32767.
-    """
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 32768)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free TCP port in 20000-32767 on 127.0.0.1")
 
 
 def env_for(data_dir: Path, name: str, **settings: Any) -> dict[str, str]:

@@ -102,9 +102,9 @@ class P2PSettings(_Section):
     """Default seconds for a tool call on a peer (``p2p_call_tool``) and for a ping."""
     max_frame_bytes: int = Field(default=1024 * 1024, gt=0)
     """Largest MCP-over-libp2p frame accepted; bigger ones get a JSON-RPC error and are skipped."""
-    peer_requests_per_second: float = Field(default=500.0, gt=0)
+    peer_requests_per_second: float = Field(default=2000.0, gt=0)
     """Each peer's sustained request rate; requests over it are answered -32010 at once."""
-    peer_request_burst: int = Field(default=1000, gt=0)
+    peer_request_burst: int = Field(default=2000, gt=0)
     """Requests a peer may send in a burst above the sustained rate."""
 
 

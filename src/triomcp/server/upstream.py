@@ -16,8 +16,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
+from mcp_types.version import LATEST_MODERN_VERSION
 
 from triomcp.errors import ConfigError, PeerError, RemoteError, ToolError
+from triomcp.logs import REQUEST_ID
 from triomcp.mcp.context import ToolContext
 from triomcp.p2p import FRONTEND_IDENTITY_FILE, Node, open_node, peer_id_in, read_announce
 from triomcp.p2p.mcp_client import ON_BEHALF_OF_META_KEY, REQUEST_ID_META_KEY, call_peer_tool
@@ -90,11 +93,6 @@ class Upstream:
         return result
 
     async def read_resource(self, uri: str, principal: str | None) -> dict[str, Any]:
-        from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
-        from mcp_types.version import LATEST_MODERN_VERSION
-
-        from triomcp.logs import REQUEST_ID
-
         meta: dict[str, Any] = {PROTOCOL_VERSION_META_KEY: LATEST_MODERN_VERSION, CLIENT_CAPABILITIES_META_KEY: {},
                                 ON_BEHALF_OF_META_KEY: principal or "local"}
         if REQUEST_ID.get():
