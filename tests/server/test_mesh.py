@@ -148,3 +148,35 @@ async def test_a_worker_on_b_claims_from_a_and_cancel_reaches_it(tmp_path: Path)
                 assert cancelled["task"]["cancel_requested"] is True
                 final = await queue_a.wait_finished(task_id)
                 assert final.state.value == "cancelled"
+
+
+def _tool_calls(app: Starlette, tool: str) -> float:
+    registry = app.state.services.metrics.registry
+    return sum(sample.value for metric in registry.collect() if metric.name == "triomcp_mcp_tool_calls"
+               for sample in metric.samples
+               if sample.name.endswith("_total") and sample.labels.get("tool") == tool)
+
+
+async def test_more_mesh_workers_than_the_peer_serves_requests_at_once(tmp_path: Path) -> None:
+    # 80 mesh workers on B against A's limit of 64 requests in flight per peer: idle long-polls
+    # must not crowd out the renewals and outcomes, or finished work would be run again.
+    tasks = 150
+    async with mesh(tmp_path, ["a", "b"], per_node={
+            "a": {"taskqueue": {"concurrency": {"*": 0}}},
+            "b": {"taskqueue": {"concurrency": {"*": 0}, "mesh_concurrency": {"*": 80}}}}) as nodes:
+        app_a, app_b = nodes["a"][1], nodes["b"][1]
+        queue_a = app_a.state.services.queue
+        b_id = app_b.state.services.node.peer_id
+        with trio.fail_after(60):
+            ids = [(await queue_a.submit("tool.call", {"tool": "p2p_status", "arguments": {}})).id
+                   for _ in range(tasks)]
+            for task_id in ids:
+                done = await queue_a.wait_finished(task_id)
+                assert done.state.value == "succeeded", done
+                assert done.attempts == 1, done  # each ran once: no outcome was lost
+                assert done.result["peer_id"] == b_id
+        # Busy workers claim their next task along with each outcome, so most tasks cost one
+        # round trip, not a claim and a complete each.
+        claims, completes = _tool_calls(app_a, "taskqueue_claim"), _tool_calls(app_a, "taskqueue_complete")
+        assert completes == tasks
+        assert claims < tasks, (claims, completes)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 
-from triomcp.errors import LeaseLost
+from triomcp.errors import LeaseLost, PeerError
 from triomcp.settings import TaskQueueSettings
 from triomcp.taskqueue import (
     HandlerRegistry,
@@ -111,6 +111,37 @@ async def test_workers_run_handlers_and_record_failures(queue: TaskQueue) -> Non
             nursery.cancel_scope.cancel()
     assert done_a.result == {"double": 42} and done_a.state is TaskState.SUCCEEDED
     assert done_b.state is TaskState.FAILED and done_b.error["code"] == "non_retryable"  # type: ignore[index]
+
+
+async def test_a_transient_failure_to_record_the_outcome_is_retried(queue: TaskQueue) -> None:
+    # Fault injection: the source refuses the first two outcomes (a busy peer answers -32010 so).
+    class Flaky:
+        def __init__(self, inner: TaskQueue) -> None:
+            self.inner, self.name, self.refusals = inner, "flaky", 2
+
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(self.inner, attr)
+
+        async def complete(self, task_id: str, token: str, result: Any) -> Any:
+            if self.refusals:
+                self.refusals -= 1
+                raise PeerError("too many requests in flight (limit 64)")
+            return await self.inner.complete(task_id, token, result)
+
+    async def ok(task: Task, ctx: TaskContext) -> Any:
+        return "done"
+
+    source = Flaky(queue)
+    task = await queue.submit("ok", {})
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: run_workers(
+                source, registry_with({"ok": ok}), holder="w", concurrency={"*": 1}, lease_seconds=2.0,
+                task_status=task_status))
+            done = await queue.wait_finished(task.id)
+            nursery.cancel_scope.cancel()
+    assert source.refusals == 0
+    assert done.state is TaskState.SUCCEEDED and done.result == "done" and done.attempts == 1
 
 
 async def test_crashing_handler_retries_then_dead_letters(queue: TaskQueue) -> None:

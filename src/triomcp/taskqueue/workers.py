@@ -33,6 +33,8 @@ __all__ = [
 log = logging.getLogger("triomcp.taskqueue")
 
 HANDLER_GROUP = "triomcp.handlers"
+OUTCOME_ATTEMPTS = 5
+"""Tries to record one outcome (backoff 50, 100, 200, 400 ms between them)."""
 
 
 class TaskSource(Protocol):
@@ -162,23 +164,38 @@ async def run_one(source: TaskSource, lease: Lease, handler: Handler, *, renew_e
     finally:
         # Record the outcome even while the worker is being cancelled (shutdown).
         with trio.CancelScope(shield=True), trio.move_on_after(10):
-            try:
-                if outcome is None:
-                    if "cancelled" in why_stopped:
-                        await source.confirm_cancelled(task.id, token)
-                    elif "lease_lost" not in why_stopped:
-                        await source.release(task.id, token)  # shutdown: give the task back
-                elif outcome[0] == "complete":
-                    await source.complete(task.id, token, outcome[1])
-                elif outcome[0] == "fail_final":
-                    await source.fail(task.id, token, outcome[1], retry=False)
-                else:
-                    await source.fail(task.id, token, outcome[1], retry=True)
-            except LeaseLost:
-                log.warning("task %s: the lease was lost before the outcome was recorded; "
-                            "another worker owns it now", task.id)
-            except Exception as exc:
-                log.error("task %s: recording the outcome failed: %s", task.id, exc)
+            await _record(source, task, token, outcome, why_stopped)
+
+
+async def _record(source: TaskSource, task: Task, token: str, outcome: tuple[str, Any] | None,
+                  why_stopped: list[str]) -> None:
+    """Record the outcome; a transient refusal (a busy peer, a broken stream, a locked database) is
+    retried a few times, since giving up means running the task again once the lease expires."""
+    for attempt in range(OUTCOME_ATTEMPTS):
+        try:
+            if outcome is None:
+                if "cancelled" in why_stopped:
+                    await source.confirm_cancelled(task.id, token)
+                elif "lease_lost" not in why_stopped:
+                    await source.release(task.id, token)  # shutdown: give the task back
+            elif outcome[0] == "complete":
+                await source.complete(task.id, token, outcome[1])
+            elif outcome[0] == "fail_final":
+                await source.fail(task.id, token, outcome[1], retry=False)
+            else:
+                await source.fail(task.id, token, outcome[1], retry=True)
+            return
+        except LeaseLost:
+            log.warning("task %s: the lease was lost before the outcome was recorded; "
+                        "another worker owns it now", task.id)
+            return
+        except Exception as exc:
+            if attempt + 1 == OUTCOME_ATTEMPTS:
+                log.error("task %s: recording the outcome failed %d times, last: %s; it runs again once "
+                          "its lease expires", task.id, OUTCOME_ATTEMPTS, exc)
+                return
+            log.warning("task %s: recording the outcome failed (%s); retrying", task.id, exc)
+            await trio.sleep(0.05 * 2 ** attempt)
 
 
 async def run_workers(

@@ -93,8 +93,17 @@ class LeaseRef(BaseModel):
     token: str = Field(min_length=1, max_length=128)
 
 
+class ClaimNext(BaseModel):
+    task_types: list[str] = Field(min_length=1, max_length=32)
+    holder: str = Field(default="worker", max_length=200)
+    lease_s: float | None = Field(default=None, gt=0, le=3600)
+
+
 class CompleteArgs(LeaseRef):
     result: Any = None
+    claim_next: ClaimNext | None = Field(
+        default=None, description="once the outcome is recorded, also claim the next task of these types "
+                                  "(no wait): one round trip per task for a busy remote worker")
 
 
 class FailArgs(LeaseRef):
@@ -114,6 +123,10 @@ class ReleaseArgs(LeaseRef):
 class LeaseOut(BaseModel):
     lease: dict[str, Any] | None
     cancel_requested: bool = False
+
+
+class Completed(TaskOut):
+    next_lease: dict[str, Any] | None = Field(default=None, description="the lease claim_next asked for, if any")
 
 
 def _owner(services: Services) -> str:
@@ -206,9 +219,14 @@ def register(registry: Registry) -> None:
 
     @registry.tool(description="Complete a leased task with its result (only the lease holder can).",
                    group="worker")
-    async def taskqueue_complete(args: CompleteArgs, ctx: ToolContext) -> TaskOut:
-        task = await ctx.app_state.require_queue().complete(args.task_id, args.token, args.result)
-        return TaskOut(task=task.to_dict())
+    async def taskqueue_complete(args: CompleteArgs, ctx: ToolContext) -> Completed:
+        queue = ctx.app_state.require_queue()
+        task = await queue.complete(args.task_id, args.token, args.result)
+        following = None
+        if args.claim_next is not None:
+            following = await queue.claim(f"{ctx.principal or 'local'}/{args.claim_next.holder}",
+                                          args.claim_next.task_types, lease_seconds=args.claim_next.lease_s)
+        return Completed(task=task.to_dict(), next_lease=following.to_dict() if following else None)
 
     @registry.tool(description="Fail a leased task: retried after a backoff unless retry is false.",
                    group="worker")
