@@ -8,17 +8,12 @@ Rules learned by measurement (see docs/architecture.md):
 - stream handlers never let an exception reach ``host.run()`` (it would tear
   the host down);
 - the host is closed before anything is cancelled (leaving ``run()`` alone
-  leaves the listener open and leaks sockets);
-- yamux window updates without py-libp2p 0.8.1's "release on read" (one
-  update frame after every read, doubling the frames of small requests):
-  measured on 600 mesh tasks, 1212 window updates become 672 (the rest come
-  from its partial-slack rule); throughput within noise.
+  leaves the listener open and leaks sockets).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import secrets
 import time
@@ -55,9 +50,6 @@ from triomcp.settings import P2PSettings
 __all__ = ["CLI_IDENTITY_FILE", "FRONTEND_IDENTITY_FILE", "IDENTITY_FILE", "Node", "NodeStatistics", "open_node"]
 
 log = logging.getLogger("triomcp.p2p")
-
-# py-libp2p 0.8.1 reads this on every yamux read; an operator's explicit value wins.
-os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
 
 IDENTITY_FILE = "identity.key"
 CLI_IDENTITY_FILE = "identity-cli.key"
