@@ -276,6 +276,8 @@ class Methods:
                     result = await handler(req, ctx)
                 except ProtocolError as err:
                     return jsonrpc.error_response(req.id, err)
+                except TriomcpError as err:  # e.g. the task store is unavailable: say so, not a bare 500
+                    return jsonrpc.error_response(req.id, InternalError(err.message, data={"code": err.code}))
                 return jsonrpc.result_response(req.id, self._finish(req, result))
             finally:
                 self.inflight -= 1

@@ -8,6 +8,7 @@ future retry is woken by a timer at its instant, never by polling.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import Counter
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from triomcp.errors import StoreUnavailable
 from triomcp.settings import TaskQueueSettings
 from triomcp.taskqueue import machine
 from triomcp.taskqueue.model import Lease, QueueStatistics, Task, TaskState
@@ -26,7 +28,10 @@ from triomcp.taskqueue.store import Store
 __all__ = ["TaskQueue", "open_task_queue"]
 
 T = TypeVar("T")
+log = logging.getLogger("triomcp.taskqueue")
 PRUNE_EVERY_SECONDS = 60.0
+STORE_RETRY_CAP = 5.0
+"""Longest wait between two maintenance rounds while the database is unavailable (backoff from 100 ms)."""
 
 
 class _Signal:
@@ -330,19 +335,28 @@ class TaskQueue:
         await self._load_counts()
         task_status.started()
         next_prune = trio.current_time()
+        failures = 0
         while True:
             woken = self._leases.arm()
-            expired = await self._write(self.store.expire_leases, now=self.clock(), backoff=self.backoff)
-            for task in expired:
-                self._expiries += 1
-                self._changed(replace(task, state=TaskState.LEASED), task)
-            if trio.current_time() >= next_prune:
-                pruned = await self._write(self.store.prune, finished_before=self.clock() - self.settings.retention_seconds,
-                                           now=self.clock())
-                if pruned:
-                    await self._load_counts()
-                next_prune = trio.current_time() + PRUNE_EVERY_SECONDS
-            lease_at, _ = await self._run(self.store.next_deadlines)
+            try:
+                expired = await self._write(self.store.expire_leases, now=self.clock(), backoff=self.backoff)
+                for task in expired:
+                    self._expiries += 1
+                    self._changed(replace(task, state=TaskState.LEASED), task)
+                if trio.current_time() >= next_prune:
+                    pruned = await self._write(self.store.prune, now=self.clock(),
+                                               finished_before=self.clock() - self.settings.retention_seconds)
+                    if pruned:
+                        await self._load_counts()
+                    next_prune = trio.current_time() + PRUNE_EVERY_SECONDS
+                lease_at, _ = await self._run(self.store.next_deadlines)
+            except StoreUnavailable as exc:  # disk full, database locked: nothing changed; try again
+                failures += 1
+                delay = min(STORE_RETRY_CAP, 0.05 * 2 ** failures)
+                log.warning("lease expiry and pruning failed (%s); retrying in %.2f s", exc, delay)
+                await trio.sleep(delay)
+                continue
+            failures = 0
             deadline = next_prune
             if lease_at is not None:
                 deadline = min(deadline, trio.current_time() + max(0.0, lease_at - self.clock()) + 0.001)

@@ -185,7 +185,7 @@ class Store:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"task queue database unavailable: {exc}") from exc
+            raise StoreUnavailable(f"task queue database unavailable, nothing was stored: {exc}") from exc
         self._depth = 1
         try:
             yield self._db

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import trio
 
-from triomcp.errors import ConfigError, LeaseLost, NoHandler, TriomcpError
+from triomcp.errors import ConfigError, LeaseLost, NoHandler, StoreUnavailable, TriomcpError
 from triomcp.taskqueue.model import Lease, Task
 
 __all__ = [
@@ -35,6 +35,8 @@ log = logging.getLogger("triomcp.taskqueue")
 HANDLER_GROUP = "triomcp.handlers"
 OUTCOME_ATTEMPTS = 5
 """Tries to record one outcome (backoff 50, 100, 200, 400 ms between them)."""
+STORE_RETRY_CAP = 5.0
+"""Longest wait between two claims while the queue database is unavailable (backoff from 100 ms)."""
 
 
 class TaskSource(Protocol):
@@ -212,8 +214,17 @@ async def run_workers(
 
     async def worker_loop(task_type: str) -> None:
         handler = registry.get(task_type)
+        failures = 0
         while True:
-            lease = await source.wait_claim(holder, [task_type])
+            try:
+                lease = await source.wait_claim(holder, [task_type])
+            except StoreUnavailable as exc:  # disk full, database locked: wait, and claim again
+                failures += 1
+                delay = min(STORE_RETRY_CAP, 0.05 * 2 ** failures)
+                log.warning("claiming %s tasks failed (%s); retrying in %.2f s", task_type, exc, delay)
+                await trio.sleep(delay)
+                continue
+            failures = 0
             await run_one(source, lease, handler, renew_every=lease_seconds / 3)
 
     async with trio.open_nursery() as nursery:
