@@ -33,8 +33,15 @@ def env_for(data_dir: Path, name: str, **settings: Any) -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TRIOMCP, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+def _in(netns: str | None) -> list[str]:
+    """The prefix that runs a command in network namespace ``netns`` (none for this one)."""
+    return ["ip", "netns", "exec", netns] if netns else []
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 60, *,
+            netns: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*_in(netns), *TRIOMCP, *args], env=env, capture_output=True, text=True, timeout=timeout,
+                          check=False)
 
 
 def wait_for_announce(data_dir: Path, proc: subprocess.Popen[str], timeout: float = 30) -> dict[str, Any]:
@@ -52,9 +59,10 @@ def wait_for_announce(data_dir: Path, proc: subprocess.Popen[str], timeout: floa
 
 
 @contextlib.contextmanager
-def started(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen([*TRIOMCP, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+def started(args: list[str], env: dict[str, str], *, netns: str | None = None) -> Iterator[subprocess.Popen[str]]:
+    # `ip netns exec` execs the command: the process (and the pid in its announce file) is triomcp's.
+    proc = subprocess.Popen([*_in(netns), *TRIOMCP, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
     try:
         yield proc
     finally:

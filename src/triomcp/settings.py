@@ -93,7 +93,8 @@ class P2PSettings(_Section):
     """Ask connected authorized peers for their authorized peers and dial those this node
     authorizes too: from one bootstrap address, the mesh fills in."""
     mdns: bool = False
-    """Discover peers on the local network by mDNS (starts zeroconf threads; off by default)."""
+    """Discover peers on the local network by mDNS (starts zeroconf threads; off by default) and dial
+    the ones listed in ``authorized_peers``. Needs ``listen`` on an interface address (not 0.0.0.0)."""
     dial_timeout: float = Field(default=5.0, gt=0)
     """Seconds a dial may take (a silent peer would otherwise hang for minutes)."""
     stream_timeout: float = Field(default=5.0, gt=0)

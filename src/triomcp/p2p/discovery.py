@@ -4,10 +4,16 @@ Sources, in order: explicit multiaddrs, the bootstrap list (kept connected with
 exponential backoff and jitter), the peers remembered from earlier runs, the
 announce file of a node on the same machine, and mDNS (opt-in; it starts
 zeroconf threads and multicasts, so it is off by default).
+
+py-libp2p's mDNS only fills the peerstore and fires a process-wide event, from a
+zeroconf thread; ``MdnsFinds`` hands those finds to Trio and ``dial_found`` dials
+the ones this node lists in ``authorized_peers``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -17,14 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from libp2p.discovery.events.peerDiscovery import peerDiscovery
+from libp2p.peer.peerinfo import PeerInfo
 
 from triomcp.errors import ConfigError, PeerError
 
-__all__ = ["ANNOUNCE_FILE", "keep_connected", "peer_id_in", "read_announce", "write_announce"]
+__all__ = ["ANNOUNCE_FILE", "MdnsFinds", "dial_found", "keep_connected", "peer_id_in", "reachable_from_elsewhere",
+           "read_announce", "write_announce"]
 
 log = logging.getLogger("triomcp.p2p")
 
 ANNOUNCE_FILE = "announce.json"
+MDNS_BACKLOG = 256
+"""Finds waiting to be dialed; more are dropped (the peer stays in the peerstore)."""
 
 
 def peer_id_in(multiaddr: str) -> str:
@@ -83,3 +94,75 @@ async def keep_connected(
                 await trio.sleep(delay)
                 continue
         await wait_changed()
+
+
+def _ip_of(multiaddr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    parts = multiaddr.split("/")
+    if len(parts) > 2 and parts[1] in ("ip4", "ip6"):
+        try:
+            return ipaddress.ip_address(parts[2])
+        except ValueError:
+            return None
+    return None
+
+
+def reachable_from_elsewhere(multiaddr: str) -> bool:
+    """An IP multiaddr another machine could dial: neither loopback nor unspecified (0.0.0.0, ::)."""
+    ip = _ip_of(multiaddr)
+    return ip is not None and not ip.is_loopback and not ip.is_unspecified
+
+
+class MdnsFinds:
+    """The peers py-libp2p's mDNS finds, handed from zeroconf's threads to Trio.
+
+    With ``enable_mDNS`` py-libp2p 0.8.1 browses from the moment the host is built (zeroconf
+    threads); for each peer found it adds the advertised addresses to the peerstore and calls the
+    process-wide ``peerDiscovery`` handlers in that thread. Nothing there dials (the auto-connector,
+    which would dial every peerstore entry, is stopped), so the node reads ``receive``. Create this
+    before building the host, so no find is missed, and ``close`` it when the host is closed.
+    """
+
+    def __init__(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._send, self.receive = trio.open_memory_channel[tuple[str, list[str]]](MDNS_BACKLOG)
+        peerDiscovery.register_peer_discovered_handler(self._found)
+
+    def _found(self, info: PeerInfo) -> None:  # in a zeroconf thread
+        found = (info.peer_id.to_base58(), [str(a) for a in info.addrs])
+        with contextlib.suppress(trio.RunFinishedError):  # the node has stopped
+            self._token.run_sync_soon(self._offer, found)
+
+    def _offer(self, found: tuple[str, list[str]]) -> None:  # in Trio's thread
+        try:
+            self._send.send_nowait(found)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            log.debug("mDNS: dropped a find of %s", found[0])
+
+    def close(self) -> None:
+        peerDiscovery.unregister_peer_discovered_handler(self._found)
+        self._send.close()
+
+
+async def dial_found(
+    finds: MdnsFinds,
+    connect: Callable[[str], Awaitable[str]],
+    should_dial: Callable[[str], bool],
+) -> None:
+    """Dial each peer found by mDNS that ``should_dial`` accepts (listed, not connected, not us),
+    at the addresses it advertised: routable ones first, unspecified ones (0.0.0.0) never."""
+    async for peer_id, addrs in finds.receive:
+        if not should_dial(peer_id):
+            log.debug("mDNS found %s: not dialing it (not listed, connected, or this node)", peer_id)
+            continue
+        usable = [a for a in addrs if (ip := _ip_of(a)) is None or not ip.is_unspecified]
+        usable.sort(key=lambda a: not reachable_from_elsewhere(a))
+        if not usable:
+            log.info("mDNS found %s, but it advertised no address to dial (%s): it should listen on an "
+                     "interface address, not 0.0.0.0", peer_id, ", ".join(addrs))
+        for addr in usable:
+            try:
+                await connect(f"{addr}/p2p/{peer_id}")
+                log.info("connected to %s, found by mDNS at %s", peer_id, addr)
+                break
+            except (PeerError, ConfigError) as exc:
+                log.info("mDNS found %s, but it is not reachable at %s: %s", peer_id, addr, exc)

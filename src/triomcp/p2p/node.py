@@ -40,7 +40,14 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from triomcp.errors import ConfigError, PeerError
 from triomcp.p2p._errors import close_quietly, map_libp2p_errors
 from triomcp.p2p.authz import AuthorizedPeers
-from triomcp.p2p.discovery import keep_connected, peer_id_in, write_announce
+from triomcp.p2p.discovery import (
+    MdnsFinds,
+    dial_found,
+    keep_connected,
+    peer_id_in,
+    reachable_from_elsewhere,
+    write_announce,
+)
 from triomcp.p2p.framing import FrameDecoder, FrameIssue, encode_frame
 from triomcp.p2p.identity import load_or_create_identity, peer_id_of
 from triomcp.p2p.peerstore import PEERS_FILE, KnownPeers
@@ -246,6 +253,11 @@ class Node:
                 except (PeerError, ConfigError) as exc:
                     log.debug("remembered peer %s not at %s: %s", peer_id, addr, exc)
 
+    def should_dial_found(self, peer_id: str) -> bool:
+        """A peer found on the network (mDNS) is dialed only if this node lists it and is not
+        already connected to it."""
+        return peer_id != self.peer_id and not self.is_connected(peer_id) and self.authorized.is_listed(peer_id)
+
     async def _open_stream(self, peer_id: str, protocol: str) -> INetStream:
         pid = ID.from_base58(peer_id)
         with map_libp2p_errors(f"opening {protocol} to {peer_id}"), trio.fail_after(self.settings.stream_timeout):
@@ -438,7 +450,22 @@ async def open_node(
         listen = [ma.Multiaddr(a) for a in settings.listen]
     except Exception as exc:
         raise ConfigError(f"p2p.listen: {exc}") from None
-    host = _new_host(key_pair, mdns=settings.mdns, listen=listen)
+    # mDNS browses from the moment the host is built: catch its finds from then on.
+    finds = MdnsFinds() if settings.mdns else None
+    try:
+        host = _new_host(key_pair, mdns=settings.mdns, listen=listen)
+        async with _serving(host, key_pair, settings, data_dir, authorized, frame_handler, announce, listen,
+                            finds) as node:
+            yield node
+    finally:
+        if finds is not None:
+            finds.close()
+
+
+@asynccontextmanager
+async def _serving(host: IHost, key_pair: KeyPair, settings: P2PSettings, data_dir: Path,
+                   authorized: AuthorizedPeers, frame_handler: FrameHandler | None, announce: bool,
+                   listen: list[ma.Multiaddr], finds: MdnsFinds | None) -> AsyncIterator[Node]:
     async with trio.open_nursery() as nursery:
         node = Node(host, key_pair, settings, data_dir, authorized, nursery)
         node.frame_handler = frame_handler
@@ -469,6 +496,12 @@ async def open_node(
                     nursery.start_soon(node.run_peer_exchange)
                 if node.known is not None:
                     nursery.start_soon(node.redial_known)
+                if finds is not None:
+                    if not any(reachable_from_elsewhere(a) for a in node.listen_addrs()):
+                        log.warning("p2p.mdns is on, but this node listens on no address another machine can "
+                                    "dial (%s): set p2p.listen to an interface address, e.g. "
+                                    "/ip4/192.168.1.10/tcp/4001", ", ".join(node.listen_addrs()))
+                    nursery.start_soon(dial_found, finds, node.connect, node.should_dial_found)
                 log.info("p2p node %s listening on %s", node.peer_id, ", ".join(node.listen_addrs()))
                 yield node
             except Exception as exc:
