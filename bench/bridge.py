@@ -121,13 +121,13 @@ def wrk(url: str, tool: str, arguments: dict[str, Any], connections: int, second
                          env=env, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     latency = {}
-    for pct, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)$", out, re.M):
+    for pct, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
         latency[pct] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
     failed = re.search(r"FAILED_RESULTS (\d+)", out)
-    timeouts = re.search(r"timeout (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {"rps": rps, "p50_ms": latency.get("50", float("nan")), "p99_ms": latency.get("99", float("nan")),
             "failed": float(failed.group(1)) if failed else 0.0,
-            "timeouts": float(timeouts.group(1)) if timeouts else 0.0}
+            "timeouts": float(sum(int(n) for n in socket_errors.groups())) if socket_errors else 0.0}
 
 
 def measure_design(label: str, args: list[str], env: dict[str, str], tool: str, arguments: dict[str, Any],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -68,10 +69,18 @@ def load_section(base: Path, steps: list[int], seconds: float) -> dict[str, Any]
         wait_http(url, proc)
         before = rss_kib(proc.pid)
         runs = [trio.run(load.run, url, c, seconds) for c in steps]
+        # The same steps from wrk (C, its own process): the Python clients above saturate their own
+        # process past a few hundred connections, so these say what the server itself sustains.
+        wrk_runs = []
+        if shutil.which("wrk"):
+            from bench.bridge import wrk
+
+            for c in steps:
+                wrk_runs.append({"connections": c, **wrk(f"{url}/mcp", "server_status", {}, c, seconds)})
         after = rss_kib(proc.pid)
         over = trio.run(load.past_the_limit, url, 2 * max_sessions)
         alive = proc.poll() is None and answers_valid_call(url)
-    return {"steps": runs, "rss_kib_before": before, "rss_kib_after": after, "past_limit": over,
+    return {"steps": runs, "wrk_steps": wrk_runs, "rss_kib_before": before, "rss_kib_after": after, "past_limit": over,
             "alive_after": alive, "max_sessions": max_sessions}
 
 
@@ -118,6 +127,10 @@ def table(results: dict[str, Any]) -> str:
             rows.append(_row(f"load {step['clients']} clients", f"{step['calls']} calls", f"errors={step['errors']}",
                              step["errors"] == 0, f"p50={step['p50_ms']}ms p99={step['p99_ms']}ms "
                              f"{step['calls_per_s']}/s"))
+        for step in lo.get("wrk_steps", []):
+            bad = step["failed"] + step["timeouts"]
+            rows.append(_row(f"load {step['connections']} conns (wrk)", f"{step['rps']:.0f}/s", f"errors={bad:.0f}",
+                             bad == 0, f"p50={step['p50_ms']}ms p99={step['p99_ms']}ms (modern-era calls)"))
         over = lo["past_limit"]
         rows.append(_row("past max_sessions", over["sessions_tried"], f"5xx={over['server_errors_5xx']}",
                          over["server_errors_5xx"] == 0 and lo["alive_after"],

@@ -9,9 +9,6 @@ And mDNS is off unless asked for: a default node starts no zeroconf thread.
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -19,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.netns import veth_pair
 from tests.p2p.conftest import node_in
 from tests.procs import env_for, run_cli, started, wait_for_announce
-from tests.reliability.test_partition import _ip
 from triomcp.p2p import AuthorizedPeers
 from triomcp.p2p.identity import load_or_create_identity, peer_id_of
 from triomcp.settings import P2PSettings
@@ -32,31 +29,8 @@ CONNECT_WITHIN = 30.0
 @pytest.fixture
 def mdns_namespaces() -> Iterator[tuple[str, str]]:
     """Two namespaces joined by a veth pair with multicast on: (ns_a, ns_b)."""
-    if shutil.which("ip") is None:
-        pytest.skip("needs iproute2 (the `ip` command) to create network namespaces")
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
-    tag = secrets.token_hex(3)
-    ns_a, ns_b, va, vb = f"tmcp-ma-{tag}", f"tmcp-mb-{tag}", f"tma{tag}", f"tmb{tag}"
-    made = _ip("netns", "add", ns_a)
-    if made.returncode != 0:
-        pytest.skip(f"cannot create network namespaces here (needs root and iproute2): {made.stderr.strip()}")
-    try:
-        _ip("netns", "add", ns_b)
-        for cmd in (["link", "add", va, "type", "veth", "peer", "name", vb],
-                    ["link", "set", va, "netns", ns_a], ["link", "set", vb, "netns", ns_b],
-                    ["-n", ns_a, "addr", "add", "10.232.0.1/24", "dev", va],
-                    ["-n", ns_b, "addr", "add", "10.232.0.2/24", "dev", vb],
-                    # mDNS is multicast (224.0.0.251, UDP 5353): the interface must carry it.
-                    ["-n", ns_a, "link", "set", va, "multicast", "on", "up"],
-                    ["-n", ns_b, "link", "set", vb, "multicast", "on", "up"],
-                    ["-n", ns_a, "link", "set", "lo", "up"], ["-n", ns_b, "link", "set", "lo", "up"]):
-            out = _ip(*cmd)
-            assert out.returncode == 0, (cmd, out.stderr)
+    with veth_pair("m", "10.232.0") as (ns_a, ns_b, _):
         yield ns_a, ns_b
-    finally:
-        _ip("netns", "del", ns_a)
-        _ip("netns", "del", ns_b)
 
 
 def _connected(peer_id: str, env: dict[str, str], netns: str) -> tuple[list[str], str]:

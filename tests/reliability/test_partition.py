@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.netns import ip as _ip
+from tests.netns import veth_pair
 from tests.procs import REPO
 from triomcp.p2p import AuthorizedPeers
 from triomcp.p2p.identity import load_or_create_identity, peer_id_of
@@ -28,32 +29,11 @@ pytestmark = pytest.mark.slow
 PORT = 4101
 
 
-def _ip(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=False)
-
-
 @pytest.fixture
 def namespaces() -> Iterator[tuple[str, str, str]]:
     """Two namespaces joined by a veth pair: (ns_a, ns_b, A's interface)."""
-    tag = secrets.token_hex(3)
-    ns_a, ns_b, va, vb = f"tmcp-a-{tag}", f"tmcp-b-{tag}", f"tva{tag}", f"tvb{tag}"
-    made = _ip("netns", "add", ns_a)
-    if made.returncode != 0:
-        pytest.skip(f"cannot create network namespaces here (needs root and iproute2): {made.stderr.strip()}")
-    try:
-        _ip("netns", "add", ns_b)
-        for cmd in (["link", "add", va, "type", "veth", "peer", "name", vb],
-                    ["link", "set", va, "netns", ns_a], ["link", "set", vb, "netns", ns_b],
-                    ["-n", ns_a, "addr", "add", "10.231.0.1/24", "dev", va],
-                    ["-n", ns_b, "addr", "add", "10.231.0.2/24", "dev", vb],
-                    ["-n", ns_a, "link", "set", va, "up"], ["-n", ns_b, "link", "set", vb, "up"],
-                    ["-n", ns_a, "link", "set", "lo", "up"], ["-n", ns_b, "link", "set", "lo", "up"]):
-            out = _ip(*cmd)
-            assert out.returncode == 0, (cmd, out.stderr)
-        yield ns_a, ns_b, va
-    finally:
-        _ip("netns", "del", ns_a)
-        _ip("netns", "del", ns_b)
+    with veth_pair("p", "10.231.0") as made:
+        yield made
 
 
 def _env(data: Path, **extra: str) -> dict[str, str]:
