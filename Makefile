@@ -5,7 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 QUICK ?=
 
-.PHONY: install serve test lint bench reliability clean
+.PHONY: install serve test lint bench reliability clean wrk
+
+# The benchmarks' load generator: a system package (apt-get as root, else say how).
+wrk:
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && apt-get install -y -qq wrk; } \
+		|| { echo "make bench needs wrk: sudo apt-get install wrk (or brew install wrk)" >&2; exit 1; }
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "triomcp needs Python >= 3.11")'
@@ -26,10 +32,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench reliability
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) wrk
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
 
-reliability: $(STAMP)
+reliability: $(STAMP) wrk
 	$(BIN)/python -m reliability $(if $(QUICK),--quick,)
 
 clean:
