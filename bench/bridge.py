@@ -114,7 +114,7 @@ def wait_ready(url: str, tool: str, arguments: dict[str, Any], proc: subprocess.
     raise TimeoutError(f"{url}: {tool} never succeeded: {last}")
 
 
-def wrk(url: str, tool: str, arguments: dict[str, Any], connections: int, seconds: float) -> dict[str, float]:
+def wrk(url: str, tool: str, arguments: dict[str, Any], connections: int, seconds: float) -> dict[str, Any]:
     env = {**os.environ, "TOOL": tool, "ARGS": json.dumps(arguments, separators=(",", ":"))}
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, int(seconds))}s", "--timeout", "10s",
                           "--latency", "-s", str(LUA), url.removesuffix("/mcp")],
@@ -127,7 +127,9 @@ def wrk(url: str, tool: str, arguments: dict[str, Any], connections: int, second
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {"rps": rps, "p50_ms": latency.get("50", float("nan")), "p99_ms": latency.get("99", float("nan")),
             "failed": float(failed.group(1)) if failed else 0.0,
-            "timeouts": float(sum(int(n) for n in socket_errors.groups())) if socket_errors else 0.0}
+            "timeouts": float(sum(int(n) for n in socket_errors.groups())) if socket_errors else 0.0,
+            "socket_errors": dict(zip(("connect", "read", "write", "timeout"),
+                                      (int(n) for n in socket_errors.groups()), strict=True)) if socket_errors else {}}
 
 
 def measure_design(label: str, args: list[str], env: dict[str, str], tool: str, arguments: dict[str, Any],

@@ -60,7 +60,11 @@ def p2p_section(base: Path, batches: int, flood: int) -> dict[str, Any]:
     return out
 
 
-def load_section(base: Path, steps: list[int], seconds: float) -> dict[str, Any]:
+SOAK_GROWTH_KIB = 5 * 1024
+"""Most RSS growth allowed over the soak's last rounds (after the first has warmed every cache)."""
+
+
+def load_section(base: Path, steps: list[int], seconds: float, soak_rounds: int) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     max_sessions = max(steps)
@@ -76,11 +80,19 @@ def load_section(base: Path, steps: list[int], seconds: float) -> dict[str, Any]
             from bench.bridge import wrk
 
             for c in steps:
-                wrk_runs.append({"connections": c, **wrk(f"{url}/mcp", "server_status", {}, c, seconds)})
+                wrk_runs.append({"connections": c, **wrk(f"{url}/mcp", "server_status", {}, c, seconds),
+                                 "rss_kib_after": rss_kib(proc.pid)})
+        # Soak: the first step again and again; a leak shows as RSS that keeps growing.
+        soak_rss = []
+        if shutil.which("wrk"):
+            for _ in range(soak_rounds):
+                wrk(f"{url}/mcp", "server_status", {}, steps[0], seconds)
+                soak_rss.append(rss_kib(proc.pid))
         after = rss_kib(proc.pid)
         over = trio.run(load.past_the_limit, url, 2 * max_sessions)
         alive = proc.poll() is None and answers_valid_call(url)
-    return {"steps": runs, "wrk_steps": wrk_runs, "rss_kib_before": before, "rss_kib_after": after, "past_limit": over,
+    return {"steps": runs, "wrk_steps": wrk_runs, "soak_connections": steps[0], "soak_rss_kib": soak_rss,
+            "rss_kib_before": before, "rss_kib_after": after, "past_limit": over,
             "alive_after": alive, "max_sessions": max_sessions}
 
 
@@ -130,7 +142,13 @@ def table(results: dict[str, Any]) -> str:
         for step in lo.get("wrk_steps", []):
             bad = step["failed"] + step["timeouts"]
             rows.append(_row(f"load {step['connections']} conns (wrk)", f"{step['rps']:.0f}/s", f"errors={bad:.0f}",
-                             bad == 0, f"p50={step['p50_ms']}ms p99={step['p99_ms']}ms (modern-era calls)"))
+                             bad == 0, f"p50={step['p50_ms']}ms p99={step['p99_ms']}ms socket errors {step.get('socket_errors', {})}"))
+        soak = lo.get("soak_rss_kib") or []
+        if len(soak) >= 2:
+            growth = soak[-1] - soak[0]
+            rows.append(_row(f"soak {lo['soak_connections']} conns (wrk)", f"{len(soak)} rounds",
+                             f"growth={growth} KiB", growth <= SOAK_GROWTH_KIB,
+                             f"RSS after each round (KiB): {' '.join(str(r) for r in soak)}"))
         over = lo["past_limit"]
         rows.append(_row("past max_sessions", over["sessions_tried"], f"5xx={over['server_errors_5xx']}",
                          over["server_errors_5xx"] == 0 and lo["alive_after"],
@@ -165,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                   rounds=1 if quick else 3)
             results["sigterm"] = faults.sigterm_under_load(base / "st", 20 if quick else 100)
         if "load" in only:
-            results["load"] = load_section(base, [50] if quick else [200, 400, 800], 5.0 if quick else 20.0)
+            results["load"] = load_section(base, [50] if quick else [200, 400, 800], 5.0 if quick else 20.0,
+                                           soak_rounds=2 if quick else 6)
     rendered = table(results)
     results["table"] = rendered.splitlines()
     args.output.write_text(json.dumps(results, indent=2) + "\n")
