@@ -119,9 +119,12 @@ def bridge_per_call(target: str, keys: list[Path]) -> Any:
         free.put(k)
 
     async def fresh_host_call(key_dir: Path) -> dict[str, Any]:
-        async with open_node(P2P, key_dir, announce=False) as node:
-            peer = await node.connect(target)
-            return await add(node, peer)
+        # A deadline, as any bridge would have: in full runs calls from fresh hosts stopped being
+        # answered after a few hundred, and without one each stuck call held a worker thread.
+        with trio.fail_after(10):
+            async with open_node(P2P, key_dir, announce=False) as node:
+                peer = await node.connect(target)
+                return await add(node, peer)
 
     def in_thread() -> dict[str, Any]:
         key_dir = free.get()

@@ -77,12 +77,21 @@ def started(args: list[str], env: dict[str, str], log: Path | None = None) -> It
             err.close()  # type: ignore[union-attr]
 
 
-def wait_for_announce(data_dir: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> dict[str, Any]:
+def _exited(what: str, proc: subprocess.Popen[Any]) -> RuntimeError:
+    """The error for a process that exited early, with its stderr when it was piped."""
+    err = proc.stderr.read() if proc.stderr is not None else ""
+    if isinstance(err, bytes):
+        err = err.decode(errors="replace")
+    return RuntimeError(f"the {what} exited with {proc.returncode}: {err}".rstrip(": "))
+
+
+def wait_for_announce(data_dir: Path, proc: subprocess.Popen[Any], timeout: float = 30) -> dict[str, Any]:
+    """The node's announce file, once the node ``proc`` has written it."""
     deadline = time.monotonic() + timeout
     path = data_dir / "announce.json"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the node exited with {proc.returncode}")
+            raise _exited("node", proc)
         if path.exists():
             try:
                 data = json.loads(path.read_text())
@@ -94,11 +103,12 @@ def wait_for_announce(data_dir: Path, proc: subprocess.Popen[bytes], timeout: fl
     raise TimeoutError(f"no announce file in {data_dir} after {timeout}s")
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def wait_http(url: str, proc: subprocess.Popen[Any], timeout: float = 30) -> None:
+    """Wait until the server ``proc`` answers ``/readyz`` with 200."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}")
+            raise _exited("server", proc)
         try:
             if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
                 return

@@ -7,12 +7,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from reliability.procs import free_port
+from reliability.procs import free_port, wait_for_announce
 
 __all__ = ["REPO", "TRIOMCP", "env_for", "free_port", "run_cli", "started", "wait_for_announce"]
 
@@ -42,20 +41,6 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 60, *,
             netns: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*_in(netns), *TRIOMCP, *args], env=env, capture_output=True, text=True, timeout=timeout,
                           check=False)
-
-
-def wait_for_announce(data_dir: Path, proc: subprocess.Popen[str], timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    path = data_dir / "announce.json"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the node exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
-        if path.exists():
-            data = json.loads(path.read_text())
-            if data.get("pid") == proc.pid:
-                return dict(data)
-        time.sleep(0.05)
-    raise TimeoutError(f"no announce file in {data_dir} after {timeout}s")
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from reliability.procs import wait_http
 
 from tests.procs import REPO, env_for, free_port, run_cli, started, wait_for_announce
 
@@ -30,25 +31,12 @@ def _call(url: str, tool: str, arguments: dict[str, object], timeout: float = 30
     return httpx.post(f"{url}/mcp", json=body, headers=headers, timeout=timeout)
 
 
-def _wait_http(url: str, proc: subprocess.Popen[str], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(url)
-
-
 def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(tmp_path: Path) -> None:
     env = env_for(tmp_path / "data", "drain")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with started(["serve", "--bind", f"127.0.0.1:{port}"], env) as proc:
-        _wait_http(url, proc)
+        wait_http(url, proc)
         queued = _call(url, "taskqueue_submit", {"task_type": "nobody.runs.this", "payload": {}}).json()
         task_id = queued["result"]["structuredContent"]["task_id"]
         answers: list[httpx.Response] = []
@@ -132,7 +120,7 @@ def test_http_front_end_over_a_standalone_node_processes(tmp_path: Path) -> None
         url = f"http://127.0.0.1:{port}"
         front_env = env_for(data, "front", p2p__mode="local-node")
         with started(["serve", "--bind", f"127.0.0.1:{port}"], front_env) as front:
-            _wait_http(url, front)
+            wait_http(url, front)
             status = _call(url, "p2p_status", {}).json()["result"]["structuredContent"]
             assert status["peer_id"] == announced["peer_id"]  # the node answers, through the front end
             queued = _call(url, "taskqueue_submit", {"task_type": "tool.call",
