@@ -165,7 +165,11 @@ class RemoteSource:
                 log.info("giving back %s to %s failed: %s", lease.task.id, self.peer_id, exc)
 
     async def renew(self, task_id: str, token: str) -> Lease:
-        out = await self._call("taskqueue_renew", {"task_id": task_id, "token": token})
+        try:
+            out = await self._call("taskqueue_renew", {"task_id": task_id, "token": token})
+        except LeaseLost:
+            self._claimed_for.pop(task_id, None)  # the worker stops without recording an outcome
+            raise
         lease = out["lease"]
         return Lease(_task_from_dict(lease["task"], token), token, lease["expires_at"])
 

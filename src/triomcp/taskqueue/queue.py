@@ -23,15 +23,13 @@ from triomcp.errors import StoreUnavailable
 from triomcp.settings import TaskQueueSettings
 from triomcp.taskqueue import machine
 from triomcp.taskqueue.model import Lease, QueueStatistics, Task, TaskState
-from triomcp.taskqueue.store import Store
+from triomcp.taskqueue.store import Store, unavailable_delay
 
 __all__ = ["TaskQueue", "open_task_queue"]
 
 T = TypeVar("T")
 log = logging.getLogger("triomcp.taskqueue")
 PRUNE_EVERY_SECONDS = 60.0
-STORE_RETRY_CAP = 5.0
-"""Longest wait between two maintenance rounds while the database is unavailable (backoff from 100 ms)."""
 
 
 class _Signal:
@@ -352,7 +350,7 @@ class TaskQueue:
                 lease_at, _ = await self._run(self.store.next_deadlines)
             except StoreUnavailable as exc:  # disk full, database locked: nothing changed; try again
                 failures += 1
-                delay = min(STORE_RETRY_CAP, 0.05 * 2 ** failures)
+                delay = unavailable_delay(failures)
                 log.warning("lease expiry and pruning failed (%s); retrying in %.2f s", exc, delay)
                 await trio.sleep(delay)
                 continue

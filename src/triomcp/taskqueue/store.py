@@ -26,7 +26,15 @@ from triomcp.errors import IdempotencyConflict, StoreUnavailable, TaskNotFound
 from triomcp.taskqueue import machine
 from triomcp.taskqueue.model import FINISHED, Task, TaskState
 
-__all__ = ["SCHEMA_VERSION", "Store"]
+__all__ = ["SCHEMA_VERSION", "Store", "unavailable_delay"]
+
+UNAVAILABLE_RETRY_CAP = 5.0
+"""Longest wait before trying the database again after it was unavailable (disk full, locked)."""
+
+
+def unavailable_delay(failures: int) -> float:
+    """Seconds to wait after the ``failures``-th failure in a row: 100 ms doubling, capped."""
+    return min(UNAVAILABLE_RETRY_CAP, 0.05 * 2 ** failures)
 
 T = TypeVar("T")
 

@@ -23,8 +23,9 @@ from typing import Any, Protocol
 
 import trio
 
-from triomcp.errors import ConfigError, LeaseLost, NoHandler, StoreUnavailable, TriomcpError
+from triomcp.errors import ConfigError, LeaseLost, NoHandler, PeerError, StoreUnavailable, TriomcpError
 from triomcp.taskqueue.model import Lease, Task
+from triomcp.taskqueue.store import unavailable_delay
 
 __all__ = [
     "HANDLER_GROUP", "Handler", "HandlerRegistry", "NonRetryable", "TaskContext", "TaskSource", "run_one", "run_workers",
@@ -35,8 +36,6 @@ log = logging.getLogger("triomcp.taskqueue")
 HANDLER_GROUP = "triomcp.handlers"
 OUTCOME_ATTEMPTS = 5
 """Tries to record one outcome (backoff 50, 100, 200, 400 ms between them)."""
-STORE_RETRY_CAP = 5.0
-"""Longest wait between two claims while the queue database is unavailable (backoff from 100 ms)."""
 
 
 class TaskSource(Protocol):
@@ -191,13 +190,16 @@ async def _record(source: TaskSource, task: Task, token: str, outcome: tuple[str
             log.warning("task %s: the lease was lost before the outcome was recorded; "
                         "another worker owns it now", task.id)
             return
-        except Exception as exc:
+        except (PeerError, StoreUnavailable) as exc:
             if attempt + 1 == OUTCOME_ATTEMPTS:
                 log.error("task %s: recording the outcome failed %d times, last: %s; it runs again once "
                           "its lease expires", task.id, OUTCOME_ATTEMPTS, exc)
                 return
             log.warning("task %s: recording the outcome failed (%s); retrying", task.id, exc)
             await trio.sleep(0.05 * 2 ** attempt)
+        except Exception as exc:  # not transient (the task changed meanwhile, a bug): trying again won't help
+            log.error("task %s: recording the outcome failed: %s", task.id, exc)
+            return
 
 
 async def run_workers(
@@ -220,7 +222,7 @@ async def run_workers(
                 lease = await source.wait_claim(holder, [task_type])
             except StoreUnavailable as exc:  # disk full, database locked: wait, and claim again
                 failures += 1
-                delay = min(STORE_RETRY_CAP, 0.05 * 2 ** failures)
+                delay = unavailable_delay(failures)
                 log.warning("claiming %s tasks failed (%s); retrying in %.2f s", task_type, exc, delay)
                 await trio.sleep(delay)
                 continue
