@@ -20,16 +20,16 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from bench.procs import spawn, stderr_of, stop
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -62,8 +62,7 @@ def call_body(ident: int, era: str) -> dict[str, Any]:
 
 def start(kind: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": f"{HERE.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.Popen([sys.executable, "-m", "bench.servers", kind, str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    return spawn(["-m", "bench.servers", kind, str(port)], env)
 
 
 def ready(url: str, era: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> str | None:
@@ -71,7 +70,7 @@ def ready(url: str, era: str, proc: subprocess.Popen[bytes], timeout: float = 30
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise RuntimeError(f"server exited: {stderr_of(proc)}")
         try:
             if era == "legacy":
                 init = httpx.post(url, timeout=5, headers={"content-type": "application/json",
@@ -133,11 +132,7 @@ def measure(label: str, kind: str, era: str, *, reps: int, seconds: float) -> di
             p99.append(single["p99_ms"])
             errors += loaded["errors"] + single["errors"]
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        stop(proc, kill=True)
     return {"label": label, "server": kind, "era": era, "rps_c16": summary(rps), "p50_ms_c1": summary(p50),
             "p99_ms_c1": summary(p99), "non_2xx": errors}
 

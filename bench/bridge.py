@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from reliability.procs import free_port
 from bench.__main__ import measure as measure_http_floor
 from bench.__main__ import summary
 from bench.bridge_servers import make_identities
+from bench.procs import spawn, stderr_of, stop
 from triomcp.p2p import AuthorizedPeers
 from triomcp.p2p.identity import load_or_create_identity, peer_id_of
 
@@ -54,30 +54,13 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    if proc.stderr is not None:
-        proc.stderr.close()
-
-
 def start_target(work: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     data = work / "target"
-    proc = _spawn(["-m", "bench.bridge_servers", "target", str(data)], _env())
+    proc = spawn(["-m", "bench.bridge_servers", "target", str(data)], _env())
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"target node exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise RuntimeError(f"target node exited: {stderr_of(proc)}")
         announce = data / "announce.json"
         if announce.exists():
             info = json.loads(announce.read_text())
@@ -103,7 +86,7 @@ def wait_ready(url: str, tool: str, arguments: dict[str, Any], proc: subprocess.
     last: Any = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise RuntimeError(f"server exited: {stderr_of(proc)}")
         try:
             last = call_once(url, tool, arguments)
             if "result" in last and not last["result"].get("isError"):
@@ -135,7 +118,7 @@ def wrk(url: str, tool: str, arguments: dict[str, Any], connections: int, second
 def measure_design(label: str, args: list[str], env: dict[str, str], tool: str, arguments: dict[str, Any],
                    port: int, *, reps: int, seconds: float) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}/mcp"
-    proc = _spawn(args, env)
+    proc = spawn(args, env)
     try:
         wait_ready(url, tool, arguments, proc)
         wrk(url, tool, arguments, 4, 1)  # warm-up, excluded
@@ -148,7 +131,7 @@ def measure_design(label: str, args: list[str], env: dict[str, str], tool: str, 
             p99.append(single["p99_ms"])
             failed += loaded["failed"] + single["failed"] + loaded["timeouts"] + single["timeouts"]
     finally:
-        _stop(proc)
+        stop(proc)
     return {"label": label, "rps_c16": summary(rps), "p50_ms_c1": summary(p50), "p99_ms_c1": summary(p99),
             "failed_calls": failed}
 
@@ -197,7 +180,7 @@ def run(quick: bool) -> dict[str, Any]:
                                  "p50_ms_c1": {"min": http_p50 + p2p_p50, "median": http_p50 + p2p_p50,
                                                "max": http_p50 + p2p_p50}}
     finally:
-        _stop(target)
+        stop(target)
     return {"machine": {"cores": os.cpu_count(), "loadavg": list(os.getloadavg())}, "quick": quick,
             "repetitions": reps, "seconds": seconds, "results": results, "ratios": ratios(results),
             "command": "make bench" + (" QUICK=1" if quick else ""),

@@ -70,6 +70,7 @@ def run_target(data_dir: Path) -> None:
 
     from triomcp.mcp import Registry, ToolContext
     from triomcp.server.app import build_services
+    from triomcp.server.heap import settle_heap
     from triomcp.server.lifespan import running_services
     from triomcp.settings import Settings
 
@@ -92,6 +93,7 @@ def run_target(data_dir: Path) -> None:
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with running_services(build_services(settings, configure=configure)):
+                settle_heap()  # as `triomcp node` does
                 async for _ in signals:
                     break
 
@@ -119,8 +121,7 @@ def bridge_per_call(target: str, keys: list[Path]) -> Any:
         free.put(k)
 
     async def fresh_host_call(key_dir: Path) -> dict[str, Any]:
-        # A deadline, as any bridge would have: in full runs calls from fresh hosts stopped being
-        # answered after a few hundred, and without one each stuck call held a worker thread.
+        # A deadline, as any bridge would have: a stuck call must not hold a worker thread for ever.
         with trio.fail_after(10):
             async with open_node(P2P, key_dir, announce=False) as node:
                 peer = await node.connect(target)

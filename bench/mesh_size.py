@@ -36,7 +36,8 @@ from typing import Any
 import httpx
 import trio
 
-from bench.bridge import _env, _stop, free_port
+from bench.bridge import _env, free_port
+from bench.procs import stop
 from triomcp.p2p import AuthorizedPeers
 from triomcp.p2p.identity import load_or_create_identity, peer_id_of
 
@@ -111,7 +112,7 @@ class Mesh:
 
     def stop(self) -> None:
         for proc in self.procs:
-            _stop(proc)
+            stop(proc)
 
 
 async def measure(size: int, tasks_per_node: int, quick: bool) -> dict[str, Any]:

@@ -77,11 +77,20 @@ def started(args: list[str], env: dict[str, str], log: Path | None = None) -> It
             err.close()  # type: ignore[union-attr]
 
 
+def stderr_text(proc: subprocess.Popen[Any]) -> str:
+    """What the process wrote to stderr, when it was kept (a file set as ``proc.stderr_file``, or a pipe)."""
+    kept = getattr(proc, "stderr_file", None)
+    if kept is not None:
+        kept.seek(0)
+        err = kept.read()
+    else:
+        err = proc.stderr.read() if proc.stderr is not None else ""
+    return err.decode(errors="replace") if isinstance(err, bytes) else str(err)
+
+
 def _exited(what: str, proc: subprocess.Popen[Any]) -> RuntimeError:
-    """The error for a process that exited early, with its stderr when it was piped."""
-    err = proc.stderr.read() if proc.stderr is not None else ""
-    if isinstance(err, bytes):
-        err = err.decode(errors="replace")
+    """The error for a process that exited early, with its stderr when it was kept."""
+    err = stderr_text(proc)
     return RuntimeError(f"the {what} exited with {proc.returncode}: {err}".rstrip(": "))
 
 

@@ -7,13 +7,14 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from reliability.procs import free_port, wait_for_announce
+from reliability.procs import free_port, stderr_text, wait_for_announce
 
-__all__ = ["REPO", "TRIOMCP", "env_for", "free_port", "run_cli", "started", "wait_for_announce"]
+__all__ = ["REPO", "TRIOMCP", "env_for", "free_port", "run_cli", "started", "stderr_text", "wait_for_announce"]
 
 REPO = Path(__file__).resolve().parents[1]
 TRIOMCP = [sys.executable, "-m", "triomcp.cli"]
@@ -44,16 +45,16 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 60, *,
 
 
 @contextlib.contextmanager
-def started(args: list[str], env: dict[str, str], *, netns: str | None = None) -> Iterator[subprocess.Popen[str]]:
+def started(args: list[str], env: dict[str, str], *, netns: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
     # `ip netns exec` execs the command: the process (and the pid in its announce file) is triomcp's.
-    proc = subprocess.Popen([*_in(netns), *TRIOMCP, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+    # stderr goes to a file: a pipe nobody drains blocks a chatty process once 64 KiB are written.
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([*_in(netns), *TRIOMCP, *args], env=env, stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True)
+        proc.stderr_file = err  # type: ignore[attr-defined]  # read by stderr_text
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=30)

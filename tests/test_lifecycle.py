@@ -14,7 +14,7 @@ import httpx
 import pytest
 from reliability.procs import wait_http
 
-from tests.procs import REPO, env_for, free_port, run_cli, started, wait_for_announce
+from tests.procs import REPO, env_for, free_port, run_cli, started, stderr_text, wait_for_announce
 
 pytestmark = pytest.mark.slow
 
@@ -48,9 +48,10 @@ def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(tmp_path: Path) -> N
         proc.send_signal(signal.SIGTERM)
         caller.join(timeout=30)
         assert proc.wait(timeout=30) == 0
-        stderr = proc.stderr.read() if proc.stderr else ""
+        stderr = stderr_text(proc)
     assert answers and answers[0].status_code == 200
     assert answers[0].json()["result"]["structuredContent"]["finished"] is False  # it ran to its own end
+    assert "received SIGTERM: draining" in stderr  # the log was read
     assert "Traceback" not in stderr and "ResourceWarning" not in stderr
 
 

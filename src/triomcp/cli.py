@@ -166,6 +166,7 @@ def node() -> None:
     import trio
 
     from triomcp.server.app import build_services
+    from triomcp.server.heap import settle_heap
     from triomcp.server.lifespan import running_services
     from triomcp.server.sdnotify import notify
 
@@ -179,6 +180,7 @@ def node() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with running_services(services):
                 node = services.node
+                settle_heap()
                 click.echo(f"node {node.peer_id if node else '(p2p disabled)'} ready", err=True)
                 notify("READY=1")
                 async for _ in signals:

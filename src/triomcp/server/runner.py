@@ -18,6 +18,7 @@ from hypercorn.trio import serve
 
 from triomcp.errors import ConfigError
 from triomcp.server.app import create_app
+from triomcp.server.heap import settle_heap
 from triomcp.server.sdnotify import notify
 from triomcp.settings import Settings
 
@@ -95,6 +96,7 @@ async def run_server(settings: Settings, config: Config) -> None:
             if not settings.auth.enabled and not _loopback(bind):
                 log.warning("serving %s without authorization: anyone who can reach it may call every tool "
                             "(set auth.tokens_file or auth.oauth_issuer; see docs/operations.md)", bind)
+        log.debug("froze %d startup objects out of the collector's full passes", settle_heap())
         notify("READY=1")
         await served.wait()  # SIGTERM/SIGINT -> drain -> lifespan exit -> serve() returns
         nursery.cancel_scope.cancel()
