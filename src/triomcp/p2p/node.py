@@ -48,6 +48,7 @@ from triomcp.p2p.discovery import (
     reachable_from_elsewhere,
     write_announce,
 )
+from triomcp.p2p.flow import batch_window_updates
 from triomcp.p2p.framing import FrameDecoder, FrameIssue, encode_frame
 from triomcp.p2p.identity import load_or_create_identity, peer_id_of
 from triomcp.p2p.peerstore import PEERS_FILE, KnownPeers
@@ -265,6 +266,11 @@ class Node:
                 self.host.get_network().unblock_peer(pid)
             return await self.host.new_stream(pid, [TProtocol(protocol)])
 
+    async def _open_mcp_stream(self, peer_id: str) -> INetStream:
+        stream = await self._open_stream(peer_id, MCP_PROTOCOL)
+        batch_window_updates(stream)
+        return stream
+
     async def ping(self, peer_id: str) -> float:
         """Round-trip time in seconds of one libp2p ping (32 random bytes echoed)."""
         stream = await self._open_stream(peer_id, str(PING_PROTOCOL))
@@ -370,7 +376,7 @@ class Node:
     def channel(self, peer_id: str) -> PeerChannel:
         channel = self._channels.get(peer_id)
         if channel is None:
-            channel = PeerChannel(peer_id, lambda: self._open_stream(peer_id, MCP_PROTOCOL), self._nursery,
+            channel = PeerChannel(peer_id, lambda: self._open_mcp_stream(peer_id), self._nursery,
                                   max_frame_bytes=self.settings.max_frame_bytes)
             self._channels[peer_id] = channel
         return channel
@@ -391,6 +397,7 @@ class Node:
     async def _on_mcp_stream(self, stream: INetStream) -> None:
         """Serve one peer's MCP stream; nothing escapes into the host."""
         try:
+            batch_window_updates(stream)
             peer_id = stream.muxed_conn.peer_id.to_base58()
             handler = self.frame_handler
             if handler is None:

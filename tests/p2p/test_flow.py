@@ -1,0 +1,65 @@
+"""Yamux credit on MCP streams comes back in batches, and big answers still flow past the window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, YamuxStream
+
+from tests.p2p.conftest import authorize, node_in
+
+
+@pytest.fixture
+def window_updates(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every WINDOW_UPDATE increment sent, by any stream in this process (instrumentation only)."""
+    sent: list[int] = []
+    original = YamuxStream.send_window_update
+
+    async def counted(self: YamuxStream, increment: int, skip_lock: bool = False) -> None:
+        sent.append(increment)
+        await original(self, increment, skip_lock)
+
+    monkeypatch.setattr(YamuxStream, "send_window_update", counted)
+    return sent
+
+
+async def test_small_calls_send_no_window_updates(tmp_path: Path, window_updates: list[int]) -> None:
+    async with node_in(tmp_path / "a") as a, node_in(tmp_path / "b") as b:
+        authorize(b, a)
+        with trio.fail_after(30):
+            await a.connect(b.listen_addrs()[0])
+            await a.call(b.peer_id, "echo", {"value": 0})  # the stream is open and negotiated
+            window_updates.clear()
+            for i in range(100):
+                assert await a.call(b.peer_id, "echo", {"value": i}) == {"echo": i}
+    # py-libp2p's own rule sends one after every read: at least 200 here (both ends, every frame).
+    assert window_updates == []
+
+
+async def test_answers_larger_than_the_window_flow_and_credit_returns(tmp_path: Path,
+                                                                     window_updates: list[int]) -> None:
+    big = "x" * (600 * 1024)  # one frame is over twice the 256 KiB window
+    async with node_in(tmp_path / "a") as a, node_in(tmp_path / "b") as b:
+        authorize(b, a)
+        with trio.fail_after(60):
+            await a.connect(b.listen_addrs()[0])
+            await a.call(b.peer_id, "echo", {"value": 0})  # the stream is open and negotiated
+            window_updates.clear()
+            for _ in range(3):
+                assert (await a.call(b.peer_id, "echo", {"value": big}))["echo"] == big
+            results: list[Any] = []
+
+            async def one(i: int) -> None:
+                results.append((await a.call(b.peer_id, "echo", {"value": f"{i}{big}"}))["echo"])
+
+            async with trio.open_nursery() as nursery:
+                for i in range(4):
+                    nursery.start_soon(one, i)
+            assert sorted(results) == [f"{i}{big}" for i in range(4)]
+    moved = 2 * 7 * len(big)  # each request and each answer crosses once
+    assert window_updates, "credit must come back or the sender stalls"
+    assert all(u >= DEFAULT_WINDOW_SIZE // 2 for u in window_updates)  # batched, never per read
+    assert len(window_updates) <= moved // (DEFAULT_WINDOW_SIZE // 2) + 2
