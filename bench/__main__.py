@@ -7,9 +7,10 @@ Part 3 (bench/mesh_size.py): 2, 8 and 32 nodes.
 
     .venv/bin/python -m bench [--quick]
 
-Each server runs in its own process; the load generator (wrk) runs in its own process too. For
-every server: a warm-up run (excluded), then repetitions of 16 connections (requests/s) and of
-1 connection (p50 and p99 latency); min/median/max are reported. Results go to
+Each server runs in its own process; the load generator (wrk) runs in its own process too. All
+servers are started first and warmed up (excluded); then each repetition measures every server in
+turn, starting with a different one each time, at 16 connections (requests/s) and at 1 connection
+(p50 and p99 latency); min/median/max are reported. Results go to
 bench/results/foundation.json and bench/results/foundation.png.
 """
 
@@ -29,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from bench.procs import spawn, stderr_of, stop
+from bench.procs import settle, spawn, stderr_of, stop
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -116,25 +117,41 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-def measure(label: str, kind: str, era: str, *, reps: int, seconds: float) -> dict[str, Any]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/mcp"
-    proc = start(kind, port)
+def rotated(items: list[Any], rep: int) -> list[Any]:
+    """``items`` starting at a different one each repetition, so no design always goes first."""
+    k = rep % len(items)
+    return items[k:] + items[:k]
+
+
+def measure_all(cases: list[tuple[str, str, str]], *, reps: int, seconds: float) -> dict[str, dict[str, Any]]:
+    """Every server started up front; then each repetition measures each of them in turn (interleaved).
+
+    A shared machine drifts by 2x over minutes: measuring server A for a minute, then server B, would
+    compare the machine at two moments. Interleaving spreads the drift over every server alike."""
+    servers: list[dict[str, Any]] = []
     try:
-        session = ready(url, era, proc)
-        wrk(url, 4, 1, era, session)  # warm-up, excluded
-        rps, p50, p99, errors = [], [], [], 0.0
-        for _ in range(reps):
-            loaded = wrk(url, 16, seconds, era, session)
-            single = wrk(url, 1, seconds, era, session)
-            rps.append(loaded["rps"])
-            p50.append(single["p50_ms"])
-            p99.append(single["p99_ms"])
-            errors += loaded["errors"] + single["errors"]
+        for label, kind, era in cases:
+            port = free_port()
+            servers.append({"label": label, "kind": kind, "era": era, "url": f"http://127.0.0.1:{port}/mcp",
+                            "proc": start(kind, port), "rps": [], "p50": [], "p99": [], "errors": 0.0})
+        for s in servers:
+            s["session"] = ready(s["url"], s["era"], s["proc"])
+            wrk(s["url"], 4, 1, s["era"], s["session"])  # warm-up, excluded
+        for rep in range(reps):
+            for s in rotated(servers, rep):
+                settle([x["proc"].pid for x in servers])
+                loaded = wrk(s["url"], 16, seconds, s["era"], s["session"])
+                single = wrk(s["url"], 1, seconds, s["era"], s["session"])
+                s["rps"].append(loaded["rps"])
+                s["p50"].append(single["p50_ms"])
+                s["p99"].append(single["p99_ms"])
+                s["errors"] += loaded["errors"] + single["errors"]
     finally:
-        stop(proc, kill=True)
-    return {"label": label, "server": kind, "era": era, "rps_c16": summary(rps), "p50_ms_c1": summary(p50),
-            "p99_ms_c1": summary(p99), "non_2xx": errors}
+        for s in servers:
+            stop(s["proc"], kill=True)
+    return {s["label"]: {"label": s["label"], "server": s["kind"], "era": s["era"], "rps_c16": summary(s["rps"]),
+                         "p50_ms_c1": summary(s["p50"]), "p99_ms_c1": summary(s["p99"]), "non_2xx": s["errors"]}
+            for s in servers}
 
 
 def ratio_table(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -180,8 +197,9 @@ def main() -> None:
     reps, seconds = (2, 1.0) if args.quick else (3, 5.0)
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
-          f"{reps} repetitions of {seconds:.0f}s per measurement after a 1s warm-up (excluded)")
-    results = {label: measure(label, kind, era, reps=reps, seconds=seconds) for label, kind, era in CASES}
+          f"{reps} repetitions of {seconds:.0f}s per measurement after a 1s warm-up (excluded); "
+          "servers interleaved within each repetition")
+    results = measure_all(CASES, reps=reps, seconds=seconds)
     print()
     print(f"{'server':36} {'req/s c=16 (min/med/max)':>28} {'p50 ms c=1':>12} {'p99 ms c=1':>12} {'non-2xx':>8}")
     for label, r in results.items():

@@ -13,8 +13,9 @@ yamux). The second node is its own process; every server is its own process; the
 4. floors: a bare Hypercorn-trio JSON round trip (no P2P), the bare libp2p call from a Trio process
    (no HTTP), and their sum.
 
-For every design: a warm-up run (excluded), then repetitions of 16 connections (calls/s) and of
-1 connection (p50, p99); min/median/max. Results: bench/results/bridge.json and bridge.png.
+All designs run at once: each is warmed up (excluded), then every repetition measures each design
+in turn, starting with a different one each time, at 16 connections (calls/s) and at 1 connection
+(p50, p99); min/median/max. Results: bench/results/bridge.json and bridge.png.
 """
 
 from __future__ import annotations
@@ -33,10 +34,9 @@ from typing import Any
 import httpx
 from reliability.procs import free_port
 
-from bench.__main__ import measure as measure_http_floor
-from bench.__main__ import summary
+from bench.__main__ import rotated, summary
 from bench.bridge_servers import make_identities
-from bench.procs import spawn, stderr_of, stop
+from bench.procs import settle, spawn, stderr_of, stop
 from triomcp.p2p import AuthorizedPeers
 from triomcp.p2p.identity import load_or_create_identity, peer_id_of
 
@@ -115,28 +115,18 @@ def wrk(url: str, tool: str, arguments: dict[str, Any], connections: int, second
                                       (int(n) for n in socket_errors.groups()), strict=True)) if socket_errors else {}}
 
 
-def measure_design(label: str, args: list[str], env: dict[str, str], tool: str, arguments: dict[str, Any],
-                   port: int, *, reps: int, seconds: float) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{port}/mcp"
-    proc = spawn(args, env)
-    try:
-        wait_ready(url, tool, arguments, proc)
-        wrk(url, tool, arguments, 4, 1)  # warm-up, excluded
-        rps, p50, p99, failed = [], [], [], 0.0
-        for _ in range(reps):
-            loaded = wrk(url, tool, arguments, 16, seconds)
-            single = wrk(url, tool, arguments, 1, seconds)
-            rps.append(loaded["rps"])
-            p50.append(single["p50_ms"])
-            p99.append(single["p99_ms"])
-            failed += loaded["failed"] + single["failed"] + loaded["timeouts"] + single["timeouts"]
-    finally:
-        stop(proc)
-    return {"label": label, "rps_c16": summary(rps), "p50_ms_c1": summary(p50), "p99_ms_c1": summary(p99),
-            "failed_calls": failed}
+def floor_libp2p(target_addr: str, keys: Path, seconds: float) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "bench.bridge_servers", "floor-libp2p", str(seconds), target_addr,
+                          str(keys)], env=_env(), capture_output=True, text=True, timeout=seconds * 3 + 60,
+                         check=True).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
 
 
 def run(quick: bool) -> dict[str, Any]:
+    """Every design and the HTTP floor run at once; each repetition measures each in turn (interleaved).
+
+    The machine drifts by up to 2x within minutes; measuring one design for minutes, then the next,
+    would compare two moments of the machine rather than two designs."""
     reps, seconds = (2, 1.0) if quick else (5, 8.0)
     work = Path(tempfile.mkdtemp(prefix="triomcp-bridge-bench-"))
     keys = work / "keys"
@@ -144,46 +134,66 @@ def run(quick: bool) -> dict[str, Any]:
     ours = load_or_create_identity(work / "triomcp" / "identity.key")
     AuthorizedPeers(work / "target" / "authorized_peers").authorize(peer_id_of(ours), "triomcp")
     target, target_addr, target_id = start_target(work)
-    results: dict[str, dict[str, Any]] = {}
-    try:
-        for label, kind in [("bridge, new host per call", "bridge-per-call"), ("bridge, reused host", "bridge-reused")]:
-            port = free_port()
-            args = ["-m", "bench.bridge_servers", kind, str(port), target_addr, str(keys)]
-            print(f"measuring {label} ...", flush=True)
-            results[label] = measure_design(label, args, _env(), "call_peer", {"peer": target_id}, port,
-                                            reps=reps, seconds=seconds)
+    bridge_args = {"peer": target_id}
+    designs: list[dict[str, Any]] = []
+
+    def design(key: str, label: str, args: list[str], env: dict[str, str], tool: str,
+               arguments: dict[str, Any]) -> None:
         port = free_port()
-        env = _env(TRIOMCP_DATA_DIR=str(work / "triomcp"), TRIOMCP_P2P__BOOTSTRAP=json.dumps([target_addr]))
-        print("measuring triomcp ...", flush=True)
-        results["triomcp"] = measure_design(
-            "triomcp", ["-m", "triomcp.cli", "serve", "--bind", f"127.0.0.1:{port}"], env, "p2p_call_tool",
-            {"peer": target_id, "tool": "add", "arguments": {"a": 1, "b": 2}}, port, reps=reps, seconds=seconds)
-        print("measuring floors ...", flush=True)
-        http_floor = measure_http_floor("floor: bare Hypercorn-trio JSON", "floor", "modern", reps=reps,
-                                        seconds=seconds)
-        results["floor: HTTP"] = {"label": "floor: HTTP (bare Hypercorn-trio JSON)", **{
-            k: http_floor[k] for k in ("rps_c16", "p50_ms_c1", "p99_ms_c1")}, "failed_calls": http_floor["non_2xx"]}
+        designs.append({"key": key, "label": label, "url": f"http://127.0.0.1:{port}/mcp", "tool": tool,
+                        "arguments": arguments, "proc": spawn([a.replace("{port}", str(port)) for a in args], env),
+                        "rps": [], "p50": [], "p99": [], "failed": 0.0})
+
+    try:
+        for key, kind in [("bridge, new host per call", "bridge-per-call"), ("bridge, reused host", "bridge-reused")]:
+            design(key, key, ["-m", "bench.bridge_servers", kind, "{port}", target_addr, str(keys)], _env(),
+                   "call_peer", bridge_args)
+        design("triomcp", "triomcp", ["-m", "triomcp.cli", "serve", "--bind", "127.0.0.1:{port}"],
+               _env(TRIOMCP_DATA_DIR=str(work / "triomcp"), TRIOMCP_P2P__BOOTSTRAP=json.dumps([target_addr])),
+               "p2p_call_tool", {"peer": target_id, "tool": "add", "arguments": {"a": 1, "b": 2}})
+        design("floor: HTTP", "floor: HTTP (bare Hypercorn-trio JSON)", ["-m", "bench.servers", "floor", "{port}"],
+               _env(), "add", {"a": 1, "b": 2})
+        design("floor: chain", "floor: both in one bare Trio process",
+               ["-m", "bench.bridge_servers", "floor-chain", "{port}", target_addr, str(keys)], _env(), "add",
+               {"a": 1, "b": 2})
+        for d in designs:
+            wait_ready(d["url"], d["tool"], d["arguments"], d["proc"])
+            wrk(d["url"], d["tool"], d["arguments"], 4, 1)  # warm-up, excluded
         p2p_runs = []
-        for _ in range(reps):
-            out = subprocess.run([sys.executable, "-m", "bench.bridge_servers", "floor-libp2p", str(seconds),
-                                  target_addr, str(keys)], env=_env(), capture_output=True,
-                                 text=True, timeout=seconds * 3 + 60, check=True).stdout
-            p2p_runs.append(json.loads(out.strip().splitlines()[-1]))
-        results["floor: libp2p"] = {
-            "label": "floor: libp2p MCP call (no HTTP)",
-            "rps_c16": summary([r["rps_c16"] for r in p2p_runs]),
-            "p50_ms_c1": summary([r["p50_ms"] for r in p2p_runs]),
-            "p99_ms_c1": summary([r["p99_ms"] for r in p2p_runs]), "failed_calls": 0.0}
-        http_p50 = results["floor: HTTP"]["p50_ms_c1"]["median"]
-        p2p_p50 = results["floor: libp2p"]["p50_ms_c1"]["median"]
-        results["floor: sum"] = {"label": "floor: HTTP + libp2p (sum of p50s)",
-                                 "p50_ms_c1": {"min": http_p50 + p2p_p50, "median": http_p50 + p2p_p50,
-                                               "max": http_p50 + p2p_p50}}
+        for rep in range(reps):
+            print(f"repetition {rep + 1}/{reps} ...", flush=True)
+            for d in rotated([*designs, None], rep):
+                settle([target.pid, *(x["proc"].pid for x in designs)])  # the last one's calls are over
+                if d is None:  # the libp2p floor: its own short-lived process, in its turn
+                    p2p_runs.append(floor_libp2p(target_addr, keys, seconds))
+                    continue
+                loaded = wrk(d["url"], d["tool"], d["arguments"], 16, seconds)
+                settle([target.pid, d["proc"].pid])
+                single = wrk(d["url"], d["tool"], d["arguments"], 1, seconds)
+                d["rps"].append(loaded["rps"])
+                d["p50"].append(single["p50_ms"])
+                d["p99"].append(single["p99_ms"])
+                d["failed"] += loaded["failed"] + single["failed"] + loaded["timeouts"] + single["timeouts"]
     finally:
+        for d in designs:
+            stop(d["proc"])
         stop(target)
+    results: dict[str, dict[str, Any]] = {
+        d["key"]: {"label": d["label"], "rps_c16": summary(d["rps"]), "p50_ms_c1": summary(d["p50"]),
+                   "p99_ms_c1": summary(d["p99"]), "failed_calls": d["failed"]} for d in designs}
+    results["floor: libp2p"] = {
+        "label": "floor: libp2p MCP call (no HTTP)",
+        "rps_c16": summary([r["rps_c16"] for r in p2p_runs]),
+        "p50_ms_c1": summary([r["p50_ms"] for r in p2p_runs]),
+        "p99_ms_c1": summary([r["p99_ms"] for r in p2p_runs]), "failed_calls": 0.0}
+    http_p50 = results["floor: HTTP"]["p50_ms_c1"]["median"]
+    p2p_p50 = results["floor: libp2p"]["p50_ms_c1"]["median"]
+    results["floor: sum"] = {"label": "floor: HTTP + libp2p (sum of p50s)",
+                             "p50_ms_c1": {"min": http_p50 + p2p_p50, "median": http_p50 + p2p_p50,
+                                           "max": http_p50 + p2p_p50}}
     return {"machine": {"cores": os.cpu_count(), "loadavg": list(os.getloadavg())}, "quick": quick,
-            "repetitions": reps, "seconds": seconds, "results": results, "ratios": ratios(results),
-            "command": "make bench" + (" QUICK=1" if quick else ""),
+            "repetitions": reps, "seconds": seconds, "interleaved": True, "results": results,
+            "ratios": ratios(results), "command": "make bench" + (" QUICK=1" if quick else ""),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
@@ -197,19 +207,26 @@ def ratios(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         ("calls/s: triomcp / bridge reused", ours["rps_c16"]["median"] / reused["rps_c16"]["median"], ">= 1.0"),
         ("p50: triomcp / summed floor", ours["p50_ms_c1"]["median"] / results["floor: sum"]["p50_ms_c1"]["median"],
          "<= 1.25"),
+        ("p50: triomcp / chained floor", ours["p50_ms_c1"]["median"] / results["floor: chain"]["p50_ms_c1"]["median"],
+         None),
+        ("calls/s: triomcp / chained floor", ours["rps_c16"]["median"] / results["floor: chain"]["rps_c16"]["median"],
+         None),
     ]
     out = []
     for name, value, goal in rows:
-        op, bound = goal.split()
-        met = value >= float(bound) if op == ">=" else value <= float(bound)
-        out.append({"ratio": name, "measured": round(value, 3), "goal": goal, "met": met})
+        met = None  # no goal: shown to explain the others
+        if goal is not None:
+            op, bound = goal.split()
+            met = value >= float(bound) if op == ">=" else value <= float(bound)
+        out.append({"ratio": name, "measured": round(value, 3), "goal": goal or "-", "met": met})
     return out
 
 
 def print_report(report: dict[str, Any]) -> None:
     m = report["machine"]
     print(f"\ncores: {m['cores']}, load average: {', '.join(f'{x:.2f}' for x in m['loadavg'])}; "
-          f"{report['repetitions']} repetitions x {report['seconds']:.0f} s after a warm-up (excluded)")
+          f"{report['repetitions']} repetitions x {report['seconds']:.0f} s after a warm-up (excluded); "
+          "designs interleaved within each repetition")
     print(f"\n{'design':42} {'p50 c1 ms (min/med/max)':>26} {'p99 c1 ms':>10} {'calls/s c16 (min/med/max)':>28} "
           f"{'failed':>7}")
     for r in report["results"].values():
@@ -222,7 +239,11 @@ def print_report(report: dict[str, Any]) -> None:
               + f" {p99:>10} {rps_text:>28} {failed:>7}")
     print(f"\n{'ratio':36} {'measured':>9} {'goal':>8}  met")
     for row in report["ratios"]:
-        print(f"{row['ratio']:36} {row['measured']:9.3f} {row['goal']:>8}  {'yes' if row['met'] else 'NO'}")
+        print(f"{row['ratio']:36} {row['measured']:9.3f} {row['goal']:>8}  {'-' if row['met'] is None else 'yes' if row['met'] else 'NO'}")
+
+
+COLORS = {"bridge, new host per call": "#d62728", "bridge, reused host": "#ff7f0e", "triomcp": "#2ca02c",
+          "floor: chain": "#17becf", "floor: sum": "#bcbd22"}
 
 
 def chart(report: dict[str, Any], path: Path) -> None:
@@ -236,11 +257,11 @@ def chart(report: dict[str, Any], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     p50_names = list(results)
     left.barh([results[k]["label"] for k in p50_names], [results[k]["p50_ms_c1"]["median"] for k in p50_names],
-              color=["#d62728", "#ff7f0e", "#2ca02c", "#7f7f7f", "#7f7f7f", "#bcbd22"][: len(p50_names)])
+              color=[COLORS.get(k, "#7f7f7f") for k in p50_names])
     left.set_xscale("log")
     left.set_xlabel("p50 latency at 1 connection, ms (log scale)")
     right.barh([results[k]["label"] for k in names], [results[k]["rps_c16"]["median"] for k in names],
-               color=["#d62728", "#ff7f0e", "#2ca02c", "#7f7f7f", "#7f7f7f"][: len(names)])
+               color=[COLORS.get(k, "#7f7f7f") for k in names])
     right.set_xlabel("calls/s at 16 connections")
     fig.suptitle(f"MCP tool call with one libp2p round trip ({report['command']}, {report['date']}, "
                  f"{report['machine']['cores']} cores)")

@@ -15,6 +15,9 @@ work is identical in every design. (The libp2p ping protocol was the first choic
 - ``bridge-reused PORT TARGET_MULTIADDR KEYS_DIR``: the roadmap's "reduce bridge overhead" step.
   Same server; one long-lived thread runs a Trio loop holding one host with an open connection;
   each call hops in through ``trio.from_thread.run``.
+- ``floor-chain PORT TARGET_MULTIADDR KEYS_DIR``: both floors in one process: a bare ASGI app on
+  Hypercorn-trio whose request makes the call on a node held by its lifespan (no Starlette, no
+  MCP engine, no middleware): what the chain costs with nothing of triomcp's in it.
 - ``floor-libp2p SECONDS TARGET_MULTIADDR KEYS_DIR``: no HTTP: a Trio process making the same call
   back to back (one at a time, then 16 at a time); prints JSON.
 
@@ -171,6 +174,48 @@ def bridge_reused(target: str, keys: list[Path]) -> Any:
     return sdk_app(call)
 
 
+def floor_chain(target: str, key_dir: Path) -> Any:
+    """Both floors in one Trio process: a bare ASGI app (no framework, no MCP engine) whose POST
+    makes the libp2p call on a node held by its lifespan. What HTTP-then-libp2p costs with nothing
+    of triomcp's in between."""
+    state: dict[str, Any] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            async with trio.open_nursery() as nursery:
+                async def hold(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                    async with open_node(P2P, key_dir, announce=False) as node:
+                        state["node"], state["peer"] = node, await node.connect(target)
+                        task_status.started()
+                        await trio.sleep_forever()
+
+                while True:
+                    message = await receive()
+                    if message["type"] == "lifespan.startup":
+                        await nursery.start(hold)
+                        await send({"type": "lifespan.startup.complete"})
+                    elif message["type"] == "lifespan.shutdown":
+                        nursery.cancel_scope.cancel()
+                        await send({"type": "lifespan.shutdown.complete"})
+                        return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        request = json.loads(body)
+        answer = await add(state["node"], state["peer"])
+        out = json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": {
+            "content": [{"type": "text", "text": json.dumps(answer)}], "structuredContent": answer,
+            "isError": False}}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
+        await send({"type": "http.response.body", "body": out})
+
+    return app
+
+
 async def floor_libp2p(target: str, key_dir: Path, seconds: float) -> dict[str, Any]:
     """The call on an open connection with no HTTP in front: one at a time, then 16 at a time."""
     async with open_node(P2P, key_dir, announce=False) as node:
@@ -210,10 +255,15 @@ def main() -> None:
     if kind == "floor-libp2p":
         print(json.dumps(trio.run(floor_libp2p, target, keys[-1], float(sys.argv[2]))))
         return
+    if kind == "floor-chain":
+        from bench.servers import serve_hypercorn_trio
+
+        serve_hypercorn_trio(floor_chain(target, keys[-3]), int(sys.argv[2]))
+        return
     import uvicorn
 
-    # keys[-1]: the floor; keys[-2]: the reused host; the rest: the per-call pool.
-    app = bridge_per_call(target, keys[:-2]) if kind == "bridge-per-call" else bridge_reused(target, keys[:-1])
+    # keys[-1]: the libp2p floor; keys[-2]: the reused host; keys[-3]: the chained floor; the rest: the per-call pool.
+    app = bridge_per_call(target, keys[:-3]) if kind == "bridge-per-call" else bridge_reused(target, keys[:-1])
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
 
 

@@ -11,9 +11,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from typing import IO
 
-__all__ = ["spawn", "stderr_of", "stop"]
+__all__ = ["settle", "spawn", "stderr_of", "stop"]
 
 _logs: dict[int, IO[bytes]] = {}
 
@@ -48,3 +49,27 @@ def stop(proc: subprocess.Popen[bytes], *, kill: bool = False) -> None:
     log = _logs.pop(proc.pid, None)
     if log is not None:
         log.close()
+
+
+def _cpu_ticks(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:  # gone, or not Linux
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def settle(pids: list[int], *, idle_share: float = 0.1, window: float = 0.25, limit: float = 20.0) -> float:
+    """Wait until these processes together use under ``idle_share`` of a core; returns seconds waited.
+
+    After a measurement, a server may still be finishing calls the load generator gave up on (a
+    host-per-call bridge tears hosts down for seconds); the next design must not pay for that."""
+    tick = os.sysconf("SC_CLK_TCK")
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        before = sum(_cpu_ticks(p) for p in pids)
+        time.sleep(window)
+        if (sum(_cpu_ticks(p) for p in pids) - before) / tick < idle_share * window:
+            break
+    return time.monotonic() - start

@@ -12,7 +12,7 @@ import trio
 
 from tests import sseclient
 from tests.conftest import run_app
-from tests.toolkit import GATES, STARTED
+from tests.toolkit import CANCELLED_EVENTS, GATES, STARTED
 
 MODERN = "2026-07-28"
 ACCEPT = "application/json, text/event-stream"
@@ -184,6 +184,35 @@ async def test_legacy_stream_resumes_with_last_event_id(server: str) -> None:
     assert rest[1]["data"]["id"] == 11 and rest[1]["data"]["result"]["structuredContent"]["text"] == tag
     ids = [e["id"] for e in first + rest]
     assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize("accept", ["application/json, text/event-stream", "application/json"])
+async def test_modern_client_leaving_cancels_the_call(server: str, accept: str) -> None:
+    tag = f"leave-{accept}"
+    STARTED[tag] = trio.Event()
+    body = {"jsonrpc": "2.0", "id": 12, "method": "tools/call",
+            "params": {"name": "block", "arguments": {"text": tag}, "_meta": meta()}}
+    headers = {**modern_headers("tools/call", "block"), "accept": accept}
+    with trio.fail_after(10):
+        async with client(server) as c, trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: c.post("/mcp", headers=headers, json=body))
+            await STARTED[tag].wait()
+            await trio.sleep(0.2)  # past the point where the call gets its disconnect watcher
+            nursery.cancel_scope.cancel()  # the client leaves: its connection closes
+        await CANCELLED_EVENTS.setdefault(tag, trio.Event()).wait()  # modern: leaving is cancelling
+
+
+async def test_a_call_that_leaves_at_once_is_cancelled_too(server: str) -> None:
+    tag = "leave-at-once"
+    STARTED[tag] = trio.Event()
+    body = {"jsonrpc": "2.0", "id": 13, "method": "tools/call",
+            "params": {"name": "block", "arguments": {"text": tag}, "_meta": meta()}}
+    with trio.fail_after(10):
+        async with client(server) as c, trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: c.post("/mcp", headers=modern_headers("tools/call", "block"), json=body))
+            await STARTED[tag].wait()
+            nursery.cancel_scope.cancel()  # before its watcher exists: the watcher sees the disconnect later
+        await CANCELLED_EVENTS.setdefault(tag, trio.Event()).wait()
 
 
 async def test_last_event_id_of_another_session_is_refused(server: str) -> None:

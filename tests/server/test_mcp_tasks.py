@@ -275,10 +275,11 @@ async def test_the_result_survives_a_restart_of_the_owning_node(tmp_path: Path) 
                 await app_a.state.services.node.connect(node_b.listen_addrs()[0])
                 async with httpx.AsyncClient(base_url=url_a, timeout=20) as c:
                     while True:
+                        # The version first: a change between the two reads then ends the wait at once.
+                        seen = (await app_a.state.services.queue.get(task_id)).version
                         got = (await modern(c, "tasks/get", {"taskId": task_id}, name=task_id)).json()["result"]
                         if got["status"] != "working":
                             break
-                        await app_a.state.services.queue.wait_changed(task_id, (
-                            await app_a.state.services.queue.get(task_id)).version)
+                        await app_a.state.services.queue.wait_changed(task_id, seen)
                 assert got["status"] == "completed", got
                 assert got["result"]["structuredContent"] == {"ok": True, "text": "done rs1"}

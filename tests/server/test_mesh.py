@@ -142,8 +142,8 @@ async def test_a_worker_on_b_claims_from_a_and_cancel_reaches_it(tmp_path: Path)
                 out = structured(await client.call_tool("taskqueue_submit", {
                     "task_type": "tool.call", "payload": {"tool": "block", "arguments": {"text": "mesh-cancel"}}}))
                 task_id = out["task_id"]
-                while (await queue_a.get(task_id)).state.value != "leased":
-                    await queue_a.wait_changed(task_id, (await queue_a.get(task_id)).version)
+                while (task := await queue_a.get(task_id)).state.value != "leased":
+                    await queue_a.wait_changed(task_id, task.version)  # the version the state was read at
                 cancelled = structured(await client.call_tool("taskqueue_cancel", {"task_id": task_id}))
                 assert cancelled["task"]["cancel_requested"] is True
                 final = await queue_a.wait_finished(task_id)

@@ -92,9 +92,11 @@ def create_app(
         if library != "trio":
             raise RuntimeError(NOT_TRIO_MESSAGE.format(library=library))
         await trio.to_thread.run_sync(services.auth.load)
-        async with running_services(services):
+        async with running_services(services), trio.open_nursery() as nursery:
+            await nursery.start(endpoint.watchers.run)
             log.info("triomcp %s ready", __version__)
             yield {"services": services}
+            nursery.cancel_scope.cancel()
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "alive", "version": __version__})

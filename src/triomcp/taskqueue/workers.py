@@ -34,7 +34,10 @@ __all__ = [
 log = logging.getLogger("triomcp.taskqueue")
 
 HANDLER_GROUP = "triomcp.handlers"
-OUTCOME_ATTEMPTS = 5
+OUTCOME_RETRY_CAP = 1.0
+"""Longest pause (seconds) between two attempts to record an outcome."""
+SHUTDOWN_PATIENCE = 10.0
+"""How long a worker being shut down keeps trying to record an outcome."""
 """Tries to record one outcome (backoff 50, 100, 200, 400 ms between them)."""
 
 
@@ -146,6 +149,7 @@ async def run_one(source: TaskSource, lease: Lease, handler: Handler, *, renew_e
         handler_scope.cancel()
 
     outcome: tuple[str, Any] | None = None
+    stopping = False
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keep_lease)
@@ -162,17 +166,27 @@ async def run_one(source: TaskSource, lease: Lease, handler: Handler, *, renew_e
                     log.exception("task %s (%s) failed", task.id, task.type)
                     outcome = ("fail", {"code": "handler_error", "message": f"{type(exc).__name__}: {exc}"})
             nursery.cancel_scope.cancel()
+    except trio.Cancelled:
+        stopping = True
+        raise
     finally:
-        # Record the outcome even while the worker is being cancelled (shutdown).
-        with trio.CancelScope(shield=True), trio.move_on_after(10):
+        # Record the outcome even while the worker is being cancelled (shutdown, for a while). Otherwise
+        # keep trying as long as the lease may hold (3 renewal periods): the owner may be restarting,
+        # and giving up means running the task again once the lease expires.
+        patience = SHUTDOWN_PATIENCE if stopping else max(SHUTDOWN_PATIENCE, 3 * renew_every)
+        with trio.CancelScope(shield=True), trio.move_on_after(patience) as waited:
             await _record(source, task, token, outcome, why_stopped)
+        if waited.cancelled_caught:
+            log.error("task %s: the outcome could not be recorded within %.0f s; it runs again once its lease "
+                      "expires", task.id, patience)
 
 
 async def _record(source: TaskSource, task: Task, token: str, outcome: tuple[str, Any] | None,
                   why_stopped: list[str]) -> None:
-    """Record the outcome; a transient refusal (a busy peer, a broken stream, a locked database) is
-    retried a few times, since giving up means running the task again once the lease expires."""
-    for attempt in range(OUTCOME_ATTEMPTS):
+    """Record the outcome; a transient refusal (a busy or restarting peer, a broken stream, a locked
+    database) is retried with growing pauses until the caller's deadline."""
+    attempt = 0
+    while True:
         try:
             if outcome is None:
                 if "cancelled" in why_stopped:
@@ -185,18 +199,18 @@ async def _record(source: TaskSource, task: Task, token: str, outcome: tuple[str
                 await source.fail(task.id, token, outcome[1], retry=False)
             else:
                 await source.fail(task.id, token, outcome[1], retry=True)
+            if attempt:
+                log.info("task %s: outcome recorded after %d retries", task.id, attempt)
             return
         except LeaseLost:
             log.warning("task %s: the lease was lost before the outcome was recorded; "
                         "another worker owns it now", task.id)
             return
         except (PeerError, StoreUnavailable) as exc:
-            if attempt + 1 == OUTCOME_ATTEMPTS:
-                log.error("task %s: recording the outcome failed %d times, last: %s; it runs again once "
-                          "its lease expires", task.id, OUTCOME_ATTEMPTS, exc)
-                return
-            log.warning("task %s: recording the outcome failed (%s); retrying", task.id, exc)
-            await trio.sleep(0.05 * 2 ** attempt)
+            (log.warning if attempt == 0 else log.debug)(
+                "task %s: recording the outcome failed (%s); retrying", task.id, exc)
+            await trio.sleep(min(OUTCOME_RETRY_CAP, 0.05 * 2 ** attempt))
+            attempt += 1
         except Exception as exc:  # not transient (the task changed meanwhile, a bug): trying again won't help
             log.error("task %s: recording the outcome failed: %s", task.id, exc)
             return
