@@ -15,7 +15,7 @@ starts first; the others start together with node 0 as their only bootstrap peer
   spread over the nodes (mesh workers claim from every connected authorized peer);
 - memory: resident set size (VmRSS) of each node after startup and after the work;
 - idle cost: CPU the whole mesh uses over 5 s with nothing to do, 10 s after the mesh formed
-  (percent of one core; 2 s, 3 s after, with ``--quick``).
+  (percent of one core; 1.5 s, 2 s after, with ``--quick``).
 
 Results: bench/results/mesh.json and mesh.png.
 """
@@ -156,7 +156,7 @@ async def measure(size: int, tasks_per_node: int, quick: bool) -> dict[str, Any]
             out["links"] = sum(len(c & set(mesh.ids)) for c in connected) // 2
 
             # Idle cost: CPU the whole mesh burns doing nothing (keep-alives, long-polling claims).
-            settle, idle = (3.0, 2.0) if quick else (SETTLE_SECONDS, IDLE_SECONDS)
+            settle, idle = (2.0, 1.5) if quick else (SETTLE_SECONDS, IDLE_SECONDS)
             await trio.sleep(settle)  # the new connections' first claims and exchanges are done
             before = sum(cpu_seconds(p.pid) for p in mesh.procs)
             await trio.sleep(idle)

@@ -60,7 +60,7 @@ def _cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def settle(pids: list[int], *, idle_share: float = 0.1, window: float = 0.25, limit: float = 20.0) -> float:
+def settle(pids: list[int], *, idle_share: float = 0.1, window: float = 0.1, limit: float = 20.0) -> float:
     """Wait until these processes together use under ``idle_share`` of a core; returns seconds waited.
 
     After a measurement, a server may still be finishing calls the load generator gave up on (a
