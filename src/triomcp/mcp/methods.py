@@ -436,7 +436,7 @@ class Methods:
             mirrored = tool.header_params
             if mirrored:
                 check_param_headers(mirrored, arguments, req.headers)
-            self._check_request_state(req, {"m": "tools/call", "t": name, "a": arguments_digest(arguments)})
+            self._check_request_state(req, lambda: {"m": "tools/call", "t": name, "a": arguments_digest(arguments)})
         try:
             args = tool.input_model.model_validate(arguments)
         except ValidationError as exc:
@@ -603,7 +603,8 @@ class Methods:
             "isError": True,
         }
 
-    def _check_request_state(self, req: Request, binding: dict[str, Any]) -> None:
+    def _check_request_state(self, req: Request, binding: Callable[[], dict[str, Any]]) -> None:
+        """``binding`` is built only when a token came (most calls carry none: no digest to compute)."""
         token = req.params.get("requestState")
         if token is None:
             if req.params.get("inputResponses") is not None:
@@ -611,7 +612,7 @@ class Methods:
             return
         if not isinstance(token, str):
             raise InvalidParams("requestState must be a string")
-        self.signer.verify(token, {**binding, "p": req.principal}, now=self.wall_clock())
+        self.signer.verify(token, {**binding(), "p": req.principal}, now=self.wall_clock())
 
     def _input_required(self, req: Request, need: InputRequired, binding: dict[str, Any]) -> dict[str, Any]:
         if req.era is not Era.MODERN:
