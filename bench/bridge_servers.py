@@ -178,6 +178,8 @@ def floor_chain(target: str, key_dir: Path) -> Any:
     """Both floors in one Trio process: a bare ASGI app (no framework, no MCP engine) whose POST
     makes the libp2p call on a node held by its lifespan. What HTTP-then-libp2p costs with nothing
     of triomcp's in between."""
+    from bench.servers import answer_json, read_json
+
     state: dict[str, Any] = {}
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -198,20 +200,8 @@ def floor_chain(target: str, key_dir: Path) -> Any:
                         nursery.cancel_scope.cancel()
                         await send({"type": "lifespan.shutdown.complete"})
                         return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        request = json.loads(body)
-        answer = await add(state["node"], state["peer"])
-        out = json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": {
-            "content": [{"type": "text", "text": json.dumps(answer)}], "structuredContent": answer,
-            "isError": False}}).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
-        await send({"type": "http.response.body", "body": out})
+        request = await read_json(receive)
+        await answer_json(send, request["id"], await add(state["node"], state["peer"]))
 
     return app
 

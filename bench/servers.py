@@ -67,17 +67,27 @@ async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    request = await read_json(receive)
+    args = request["params"]["arguments"]
+    await answer_json(send, request["id"], {"sum": args["a"] + args["b"]})
+
+
+async def read_json(receive: Any) -> Any:
+    """The request body, parsed (a bare ASGI app: no framework)."""
     body = b""
     while True:
         message = await receive()
         body += message.get("body", b"")
         if not message.get("more_body"):
             break
-    request = json.loads(body)
-    args = request["params"]["arguments"]
-    result = {"content": [{"type": "text", "text": json.dumps({"sum": args["a"] + args["b"]})}],
-              "structuredContent": {"sum": args["a"] + args["b"]}, "isError": False, "resultType": "complete"}
-    out = json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": result}).encode()
+    return json.loads(body)
+
+
+async def answer_json(send: Any, ident: Any, structured: dict[str, Any]) -> None:
+    """A JSON-RPC ``CallToolResult`` carrying ``structured``, with a content-length."""
+    result = {"content": [{"type": "text", "text": json.dumps(structured)}], "structuredContent": structured,
+              "isError": False, "resultType": "complete"}
+    out = json.dumps({"jsonrpc": "2.0", "id": ident, "result": result}).encode()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
     await send({"type": "http.response.body", "body": out})

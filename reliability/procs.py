@@ -9,6 +9,7 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,26 +56,36 @@ def env_for(data_dir: Path, name: str, **settings: Any) -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TRIOMCP, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+def in_netns(netns: str | None) -> list[str]:
+    """The prefix that runs a command in network namespace ``netns`` (none for this one)."""
+    return ["ip", "netns", "exec", netns] if netns else []
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 60, *,
+            netns: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*in_netns(netns), *TRIOMCP, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
 
 
 @contextlib.contextmanager
-def started(args: list[str], env: dict[str, str], log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """A triomcp process; stderr goes to ``log`` (never a pipe nobody drains); killed at the end."""
+def started(args: list[str], env: dict[str, str], log: Path | None = None, *,
+            netns: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A triomcp process, killed at the end. Its stderr goes to ``log`` or else to a temporary file
+    (read either with :func:`stderr_text`), never to a pipe: a pipe nobody drains blocks a chatty
+    process once 64 KiB are written. With ``netns``, ``ip netns exec`` execs the command, so the
+    process (and the pid in its announce file) is triomcp's."""
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
-    err = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen([*TRIOMCP, *args], env=env, stdout=subprocess.DEVNULL, stderr=err,
-                            start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        if log is not None:
-            err.close()  # type: ignore[union-attr]
+    with open(log, "a+b") if log is not None else tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([*in_netns(netns), *TRIOMCP, *args], env=env, stdout=subprocess.DEVNULL,
+                                stderr=err, start_new_session=True)
+        proc.stderr_file = err  # type: ignore[attr-defined]
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=30)
 
 
 def stderr_text(proc: subprocess.Popen[Any]) -> str:

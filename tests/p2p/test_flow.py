@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import trio
 from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, YamuxStream
 
 from tests.p2p.conftest import authorize, node_in
+from triomcp.p2p import Node
 
 
 @pytest.fixture
@@ -26,15 +29,22 @@ def window_updates(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return sent
 
 
-async def test_small_calls_send_no_window_updates(tmp_path: Path, window_updates: list[int]) -> None:
+@contextlib.asynccontextmanager
+async def calling(tmp_path: Path, window_updates: list[int]) -> AsyncIterator[tuple[Node, Node]]:
+    """A calls B on an open, negotiated MCP stream; the updates counted start from there."""
     async with node_in(tmp_path / "a") as a, node_in(tmp_path / "b") as b:
         authorize(b, a)
-        with trio.fail_after(30):
+        with trio.fail_after(60):
             await a.connect(b.listen_addrs()[0])
-            await a.call(b.peer_id, "echo", {"value": 0})  # the stream is open and negotiated
+            await a.call(b.peer_id, "echo", {"value": 0})
             window_updates.clear()
-            for i in range(100):
-                assert await a.call(b.peer_id, "echo", {"value": i}) == {"echo": i}
+            yield a, b
+
+
+async def test_small_calls_send_no_window_updates(tmp_path: Path, window_updates: list[int]) -> None:
+    async with calling(tmp_path, window_updates) as (a, b):
+        for i in range(100):
+            assert await a.call(b.peer_id, "echo", {"value": i}) == {"echo": i}
     # py-libp2p's own rule sends one after every read: at least 200 here (both ends, every frame).
     assert window_updates == []
 
@@ -42,23 +52,18 @@ async def test_small_calls_send_no_window_updates(tmp_path: Path, window_updates
 async def test_answers_larger_than_the_window_flow_and_credit_returns(tmp_path: Path,
                                                                      window_updates: list[int]) -> None:
     big = "x" * (600 * 1024)  # one frame is over twice the 256 KiB window
-    async with node_in(tmp_path / "a") as a, node_in(tmp_path / "b") as b:
-        authorize(b, a)
-        with trio.fail_after(60):
-            await a.connect(b.listen_addrs()[0])
-            await a.call(b.peer_id, "echo", {"value": 0})  # the stream is open and negotiated
-            window_updates.clear()
-            for _ in range(3):
-                assert (await a.call(b.peer_id, "echo", {"value": big}))["echo"] == big
-            results: list[Any] = []
+    async with calling(tmp_path, window_updates) as (a, b):
+        for _ in range(3):
+            assert (await a.call(b.peer_id, "echo", {"value": big}))["echo"] == big
+        results: list[Any] = []
 
-            async def one(i: int) -> None:
-                results.append((await a.call(b.peer_id, "echo", {"value": f"{i}{big}"}))["echo"])
+        async def one(i: int) -> None:
+            results.append((await a.call(b.peer_id, "echo", {"value": f"{i}{big}"}))["echo"])
 
-            async with trio.open_nursery() as nursery:
-                for i in range(4):
-                    nursery.start_soon(one, i)
-            assert sorted(results) == [f"{i}{big}" for i in range(4)]
+        async with trio.open_nursery() as nursery:
+            for i in range(4):
+                nursery.start_soon(one, i)
+        assert sorted(results) == [f"{i}{big}" for i in range(4)]
     moved = 2 * 7 * len(big)  # each request and each answer crosses once
     assert window_updates, "credit must come back or the sender stalls"
     assert all(u >= DEFAULT_WINDOW_SIZE // 2 for u in window_updates)  # batched, never per read
