@@ -144,6 +144,45 @@ async def test_a_transient_failure_to_record_the_outcome_is_retried(queue: TaskQ
     assert done.state is TaskState.SUCCEEDED and done.result == "done" and done.attempts == 1
 
 
+async def test_an_outcome_is_retried_while_the_owner_is_away_for_seconds(tmp_path: Path) -> None:
+    # Fault injection: the owner refuses outcomes for about 2.5 s (6 attempts), as a restarting
+    # peer would; the lease (10 s) still holds, so the outcome must land and the task not run again.
+    class Away:
+        def __init__(self, inner: TaskQueue) -> None:
+            self.inner, self.name, self.refusals = inner, "away", 6
+
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(self.inner, attr)
+
+        async def complete(self, task_id: str, token: str, result: Any) -> Any:
+            if self.refusals:
+                self.refusals -= 1
+                raise PeerError("No valid connections available for peer")
+            return await self.inner.complete(task_id, token, result)
+
+    runs: list[str] = []
+
+    async def ok(task: Task, ctx: TaskContext) -> Any:
+        runs.append(task.id)
+        return "done"
+
+    queue = await open_task_queue(tmp_path / "queue.db", TaskQueueSettings(lease_seconds=10.0))
+    try:
+        source = Away(queue)
+        task = await queue.submit("ok", {})
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(lambda task_status: run_workers(
+                    source, registry_with({"ok": ok}), holder="w", concurrency={"*": 1}, lease_seconds=10.0,
+                    task_status=task_status))
+                done = await queue.wait_finished(task.id)
+                nursery.cancel_scope.cancel()
+    finally:
+        await queue.aclose()
+    assert source.refusals == 0 and runs == [task.id]
+    assert done.state is TaskState.SUCCEEDED and done.attempts == 1
+
+
 async def test_crashing_handler_retries_then_dead_letters(queue: TaskQueue) -> None:
     calls: list[int] = []
 

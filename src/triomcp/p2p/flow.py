@@ -19,14 +19,11 @@ transfers.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
 __all__ = ["batch_window_updates"]
-
-log = logging.getLogger("triomcp.p2p")
 
 _HOOK = "_auto_tune_and_send_window_update"  # called by YamuxStream.read after each read (0.8.1)
 

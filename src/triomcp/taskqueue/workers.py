@@ -170,15 +170,31 @@ async def run_one(source: TaskSource, lease: Lease, handler: Handler, *, renew_e
         stopping = True
         raise
     finally:
-        # Record the outcome even while the worker is being cancelled (shutdown, for a while). Otherwise
-        # keep trying as long as the lease may hold (3 renewal periods): the owner may be restarting,
-        # and giving up means running the task again once the lease expires.
-        patience = SHUTDOWN_PATIENCE if stopping else max(SHUTDOWN_PATIENCE, 3 * renew_every)
-        with trio.CancelScope(shield=True), trio.move_on_after(patience) as waited:
-            await _record(source, task, token, outcome, why_stopped)
-        if waited.cancelled_caught:
-            log.error("task %s: the outcome could not be recorded within %.0f s; it runs again once its lease "
-                      "expires", task.id, patience)
+        # Keep trying as long as the lease may hold (3 renewal periods): the owner may be restarting,
+        # and giving up means running the task again once the lease expires. A worker being shut down
+        # (now or while it retries) still tries, shielded, for SHUTDOWN_PATIENCE.
+        patience = max(SHUTDOWN_PATIENCE, 3 * renew_every)
+        if stopping:
+            await _record_shielded(source, task, token, outcome, why_stopped)
+        else:
+            try:
+                with trio.move_on_after(patience) as waited:
+                    await _record(source, task, token, outcome, why_stopped)
+            except trio.Cancelled:
+                await _record_shielded(source, task, token, outcome, why_stopped)
+                raise
+            if waited.cancelled_caught:
+                log.error("task %s: the outcome could not be recorded within %.0f s; it runs again once its "
+                          "lease expires", task.id, patience)
+
+
+async def _record_shielded(source: TaskSource, task: Task, token: str, outcome: tuple[str, Any] | None,
+                           why_stopped: list[str]) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_PATIENCE) as waited:
+        await _record(source, task, token, outcome, why_stopped)
+    if waited.cancelled_caught:
+        log.error("task %s: shutting down, the outcome could not be recorded within %.0f s; it runs again "
+                  "once its lease expires", task.id, SHUTDOWN_PATIENCE)
 
 
 async def _record(source: TaskSource, task: Task, token: str, outcome: tuple[str, Any] | None,
