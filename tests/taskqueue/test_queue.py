@@ -113,53 +113,41 @@ async def test_workers_run_handlers_and_record_failures(queue: TaskQueue) -> Non
     assert done_b.state is TaskState.FAILED and done_b.error["code"] == "non_retryable"  # type: ignore[index]
 
 
-async def test_a_transient_failure_to_record_the_outcome_is_retried(queue: TaskQueue) -> None:
-    # Fault injection: the source refuses the first two outcomes (a busy peer answers -32010 so).
-    class Flaky:
-        def __init__(self, inner: TaskQueue) -> None:
-            self.inner, self.name, self.refusals = inner, "flaky", 2
-
-        def __getattr__(self, attr: str) -> Any:
-            return getattr(self.inner, attr)
-
-        async def complete(self, task_id: str, token: str, result: Any) -> Any:
-            if self.refusals:
-                self.refusals -= 1
-                raise PeerError("too many requests in flight (limit 64)")
-            return await self.inner.complete(task_id, token, result)
-
-    async def ok(task: Task, ctx: TaskContext) -> Any:
-        return "done"
-
-    source = Flaky(queue)
-    task = await queue.submit("ok", {})
-    with trio.fail_after(10):
+async def run_until_finished(source: Any, queue: TaskQueue, handlers: dict[str, Any], task_id: str, *,
+                             lease_seconds: float = 2.0) -> Task:
+    """One worker per type on ``source`` until ``task_id`` is finished; returns the finished task."""
+    with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             await nursery.start(lambda task_status: run_workers(
-                source, registry_with({"ok": ok}), holder="w", concurrency={"*": 1}, lease_seconds=2.0,
+                source, registry_with(handlers), holder="w", concurrency={"*": 1}, lease_seconds=lease_seconds,
                 task_status=task_status))
-            done = await queue.wait_finished(task.id)
+            done = await queue.wait_finished(task_id)
             nursery.cancel_scope.cancel()
-    assert source.refusals == 0
-    assert done.state is TaskState.SUCCEEDED and done.result == "done" and done.attempts == 1
+    return done
 
 
-async def test_an_outcome_is_retried_while_the_owner_is_away_for_seconds(tmp_path: Path) -> None:
-    # Fault injection: the owner refuses outcomes for about 2.5 s (6 attempts), as a restarting
-    # peer would; the lease (10 s) still holds, so the outcome must land and the task not run again.
-    class Away:
-        def __init__(self, inner: TaskQueue) -> None:
-            self.inner, self.name, self.refusals = inner, "away", 6
+class RefusesOutcomes:
+    """Fault injection: a task source whose first ``refusals`` outcomes fail with ``PeerError(message)``."""
 
-        def __getattr__(self, attr: str) -> Any:
-            return getattr(self.inner, attr)
+    def __init__(self, inner: TaskQueue, refusals: int, message: str) -> None:
+        self.inner, self.name, self.refusals, self.message = inner, "refusing", refusals, message
 
-        async def complete(self, task_id: str, token: str, result: Any) -> Any:
-            if self.refusals:
-                self.refusals -= 1
-                raise PeerError("No valid connections available for peer")
-            return await self.inner.complete(task_id, token, result)
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
 
+    async def complete(self, task_id: str, token: str, result: Any) -> Any:
+        if self.refusals:
+            self.refusals -= 1
+            raise PeerError(self.message)
+        return await self.inner.complete(task_id, token, result)
+
+
+@pytest.mark.parametrize(("refusals", "message"), [
+    (2, "too many requests in flight (limit 64)"),  # a busy peer's -32010
+    (6, "No valid connections available for peer"),  # a restarting owner: about 2.5 s of retries
+])
+async def test_a_refused_outcome_is_retried_and_the_task_runs_once(tmp_path: Path, refusals: int,
+                                                                  message: str) -> None:
     runs: list[str] = []
 
     async def ok(task: Task, ctx: TaskContext) -> Any:
@@ -168,19 +156,14 @@ async def test_an_outcome_is_retried_while_the_owner_is_away_for_seconds(tmp_pat
 
     queue = await open_task_queue(tmp_path / "queue.db", TaskQueueSettings(lease_seconds=10.0))
     try:
-        source = Away(queue)
+        source = RefusesOutcomes(queue, refusals, message)
         task = await queue.submit("ok", {})
-        with trio.fail_after(20):
-            async with trio.open_nursery() as nursery:
-                await nursery.start(lambda task_status: run_workers(
-                    source, registry_with({"ok": ok}), holder="w", concurrency={"*": 1}, lease_seconds=10.0,
-                    task_status=task_status))
-                done = await queue.wait_finished(task.id)
-                nursery.cancel_scope.cancel()
+        done = await run_until_finished(source, queue, {"ok": ok}, task.id, lease_seconds=10.0)
     finally:
         await queue.aclose()
+    # The lease (10 s) outlasts the refusals: the outcome lands, and the task does not run again.
     assert source.refusals == 0 and runs == [task.id]
-    assert done.state is TaskState.SUCCEEDED and done.attempts == 1
+    assert done.state is TaskState.SUCCEEDED and done.result == "done" and done.attempts == 1
 
 
 async def test_crashing_handler_retries_then_dead_letters(queue: TaskQueue) -> None:
@@ -192,13 +175,7 @@ async def test_crashing_handler_retries_then_dead_letters(queue: TaskQueue) -> N
 
     queue.backoff.base = queue.backoff.cap = 0.001
     task = await queue.submit("crash", {}, max_attempts=3)
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(lambda task_status: run_workers(
-                queue, registry_with({"crash": crash}), holder="w", concurrency={"*": 1}, lease_seconds=2.0,
-                task_status=task_status))
-            final = await queue.wait_finished(task.id)
-            nursery.cancel_scope.cancel()
+    final = await run_until_finished(queue, queue, {"crash": crash}, task.id)
     assert calls == [1, 2, 3] and final.state is TaskState.DEAD
     assert final.error == {"code": "handler_error", "message": "RuntimeError: boom"}
     assert queue.statistics().retries == 2 and queue.statistics().dead_letters == 1
