@@ -37,7 +37,7 @@ import httpx
 import trio
 
 from bench.bridge import _env, free_port
-from bench.procs import stop
+from bench.procs import cpu_seconds, stop
 from triomcp.p2p import AuthorizedPeers
 from triomcp.p2p.identity import load_or_create_identity, peer_id_of
 
@@ -47,11 +47,6 @@ MODERN = "2026-07-28"
 READY_TIMEOUT = 180.0
 IDLE_SECONDS = 5.0
 SETTLE_SECONDS = 10.0
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from typing import IO
 
-__all__ = ["settle", "spawn", "stderr_of", "stop"]
+__all__ = ["cpu_seconds", "settle", "spawn", "stderr_of", "stop"]
 
 _logs: dict[int, IO[bytes]] = {}
 
@@ -51,13 +51,18 @@ def stop(proc: subprocess.Popen[bytes], *, kill: bool = False) -> None:
         log.close()
 
 
-def _cpu_ticks(pid: int) -> int:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used so far (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_or_zero(pid: int) -> float:
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:  # gone, or not Linux
-        return 0
-    return int(fields[11]) + int(fields[12])  # utime + stime
+        return cpu_seconds(pid)
+    except OSError:  # the process has gone
+        return 0.0
 
 
 def settle(pids: list[int], *, idle_share: float = 0.1, window: float = 0.1, limit: float = 20.0) -> float:
@@ -65,11 +70,10 @@ def settle(pids: list[int], *, idle_share: float = 0.1, window: float = 0.1, lim
 
     After a measurement, a server may still be finishing calls the load generator gave up on (a
     host-per-call bridge tears hosts down for seconds); the next design must not pay for that."""
-    tick = os.sysconf("SC_CLK_TCK")
     start = time.monotonic()
     while time.monotonic() - start < limit:
-        before = sum(_cpu_ticks(p) for p in pids)
+        before = sum(_cpu_or_zero(p) for p in pids)
         time.sleep(window)
-        if (sum(_cpu_ticks(p) for p in pids) - before) / tick < idle_share * window:
+        if sum(_cpu_or_zero(p) for p in pids) - before < idle_share * window:
             break
     return time.monotonic() - start

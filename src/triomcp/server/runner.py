@@ -96,7 +96,8 @@ async def run_server(settings: Settings, config: Config) -> None:
             if not settings.auth.enabled and not _loopback(bind):
                 log.warning("serving %s without authorization: anyone who can reach it may call every tool "
                             "(set auth.tokens_file or auth.oauth_issuer; see docs/operations.md)", bind)
-        log.debug("froze %d startup objects out of the collector's full passes", settle_heap())
+        frozen = settle_heap()
+        log.debug("froze %d startup objects out of the collector's full passes", frozen)
         notify("READY=1")
         await served.wait()  # SIGTERM/SIGINT -> drain -> lifespan exit -> serve() returns
         nursery.cancel_scope.cancel()

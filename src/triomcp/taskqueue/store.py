@@ -32,9 +32,10 @@ UNAVAILABLE_RETRY_CAP = 5.0
 """Longest wait before trying the database again after it was unavailable (disk full, locked)."""
 
 
-def unavailable_delay(failures: int) -> float:
-    """Seconds to wait after the ``failures``-th failure in a row: 100 ms doubling, capped."""
-    return min(UNAVAILABLE_RETRY_CAP, 0.05 * 2 ** failures)
+def unavailable_delay(failures: int, *, cap: float = UNAVAILABLE_RETRY_CAP) -> float:
+    """Seconds to wait after the ``failures``-th failure in a row (of the database, or of a peer):
+    50 ms times 2 ** failures, capped at ``cap``."""
+    return min(cap, 0.05 * 2 ** failures)
 
 T = TypeVar("T")
 

@@ -38,7 +38,6 @@ OUTCOME_RETRY_CAP = 1.0
 """Longest pause (seconds) between two attempts to record an outcome."""
 SHUTDOWN_PATIENCE = 10.0
 """How long a worker being shut down keeps trying to record an outcome."""
-"""Tries to record one outcome (backoff 50, 100, 200, 400 ms between them)."""
 
 
 class TaskSource(Protocol):
@@ -225,7 +224,7 @@ async def _record(source: TaskSource, task: Task, token: str, outcome: tuple[str
         except (PeerError, StoreUnavailable) as exc:
             (log.warning if attempt == 0 else log.debug)(
                 "task %s: recording the outcome failed (%s); retrying", task.id, exc)
-            await trio.sleep(min(OUTCOME_RETRY_CAP, 0.05 * 2 ** attempt))
+            await trio.sleep(unavailable_delay(attempt, cap=OUTCOME_RETRY_CAP))
             attempt += 1
         except Exception as exc:  # not transient (the task changed meanwhile, a bug): trying again won't help
             log.error("task %s: recording the outcome failed: %s", task.id, exc)
