@@ -30,7 +30,8 @@ exactly one boundary per layer; they never leak upward.
     │   ├── LeaseLost               caller is not (or no longer) the lease holder
     │   ├── InvalidTransition       the task's state forbids the operation
     │   ├── NoHandler               no handler registered for the task type
-    │   └── StoreUnavailable        disk full, database locked: nothing was stored
+    │   ├── StoreUnavailable        disk full, database locked: nothing was stored (try again)
+    │   └── StoreIntegrityError     a constraint refused the write (a bug): nothing was stored
     └── PeerError
         ├── DialFailed              could not reach the peer
         ├── PeerTimeout             a dial, stream open or call ran out of time
@@ -67,6 +68,7 @@ __all__ = [
     "ResourceNotFound",
     "SessionNotFound",
     "SessionRequired",
+    "StoreIntegrityError",
     "StoreUnavailable",
     "TaskNotFound",
     "TaskQueueError",
@@ -237,6 +239,13 @@ class NoHandler(TaskQueueError):
 class StoreUnavailable(TaskQueueError):
     code = "store_unavailable"
     http_status = 503
+
+
+class StoreIntegrityError(TaskQueueError):
+    """The database refused a write by a constraint: what was written is wrong, not the disk, so
+    trying again cannot help (unlike :class:`StoreUnavailable`)."""
+
+    code = "store_integrity_error"
 
 
 class PeerError(TriomcpError):

@@ -75,3 +75,39 @@ def test_backoff_is_bounded_full_jitter() -> None:
     backoff = Backoff(base=1, cap=8, rng=random.Random(1))
     delays = [backoff.delay(a) for a in range(1, 12) for _ in range(50)]
     assert all(0 <= d <= 8 for d in delays) and max(delays) > 4
+
+
+def test_a_task_waits_for_input_and_runs_again_once_every_request_is_answered() -> None:
+    task = leased()
+    waiting = transition(task, "suspend", now=1, token=task.lease_token,
+                         requests={"a": {"method": "elicitation/create"}, "b": {"method": "roots/list"}})
+    assert waiting.state is TaskState.WAITING and waiting.lease_token is None and waiting.attempts == 0
+    assert set(waiting.pending_requests) == {"a", "b"}
+    # Keys that are not open are ignored; a partial answer keeps it waiting for the rest.
+    same = transition(waiting, "provide", now=2, responses={"zzz": {}})
+    assert same == waiting
+    partial = transition(waiting, "provide", now=2, responses={"a": {"action": "accept"}, "zzz": {}})
+    assert partial.state is TaskState.WAITING and list(partial.pending_requests) == ["b"]
+    assert partial.responses == {"a": {"action": "accept"}}
+    ready = transition(partial, "provide", now=3, responses={"b": {"roots": []}, "a": {"action": "decline"}})
+    assert ready.state is TaskState.QUEUED and ready.pending_requests == {}
+    assert ready.responses == {"a": {"action": "accept"}, "b": {"roots": []}}  # an answer, once given, stays
+    # The next run asks again under answered keys (and a new one): only the new one is open.
+    again = transition(ready, "claim", now=4, holder="w2", lease_seconds=10)
+    waiting2 = transition(again, "suspend", now=5, token=again.lease_token,
+                          requests={"a": {"method": "x"}, "c": {"method": "elicitation/create"}})
+    assert list(waiting2.pending_requests) == ["c"]
+    with pytest.raises(InvalidTransition):  # nothing unanswered: the handler must not park
+        transition(again, "suspend", now=5, token=again.lease_token, requests={"a": {"method": "x"}})
+    with pytest.raises(LeaseLost):  # only the lease holder may park it
+        transition(again, "suspend", now=5, token="forged", requests={"c": {}})
+
+
+def test_a_waiting_task_is_cancelled_at_once_and_is_not_claimable() -> None:
+    task = leased()
+    waiting = transition(task, "suspend", now=1, token=task.lease_token, requests={"a": {}})
+    cancelled = transition(waiting, "cancel", now=2)
+    assert cancelled.state is TaskState.CANCELLED and cancelled.error == {
+        "code": "cancelled", "message": "cancelled while waiting for input"}
+    with pytest.raises(InvalidTransition):
+        transition(waiting, "claim", now=2, holder="w", lease_seconds=1)

@@ -18,6 +18,7 @@ from triomcp.errors import LeaseLost, PeerError
 from triomcp.settings import TaskQueueSettings
 from triomcp.taskqueue import (
     HandlerRegistry,
+    NeedsInput,
     NonRetryable,
     TaskContext,
     TaskQueue,
@@ -279,3 +280,35 @@ async def test_submit_survives_sigkill(tmp_path: Path) -> None:
         assert {t.id for t in tasks} == set(acknowledged)
     finally:
         await queue.aclose()
+
+
+async def test_a_handler_that_needs_input_parks_the_task_until_it_is_answered(queue: TaskQueue) -> None:
+    runs: list[dict[str, Any]] = []
+
+    async def asks(task: Task, ctx: TaskContext) -> Any:
+        runs.append(task.responses)
+        if "name" not in task.responses:
+            raise NeedsInput({"name": {"method": "elicitation/create"}, "other": {"method": "roots/list"}})
+        return {"hello": task.responses["name"]}
+
+    submitted = await queue.submit("asks", {})
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: run_workers(
+                queue, registry_with({"asks": asks}), holder="w", concurrency={"*": 1}, lease_seconds=2.0,
+                task_status=task_status))
+            task = await queue.get(submitted.id)
+            while task.state is not TaskState.WAITING:
+                task = await queue.wait_changed(submitted.id, task.version)
+            assert set(task.pending_requests) == {"name", "other"} and task.attempts == 0
+            assert queue.statistics().by_state.get("waiting") == 1
+            task = await queue.provide_input(submitted.id, {"name": "Ada"})
+            assert task.state is TaskState.WAITING and list(task.pending_requests) == ["other"]
+            await queue.provide_input(submitted.id, {"other": {"roots": []}})
+            done = await queue.wait_finished(submitted.id)
+            nursery.cancel_scope.cancel()
+    assert done.state is TaskState.SUCCEEDED and done.result == {"hello": "Ada"}
+    assert runs == [{}, {"name": "Ada", "other": {"roots": []}}]
+    # Durable: the answers are in the database, not only in memory.
+    reread = await queue.get(submitted.id)
+    assert reread.responses == {"name": "Ada", "other": {"roots": []}}

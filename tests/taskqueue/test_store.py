@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from pathlib import Path
 from unittest import mock
 
 import pytest
 
-from triomcp.errors import IdempotencyConflict, InvalidTransition, LeaseLost, StoreUnavailable
+from triomcp.errors import (
+    IdempotencyConflict,
+    InvalidTransition,
+    LeaseLost,
+    StoreIntegrityError,
+    StoreUnavailable,
+)
 from triomcp.taskqueue import machine
 from triomcp.taskqueue.model import TaskState
 from triomcp.taskqueue.store import SCHEMA_VERSION, Store
@@ -199,3 +206,31 @@ def test_batch_commits_together_and_refuses_one_alone(tmp_path: Path) -> None:
     assert [ok for ok, _ in results] == [True, False, True]
     assert isinstance(results[1][1], InvalidTransition)
     assert len(store.list()[0]) == 3
+
+
+def test_a_task_without_a_payload_is_stored_with_a_null_payload(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q.db")
+    task, created = store.submit("x", None, priority=0, idempotency_key="k", max_attempts=3, submitter=None, now=1.0)
+    assert created and task.payload is None
+    assert store.get(task.id).payload is None
+    again, created = store.submit("x", None, priority=0, idempotency_key="k", max_attempts=3, submitter=None, now=2.0)
+    assert again.id == task.id and not created
+    raw = store._db.execute("SELECT payload FROM tasks WHERE id = ?", (task.id,)).fetchone()[0]
+    assert raw == "null"  # JSON null in a NOT NULL column
+    with pytest.raises(IdempotencyConflict):
+        submit(store, payload={"other": 1}, idempotency_key="k")
+
+
+def test_a_failed_constraint_is_an_integrity_error_never_store_unavailable(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q.db")
+    fixed = uuid.UUID(int=7)
+    with mock.patch("triomcp.taskqueue.store.uuid.uuid4", return_value=fixed):
+        first = submit(store)
+        with pytest.raises(StoreIntegrityError, match="UNIQUE constraint failed") as refused:
+            submit(store)  # the same id again: the primary key refuses it
+        results = store.batch([lambda: submit(store), lambda: store.get(first.id)])  # type: ignore[attr-defined]
+    assert not isinstance(refused.value, StoreUnavailable) and refused.value.code == "store_integrity_error"
+    assert isinstance(results[0][1], StoreIntegrityError) and results[1] == (True, store.get(first.id))  # type: ignore[attr-defined]
+    assert len(store.list()[0]) == 1
+    submit(store)  # the store keeps working
+    assert len(store.list()[0]) == 2

@@ -9,6 +9,7 @@ from triomcp.taskqueue.queue import TaskQueue, open_task_queue
 from triomcp.taskqueue.workers import (
     Handler,
     HandlerRegistry,
+    NeedsInput,
     NonRetryable,
     TaskContext,
     TaskSource,
@@ -23,6 +24,7 @@ __all__ = [
     "Handler",
     "HandlerRegistry",
     "Lease",
+    "NeedsInput",
     "NonRetryable",
     "QueueStatistics",
     "Task",

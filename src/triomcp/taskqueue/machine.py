@@ -16,6 +16,10 @@ what these functions return. ::
     (QUEUED, cancel)             -> CANCELLED   at once
     (LEASED, cancel)             -> LEASED      cancel_requested; the holder stops the handler
     (LEASED, cancelled)          -> CANCELLED   the holder confirms, or the lease expires
+    (LEASED, suspend)            -> WAITING     the handler needs input; the attempt is given back
+    (WAITING, provide)           -> WAITING     some requests answered, others still open
+    (WAITING, provide)           -> QUEUED      every request answered: run again with the answers
+    (WAITING, cancel)            -> CANCELLED   at once
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from triomcp.taskqueue.model import Task, TaskState
 
 __all__ = ["TRANSITIONS", "Backoff", "attempts_left", "expire", "transition"]
 
-Q, L = TaskState.QUEUED, TaskState.LEASED
+Q, L, W = TaskState.QUEUED, TaskState.LEASED, TaskState.WAITING
 TRANSITIONS: dict[tuple[TaskState, str], TaskState] = {
     (Q, "claim"): L,
     (L, "renew"): L,
@@ -44,9 +48,12 @@ TRANSITIONS: dict[tuple[TaskState, str], TaskState] = {
     (Q, "cancel"): TaskState.CANCELLED,
     (L, "cancel"): L,
     (L, "cancelled"): TaskState.CANCELLED,
+    (L, "suspend"): W,
+    (W, "provide"): W,
+    (W, "cancel"): TaskState.CANCELLED,
 }
 HOLDER_EVENTS = frozenset({"renew", "progress", "complete", "fail_retry", "fail_final", "exhausted", "release",
-                           "cancelled"})
+                           "cancelled", "suspend"})
 """Events only the current lease holder may cause (checked by token)."""
 
 
@@ -82,6 +89,8 @@ def transition(
         if task.lease_expires_at is not None and now >= task.lease_expires_at and event != "release":
             raise LeaseLost(f"task {task.id}: the lease expired at {task.lease_expires_at:.3f}")
     new_state = TRANSITIONS[key]
+    if event == "provide":
+        return _provide(task, data["responses"], now=now)
     common: dict[str, Any] = {"state": new_state, "updated_at": now, "version": task.version + 1}
     no_lease = {"lease_holder": None, "lease_token": None, "lease_expires_at": None}
     if event == "claim":
@@ -104,15 +113,35 @@ def transition(
                        error={"code": "lease_expired", "message": f"lease of {task.lease_holder} expired"})
     if event == "release":
         return replace(task, **common, **no_lease, attempts=max(0, task.attempts - 1))
+    if event == "suspend":
+        answered = task.responses
+        requests = {k: v for k, v in dict(data["requests"]).items() if k not in answered}
+        if not requests:
+            raise InvalidTransition(f"task {task.id}: suspended without an unanswered input request")
+        return replace(task, **common, **no_lease, attempts=max(0, task.attempts - 1),
+                       input={"requests": requests, "responses": answered})
     if event == "cancel":
         if new_state is TaskState.CANCELLED:
+            why = "cancelled while waiting for input" if task.state is W else "cancelled before it ran"
             return replace(task, **common, finished_at=now, cancel_requested=True,
-                           error={"code": "cancelled", "message": "cancelled before it ran"})
+                           error={"code": "cancelled", "message": why})
         return replace(task, **common, cancel_requested=True)
     if event == "cancelled":
         return replace(task, **common, **no_lease, finished_at=now,
                        error={"code": "cancelled", "message": "cancelled while running"})
     raise AssertionError(event)  # pragma: no cover - the table and this function agree
+
+
+def _provide(task: Task, responses: dict[str, Any], *, now: float) -> Task:
+    """Answers for a WAITING task: keys not outstanding are ignored; queued again once none is left."""
+    pending = task.pending_requests
+    answered = {k: v for k, v in responses.items() if k in pending}
+    if not answered:
+        return task
+    still = {k: v for k, v in pending.items() if k not in answered}
+    state = TaskState.WAITING if still else TaskState.QUEUED
+    return replace(task, state=state, updated_at=now, version=task.version + 1, not_before=now,
+                   input={"requests": still, "responses": {**task.responses, **answered}})
 
 
 def expire(task: Task, *, now: float, backoff: Backoff) -> Task:

@@ -12,6 +12,9 @@ __all__ = ["FINISHED", "Lease", "QueueStatistics", "Task", "TaskState"]
 class TaskState(StrEnum):
     QUEUED = "queued"
     LEASED = "leased"
+    WAITING = "waiting"
+    """The handler needs input from outside (answers to ``input["requests"]``); not claimable until
+    every request is answered (``provide_input``), then queued again with the answers."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -53,6 +56,22 @@ class Task:
     """Bumped on every change (watchers wait for a version after the one they saw)."""
     expires_at: float | None = None
     """After this instant a finished task may be pruned (an MCP task's TTL); None: the queue's retention."""
+    input: dict[str, Any] | None = None
+    """Input the handler asked for while it ran: ``{"requests": {key: request}, "responses": {key: answer}}``.
+    ``requests`` are the ones still unanswered (while WAITING); ``responses`` every answer so far, which
+    the next attempt's handler gets (``TaskContext.responses``). Keys are unique over the task's life."""
+
+    @property
+    def responses(self) -> dict[str, Any]:
+        """Every answer to the task's input requests so far."""
+        found = (self.input or {}).get("responses")
+        return dict(found) if isinstance(found, dict) else {}
+
+    @property
+    def pending_requests(self) -> dict[str, Any]:
+        """The input requests still unanswered (a WAITING task's)."""
+        found = (self.input or {}).get("requests")
+        return dict(found) if isinstance(found, dict) else {}
 
     @property
     def finished(self) -> bool:

@@ -299,6 +299,21 @@ class TaskQueue:
         """The holder stopped the handler after a cancel request."""
         return await self._change(task_id, lambda t: machine.transition(t, "cancelled", now=self.clock(), token=token))
 
+    async def suspend(self, task_id: str, token: str, requests: dict[str, Any]) -> Task:
+        """The handler needs input: park the task (WAITING) until ``provide_input`` answers every request."""
+        return await self._change(task_id, lambda t: machine.transition(
+            t, "suspend", now=self.clock(), token=token, requests=requests))
+
+    async def provide_input(self, task_id: str, responses: dict[str, Any]) -> Task:
+        """Answers for a WAITING task; queued again once every open request is answered. Answers to
+        keys that are not open (never asked, already answered) are ignored, as is a task not waiting."""
+        def apply(task: Task) -> Task:
+            if task.state is not TaskState.WAITING:
+                return task
+            return machine.transition(task, "provide", now=self.clock(), responses=responses)
+
+        return await self._change(task_id, apply)
+
     # -- cancelling and watching --------------------------------------------------------------------
     async def cancel(self, task_id: str) -> Task:
         """Queued: cancelled at once. Leased: the holder is asked to stop (see wait_cancel_requested)."""

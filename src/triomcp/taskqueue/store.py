@@ -8,7 +8,9 @@
   the pure transition from :mod:`triomcp.taskqueue.machine` and writes it back, so
   a claim is atomic and nothing is ever half-written.
 - sqlite errors become :class:`~triomcp.errors.StoreUnavailable` (disk full,
-  database locked, I/O error) with nothing stored.
+  database locked, I/O error) with nothing stored; a failed constraint becomes
+  :class:`~triomcp.errors.StoreIntegrityError` (a bug in what was written: trying
+  again cannot help, so it must never read as the disk being unavailable).
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
-from triomcp.errors import IdempotencyConflict, StoreUnavailable, TaskNotFound
+from triomcp.errors import (
+    IdempotencyConflict,
+    StoreIntegrityError,
+    StoreUnavailable,
+    TaskNotFound,
+    TaskQueueError,
+)
 from triomcp.taskqueue import machine
 from triomcp.taskqueue.model import FINISHED, Task, TaskState
 
@@ -78,6 +86,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE tasks ADD COLUMN expires_at REAL;
     CREATE INDEX tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;
     """,
+    # 3: input a running handler asked for (a task WAITING for answers, and the answers so far)
+    """
+    ALTER TABLE tasks ADD COLUMN input TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -85,17 +97,24 @@ COLUMNS = (
     "id", "seq", "type", "payload", "priority", "state", "submitter", "idempotency_key", "attempts",
     "max_attempts", "not_before", "lease_holder", "lease_token", "lease_expires_at", "cancel_requested",
     "progress", "progress_message", "result", "error", "created_at", "updated_at", "finished_at", "version",
-    "expires_at",
+    "expires_at", "input",
 )
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM tasks"
-_JSON_COLUMNS = ("payload", "result", "error")
+_JSON_COLUMNS = ("payload", "result", "error", "input")
 _MUTABLE = ("state", "attempts", "not_before", "lease_holder", "lease_token", "lease_expires_at", "cancel_requested",
-            "progress", "progress_message", "result", "error", "updated_at", "finished_at", "version")
+            "progress", "progress_message", "result", "error", "updated_at", "finished_at", "version", "input")
 _UPDATE = f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in _MUTABLE)} WHERE id = ?"
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def _store_error(exc: sqlite3.Error, context: str) -> TaskQueueError:
+    """The translation of a sqlite3 error raised while writing, nothing stored."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return StoreIntegrityError(f"task queue database refused the write, nothing was stored: {exc}")
+    return StoreUnavailable(f"{context}, nothing was stored: {exc}")
 
 
 def _row_to_task(row: Sequence[Any]) -> Task:
@@ -111,7 +130,9 @@ def _task_to_row(task: Task) -> tuple[Any, ...]:
     values = []
     for column in COLUMNS:
         value = getattr(task, column)
-        if column in _JSON_COLUMNS:
+        if column == "payload":
+            value = _dumps(value)  # a column NOT NULL: no payload is stored as JSON null
+        elif column in _JSON_COLUMNS:
             value = _dumps(value) if value is not None else None
         elif column == "state":
             value = value.value
@@ -184,7 +205,7 @@ class Store:
                 self._db.execute(f"ROLLBACK TO {name}")
                 self._db.execute(f"RELEASE {name}")
                 if isinstance(exc, sqlite3.Error):
-                    raise StoreUnavailable(f"task queue database error, nothing was stored: {exc}") from exc
+                    raise _store_error(exc, "task queue database error") from exc
                 raise
             else:
                 self._db.execute(f"RELEASE {name}")
@@ -200,7 +221,7 @@ class Store:
             yield self._db
         except sqlite3.Error as exc:
             self._rollback_quietly()
-            raise StoreUnavailable(f"task queue database error, nothing was stored: {exc}") from exc
+            raise _store_error(exc, "task queue database error") from exc
         except Exception:  # a transition refused (LeaseLost...): nothing is written
             self._rollback_quietly()
             raise
@@ -210,7 +231,7 @@ class Store:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback_quietly()
-            raise StoreUnavailable(f"task queue commit failed, nothing was stored: {exc}") from exc
+            raise _store_error(exc, "task queue commit failed") from exc
 
     def batch(self, operations: Sequence[Callable[[], Any]]) -> list[tuple[bool, Any]]:
         """Run several operations in one transaction (one fsync): ``(ok, result or exception)`` each.
@@ -226,7 +247,7 @@ class Store:
                         results.append((True, operation()))
                     except Exception as exc:
                         results.append((False, exc))
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, StoreIntegrityError) as exc:
             return [(False, exc)] * len(operations)
         return results
 
@@ -255,7 +276,8 @@ class Store:
                 task.lease_expires_at, int(task.cancel_requested), task.progress, task.progress_message,
                 None if task.result is None else _dumps(task.result),
                 None if task.error is None else _dumps(task.error),
-                task.updated_at, task.finished_at, task.version, task.id,
+                task.updated_at, task.finished_at, task.version,
+                None if task.input is None else _dumps(task.input), task.id,
             ),
         )
 

@@ -28,7 +28,8 @@ from triomcp.taskqueue.model import Lease, Task
 from triomcp.taskqueue.store import unavailable_delay
 
 __all__ = [
-    "HANDLER_GROUP", "Handler", "HandlerRegistry", "NonRetryable", "TaskContext", "TaskSource", "run_one", "run_workers",
+    "HANDLER_GROUP", "Handler", "HandlerRegistry", "NeedsInput", "NonRetryable", "TaskContext", "TaskSource", "run_one",
+    "run_workers",
 ]
 
 log = logging.getLogger("triomcp.taskqueue")
@@ -52,6 +53,7 @@ class TaskSource(Protocol):
     async def fail(self, task_id: str, token: str, error: dict[str, Any], *, retry: bool = True) -> Any: ...
     async def release(self, task_id: str, token: str) -> Any: ...
     async def confirm_cancelled(self, task_id: str, token: str) -> Any: ...
+    async def suspend(self, task_id: str, token: str, requests: dict[str, Any]) -> Any: ...
 
 
 @dataclass
@@ -73,6 +75,21 @@ class NonRetryable(TriomcpError):
     """Raise from a handler to fail the task for good (no more attempts)."""
 
     code = "non_retryable"
+
+
+class NeedsInput(TriomcpError):
+    """Raise from a handler that needs answers from outside before it can go on.
+
+    The task waits (``WAITING``, not claimable) until every request is answered with
+    ``TaskQueue.provide_input``; then it runs again from the start with every answer so far in
+    ``task.responses``. Handlers therefore ask before they act. Keys must be unique over the task's
+    life (a key answered once means that answer)."""
+
+    code = "needs_input"
+
+    def __init__(self, requests: dict[str, Any]) -> None:
+        super().__init__(f"waiting for input: {', '.join(sorted(requests))}")
+        self.requests = requests
 
 
 class HandlerRegistry:
@@ -157,6 +174,8 @@ async def run_one(source: TaskSource, lease: Lease, handler: Handler, *, renew_e
                 try:
                     result = await handler(task, TaskContext(task, source, token))
                     outcome = ("complete", result)
+                except NeedsInput as need:
+                    outcome = ("suspend", need.requests)
                 except NonRetryable as err:
                     outcome = ("fail_final", err.to_dict())
                 except TriomcpError as err:
@@ -210,6 +229,8 @@ async def _record(source: TaskSource, task: Task, token: str, outcome: tuple[str
                     await source.release(task.id, token)  # shutdown: give the task back
             elif outcome[0] == "complete":
                 await source.complete(task.id, token, outcome[1])
+            elif outcome[0] == "suspend":
+                await source.suspend(task.id, token, outcome[1])
             elif outcome[0] == "fail_final":
                 await source.fail(task.id, token, outcome[1], retry=False)
             else:
