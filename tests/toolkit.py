@@ -86,6 +86,14 @@ def register_test_tools(registry: Registry) -> None:
         await ctx.report_progress(2, 2, "after the gate")
         return args
 
+    @registry.tool(description="SSE polling: end the response stream at once, finish once the gate opens.")
+    async def polled(args: Text, ctx: ToolContext) -> Text:
+        await ctx.close_stream()
+        STARTED.setdefault(args.text, trio.Event()).set()
+        await GATES.setdefault(args.text, trio.Event()).wait()
+        await ctx.report_progress(1, 1, "after the gate")
+        return args
+
     @registry.tool(description="Sleep for some milliseconds, with a progress note first.")
     async def sleep_ms(args: Steps, ctx: ToolContext) -> Done:
         await ctx.report_progress(0.5, 1.0, "sleeping")

@@ -75,6 +75,7 @@ class Recorder:
         self.sent: list[dict[str, Any]] = []
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.answers = list(answers or [])
+        self.closed = False
 
     async def send(self, message: dict[str, Any]) -> None:
         self.sent.append(message)
@@ -82,6 +83,9 @@ class Recorder:
     async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         self.requests.append((method, params))
         return self.answers.pop(0)
+
+    async def close_stream(self) -> None:
+        self.closed = True
 
 
 def run_sync(call: Call, outbound: Any = None) -> dict[str, Any] | None:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
 from tests.mcp.helpers import (
     MODERN,
     check_result,
     error_of,
+    initialize,
+    legacy,
     make_engine,
     meta,
     modern,
     post,
     run_sync,
 )
-from triomcp.mcp.outcomes import Call, Listen, Reply
+from triomcp.mcp.outcomes import Call, HttpRequest, Listen, Reply
 from triomcp.mcp.versions import SUPPORTED_VERSIONS
 
 
@@ -247,3 +252,104 @@ def test_get_and_delete_without_session_are_405() -> None:
     for method in ("GET", "DELETE"):
         reply = engine.handle(HttpRequest(method, {"accept": "text/event-stream"}))
         assert isinstance(reply, Reply) and reply.status == 405
+
+
+@pytest.mark.parametrize(
+    ("header", "in_meta"),
+    [
+        (MODERN, "2030-01-01"),  # the conformance suite's case: a served header, an unknown body version
+        ("2030-01-01", MODERN),
+        ("2025-11-25", MODERN),
+        ("2030-01-01", "2025-11-25"),
+        (None, MODERN),
+    ],
+)
+def test_header_and_meta_versions_that_disagree_are_32020_not_32022(header: str | None, in_meta: str) -> None:
+    body = {"jsonrpc": "2.0", "id": 3, "method": "server/discover",
+            "params": {"_meta": {**meta(), "io.modelcontextprotocol/protocolVersion": in_meta}}}
+    headers = {"mcp-method": "server/discover"}
+    if header is not None:
+        headers["mcp-protocol-version"] = header
+    reply = post(make_engine(), body, headers)
+    assert reply.status == 400
+    assert error_of(reply)["code"] == -32020 and "MCP-Protocol-Version" in error_of(reply)["message"]
+    assert reply.body["id"] == 3
+
+
+def test_a_modern_notification_whose_header_disagrees_with_its_meta_is_32020() -> None:
+    body = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"_meta": meta()}}
+    reply = post(make_engine(), body, {"mcp-protocol-version": "2030-01-01"})
+    assert reply.status == 400 and error_of(reply)["code"] == -32020
+
+
+def test_a_version_unsupported_everywhere_is_still_32022() -> None:
+    engine = make_engine()
+    sid = initialize(engine)
+    plain = {"jsonrpc": "2.0", "id": 4, "method": "tools/list"}
+    for headers in ({"mcp-protocol-version": "2030-01-01"},  # a header alone, no session
+                    {"mcp-protocol-version": "2030-01-01", "mcp-session-id": sid}):  # a header alone, legacy
+        reply = post(engine, plain, headers)
+        assert reply.status == 400 and error_of(reply)["code"] == -32022, headers
+        assert error_of(reply)["data"]["requested"] == "2030-01-01"
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+@pytest.mark.parametrize("era", ["modern", "legacy"])
+def test_nan_and_infinity_are_parse_errors(constant: bytes, era: str) -> None:
+    engine = make_engine()
+    if era == "modern":
+        headers = {"mcp-protocol-version": MODERN, "mcp-method": "tools/call", "mcp-name": "echo"}
+        params = b'{"name":"echo","arguments":{"text":"x","n":%s},"_meta":%s}' % (constant, json.dumps(meta()).encode())
+    else:
+        headers = {"mcp-session-id": initialize(engine), "mcp-protocol-version": "2025-11-25"}
+        params = b'{"name":"echo","arguments":{"text":"x","n":%s}}' % constant
+    reply = post(engine, b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":%s}' % params, headers)
+    assert isinstance(reply, Reply) and reply.status == 400
+    assert error_of(reply)["code"] == -32700 and reply.body["id"] is None
+    assert error_of(post(engine, constant, headers))["code"] == -32700  # a bare constant too
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_get_and_delete_from_a_modern_client_are_405_even_with_a_session_id(method: str) -> None:
+    engine = make_engine()
+    sid = initialize(engine)
+    for extra in ({}, {"mcp-session-id": sid}, {"mcp-session-id": "no-such-session"}):
+        headers = {"accept": "text/event-stream", "mcp-protocol-version": MODERN, **extra}
+        reply = engine.handle(HttpRequest(method, headers))
+        assert isinstance(reply, Reply) and reply.status == 405, extra
+        assert reply.headers["Allow"] == "POST"
+    assert legacy(engine, sid, "ping").body["result"] == {}  # the session was not ended
+
+
+def test_listen_streams_end_with_a_completion_result_at_shutdown() -> None:
+    engine = make_engine()
+    outcome = modern(engine, "subscriptions/listen", {"notifications": {"toolsListChanged": True}}, ident=41)
+    assert isinstance(outcome, Listen)
+    got: list[dict[str, Any] | None] = []
+    engine.methods.attach_listener(outcome, got.append)
+    engine.methods.close_listeners()
+    assert len(got) == 2 and got[1] is None  # the completion result, then the end of the stream
+    response = got[0]
+    assert response is not None and response["id"] == 41 and "error" not in response
+    result = response["result"]
+    assert result["resultType"] == "complete"
+    assert result["_meta"]["io.modelcontextprotocol/subscriptionId"] == 41
+    assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "triomcp"
+    check_result("subscriptions/listen", MODERN, result)
+    assert engine.statistics().listeners == 0
+
+
+def test_discover_has_server_info_only_in_result_meta() -> None:
+    result = modern(make_engine(instructions="hi"), "server/discover").body["result"]
+    assert "serverInfo" not in result
+    assert result["_meta"]["io.modelcontextprotocol/serverInfo"] == {"name": "triomcp", "version": "0"}
+    check_result("server/discover", MODERN, result)
+
+
+def test_client_info_in_meta_is_optional() -> None:
+    engine = make_engine()
+    assert "io.modelcontextprotocol/clientInfo" not in meta()
+    call = modern(engine, "tools/call", {"name": "echo", "arguments": {"text": "hi"}})
+    response = run_sync(call)
+    assert response is not None and response["result"]["structuredContent"] == {"ok": True, "text": "hi"}
+    assert modern(engine, "server/discover").status == 200

@@ -269,3 +269,102 @@ async def test_server_keeps_serving_after_garbage(server: str) -> None:
             r = await c.post("/mcp", headers=JSON_HEADERS, content=junk)
             assert 400 <= r.status_code < 500, (junk[:20], r.status_code)
         assert (await c.get("/healthz")).status_code == 200
+
+
+async def test_nan_and_infinity_are_parse_errors(server: str) -> None:
+    async with client(server) as c:
+        for body in (b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"n":NaN}}', b"Infinity", b"[-Infinity]"):
+            r = await c.post("/mcp", headers=JSON_HEADERS, content=body)
+            assert r.status_code == 400 and r.json()["error"]["code"] == -32700, body
+
+
+async def test_get_and_delete_from_a_modern_client_are_405(server: str) -> None:
+    async with client(server) as c:
+        h = await open_session(c)
+        modern_h = {**h, "mcp-protocol-version": MODERN, "accept": "text/event-stream"}
+        assert (await c.get("/mcp", headers=modern_h)).status_code == 405
+        r = await c.delete("/mcp", headers=modern_h)
+        assert r.status_code == 405 and r.headers["allow"] == "POST"
+        r = await c.post("/mcp", headers=h, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        assert r.json()["result"] == {}  # the session goes on
+
+
+async def test_a_quiet_call_resumes_as_soon_as_its_client_has_left(server: str) -> None:
+    """The client's SSE connection drops while the tool sends nothing; a GET with Last-Event-ID
+    resumes it at once (not only at the tool's next event, which may be minutes away).
+
+    The official SDK retries a refused resumption after 1 s and 2 s, then gives up: this client
+    retries a 409 (the server may not have read the disconnect yet) for at most 1 s."""
+    tag = "quiet-1"
+    STARTED[tag], GATES[tag] = trio.Event(), trio.Event()
+    async with client(server) as c:
+        h = await open_session(c)
+        body = {"jsonrpc": "2.0", "id": 21, "method": "tools/call",
+                "params": {"name": "gate", "arguments": {"text": tag}, "_meta": {"progressToken": "q"}}}
+        with trio.fail_after(10):
+            async with sseclient.request(server, "POST", "/mcp", h, body) as r:
+                first = await r.read(2)  # priming event, then progress 1; then the tool is quiet
+                await STARTED[tag].wait()
+        resume = {**h, "accept": "text/event-stream", "last-event-id": first[1]["id"]}
+        left = trio.current_time()
+        refused = 0
+        with trio.fail_after(1.0):
+            while True:
+                async with sseclient.request(server, "GET", "/mcp", resume) as r:
+                    if r.status == 409:
+                        refused += 1
+                        await trio.sleep(0.01)  # the client's retry pause, as the SDK's (1 s) but shorter
+                        continue
+                    assert r.status == 200
+                    resumed_after = trio.current_time() - left
+                    GATES[tag].set()  # only now does the tool send anything again
+                    rest = await r.read(2)
+                    break
+    assert rest[0]["data"]["params"]["progress"] == 2
+    assert rest[1]["data"]["id"] == 21 and rest[1]["data"]["result"]["structuredContent"]["text"] == tag
+    assert resumed_after < 1.0, (resumed_after, refused)
+
+
+async def test_a_tool_can_close_its_stream_and_the_client_resumes_it(server: str) -> None:
+    """SSE polling (2025-11-25): the priming event carries ``retry``, the server ends the response
+    mid-call, and a GET with Last-Event-ID gets what came after, the result included."""
+    tag = "polled-1"
+    STARTED[tag], GATES[tag] = trio.Event(), trio.Event()
+    async with client(server) as c:
+        h = await open_session(c)
+        body = {"jsonrpc": "2.0", "id": 31, "method": "tools/call",
+                "params": {"name": "polled", "arguments": {"text": tag}, "_meta": {"progressToken": "p"}}}
+        with trio.fail_after(10):
+            async with sseclient.request(server, "POST", "/mcp", h, body) as r:
+                (priming,) = await r.read(1)
+                assert priming["data"] is None and int(priming["retry"]) > 0
+                assert await r.read_body() == b"" and r.ended  # the server let the client go
+            await STARTED[tag].wait()
+            GATES[tag].set()
+            resume = {**h, "accept": "text/event-stream", "last-event-id": priming["id"]}
+            async with sseclient.request(server, "GET", "/mcp", resume) as r:
+                assert r.status == 200
+                rest = await r.read(2)
+    assert rest[0]["data"]["method"] == "notifications/progress"
+    assert rest[1]["data"]["id"] == 31 and rest[1]["data"]["result"]["structuredContent"]["text"] == tag
+
+
+async def test_listen_stream_ends_with_a_completion_result_when_the_server_stops(app_factory: Any) -> None:
+    app = app_factory()
+    services = app.state.services
+    body = {"jsonrpc": "2.0", "id": "listen-9", "method": "subscriptions/listen",
+            "params": {"notifications": {"toolsListChanged": True}, "_meta": meta()}}
+    async with run_app(app) as url:
+        with trio.fail_after(10):
+            async with sseclient.request(url, "POST", "/mcp", modern_headers("subscriptions/listen"), body) as r:
+                ack = await r.read(1)
+                services.stopping.set()  # what the lifespan and the runner do when the server stops
+                services.engine.methods.close_listeners()
+                done = await r.read(1)
+                await r.read_body()
+                assert r.ended
+    assert ack[0]["data"]["method"] == "notifications/subscriptions/acknowledged"
+    response = done[0]["data"]
+    assert response["id"] == "listen-9" and response["result"]["resultType"] == "complete"
+    assert response["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "listen-9"
+    assert response["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "triomcp"

@@ -20,6 +20,8 @@ from tests.server.test_auth import write_tokens
 from tests.server.test_http import JSON_HEADERS, meta, modern_headers, open_session
 from tests.server.test_mesh import mesh_settings
 from tests.toolkit import CANCELLED, CANCELLED_EVENTS, GATES, STARTED, register_test_tools
+from triomcp.conformance import tasks as conformance_tasks
+from triomcp.mcp.registry import Registry
 from triomcp.server.app import create_app
 from triomcp.server.mcp_tasks import MCP_TOOL_CALL
 
@@ -136,6 +138,16 @@ async def test_legacy_cancel_reaches_the_handler_and_status_is_notified(tmp_path
             assert result["error"]["code"] == -32602 and "cancelled" in result["error"]["message"]
 
 
+async def poll_until(c: httpx.AsyncClient, task_id: str, statuses: set[str], *, polls: int = 500) -> dict[str, Any]:
+    """``tasks/get`` until the task's status is one of ``statuses`` (bounded: ``polls`` x 10 ms)."""
+    for _ in range(polls):
+        got: dict[str, Any] = (await modern(c, "tasks/get", {"taskId": task_id}, name=task_id)).json()["result"]
+        if got["status"] in statuses:
+            return got
+        await trio.sleep(0.01)
+    raise AssertionError(f"task {task_id} never reached {statuses}")
+
+
 async def test_modern_task_extension(tmp_path: Path) -> None:
     async with one_node(tmp_path) as (url, _app), httpx.AsyncClient(base_url=url, timeout=20) as c:
         with trio.fail_after(30):
@@ -178,13 +190,22 @@ async def test_modern_task_extension(tmp_path: Path) -> None:
             ack = (await modern(c, "tasks/cancel", {"taskId": task_id}, name=task_id)).json()["result"]
             assert ack["resultType"] == "complete" and set(ack) == {"resultType", "_meta"}
             await CANCELLED_EVENTS.setdefault("m2", trio.Event()).wait()
-            got = (await modern(c, "tasks/get", {"taskId": task_id}, name=task_id)).json()["result"]
+            # The ack is eventually consistent: poll as a client does (pollIntervalMs) until the worker
+            # has recorded the handler's stop.
+            got = await poll_until(c, task_id, {"cancelled", "completed", "failed"})
             assert got["status"] == "cancelled"
             missing = await modern(c, "tasks/get", {"taskId": "nope"}, name="nope")
             assert missing.json()["error"]["code"] == -32602
-            # A tool that may run as a task but need not: a modern call is answered directly.
-            plain = (await modern(c, "tools/call", {"name": "fail", "arguments": {"text": "m4"}}, name="fail")).json()
+            # A tool that may run as a task: answered directly to a client without the extension, and
+            # as a task to one that declared it (the server decides; a tool error is a completed task).
+            plain = (await modern(c, "tools/call", {"name": "fail", "arguments": {"text": "m4"}}, name="fail",
+                                  with_ext=False)).json()
             assert plain["result"]["resultType"] == "complete" and plain["result"]["isError"] is True
+            task = (await modern(c, "tools/call", {"name": "fail", "arguments": {"text": "m5"}}, name="fail")).json()
+            assert task["result"]["resultType"] == "task"
+            done = await poll_until(c, task["result"]["taskId"], {"completed", "failed", "cancelled"})
+            assert done["status"] == "completed" and done["result"]["isError"] is True
+            assert done["result"]["resultType"] == "complete"
 
 
 async def test_tasks_are_bound_to_their_principal(tmp_path: Path) -> None:
@@ -283,3 +304,71 @@ async def test_the_result_survives_a_restart_of_the_owning_node(tmp_path: Path) 
                         await app_a.state.services.queue.wait_changed(task_id, seen)
                 assert got["status"] == "completed", got
                 assert got["result"]["structuredContent"] == {"ok": True, "text": "done rs1"}
+
+
+def with_task_fixtures(registry: Registry) -> None:
+    register_test_tools(registry)
+    conformance_tasks.register(registry)
+
+
+async def elicit_call(c: httpx.AsyncClient, method: str, params: dict[str, Any], *, name: str) -> dict[str, Any]:
+    """A modern request from a client that declares the tasks extension and elicitation."""
+    caps = {"elicitation": {}, "extensions": {TASKS_EXT: {}}}
+    body = {"jsonrpc": "2.0", "id": 1, "method": method,
+            "params": {**params, "_meta": meta(**{"io.modelcontextprotocol/clientCapabilities": caps})}}
+    r = await c.post("/mcp", headers={**modern_headers(method, name), "accept": "application/json"}, json=body)
+    assert r.status_code == 200, r.text
+    return dict(r.json()["result"])
+
+
+async def test_a_task_asks_its_client_for_input_from_a_remote_worker(tmp_path: Path) -> None:
+    """input_required inside a task run by B's mesh worker, answered on A with tasks/update (partially,
+    then fully); and a call that gathers input over MRTR on A before it becomes a task."""
+    from tests.server.test_mesh import _tool_calls, mesh
+    a_settings = {"taskqueue": {"concurrency": {"*": 2, MCP_TOOL_CALL: 0}}}
+    async with mesh(tmp_path, ["a", "b"], per_node={"a": a_settings}, configure=with_task_fixtures) as nodes:
+        (url_a, app_a), (_url_b, app_b) = nodes["a"], nodes["b"]
+        with trio.fail_after(40):
+            async with httpx.AsyncClient(base_url=url_a, timeout=20) as c:
+                created = await elicit_call(c, "tools/call", {"name": "multi_input", "arguments": {}},
+                                            name="multi_input")
+                task_id = created["taskId"]
+                parked = await poll_until(c, task_id, {"input_required", "completed", "failed", "cancelled"})
+                assert parked["status"] == "input_required" and set(parked["inputRequests"]) == {"first", "second"}
+                assert all(r["method"] == "elicitation/create" for r in parked["inputRequests"].values())
+                answer = {"action": "accept", "content": {"name": "one"}}
+                ack = await elicit_call(c, "tasks/update", {"taskId": task_id, "inputResponses": {"first": answer}},
+                                        name=task_id)
+                assert ack["resultType"] == "complete" and "taskId" not in ack
+                still = await elicit_call(c, "tasks/get", {"taskId": task_id}, name=task_id)
+                assert still["status"] == "input_required" and list(still["inputRequests"]) == ["second"]
+                await elicit_call(c, "tasks/update", {"taskId": task_id, "inputResponses": {
+                    "second": {"action": "accept", "content": {"name": "two"}}, "never-asked": answer}}, name=task_id)
+                done = await poll_until(c, task_id, {"completed", "failed", "cancelled"})
+                assert done["status"] == "completed" and done["result"]["content"][0]["text"] == "got one and two"
+                assert done["result"]["resultType"] == "complete" and "inputRequests" not in done
+                # Both runs (the one that asked, and the one with the answers) were B's.
+                assert _tool_calls(app_b, "multi_input") == 2 and _tool_calls(app_a, "multi_input") == 0
+
+                # MRTR, then a task: round 1 asks on A, round 2 becomes a task that sees the answer.
+                r1 = await elicit_call(c, "tools/call", {"name": "test_tool_with_task", "arguments": {}},
+                                       name="test_tool_with_task")
+                assert r1["resultType"] == "input_required" and "taskId" not in r1
+                r2 = await elicit_call(c, "tools/call", {
+                    "name": "test_tool_with_task", "arguments": {}, "requestState": r1["requestState"],
+                    "inputResponses": {"user_name": {"action": "accept", "content": {"name": "Alice"}}}},
+                    name="test_tool_with_task")
+                assert r2["resultType"] == "task" and "requestState" not in r2 and "inputRequests" not in r2
+                final = await poll_until(c, r2["taskId"], {"completed", "failed", "cancelled"})
+                assert final["result"]["content"][0]["text"] == "Hello, Alice! (from a task)"
+                # A built-in tool as a task: p2p_call_tool, run by B, calling A's echo over libp2p.
+                a_id = app_a.state.services.node.peer_id
+                call = await elicit_call(c, "tools/call", {"name": "p2p_call_tool", "arguments": {
+                    "peer": a_id, "tool": "echo", "arguments": {"text": "via a task"}}}, name="p2p_call_tool")
+                assert call["resultType"] == "task"
+                echoed = await poll_until(c, call["taskId"], {"completed", "failed", "cancelled"})
+                assert echoed["status"] == "completed" and echoed["result"]["isError"] is False
+                assert "via a task" in echoed["result"]["content"][0]["text"]
+                assert _tool_calls(app_b, "p2p_call_tool") == 1
+            stored = await app_a.state.services.queue.get(r2["taskId"])
+            assert stored.payload["responses"] == {"user_name": {"action": "accept", "content": {"name": "Alice"}}}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 
 from tests.conftest import make_settings, run_app
 from tests.toolkit import register_test_tools
+from triomcp.mcp.registry import Registry
 from triomcp.server.app import create_app
 
 
@@ -29,13 +30,15 @@ def mesh_settings(tmp_path: Path, name: str, **overrides: Any) -> Any:
 
 @contextlib.asynccontextmanager
 async def mesh(tmp_path: Path, names: list[str], *, per_node: dict[str, dict[str, Any]] | None = None,
+               configure: Callable[[Registry], None] = register_test_tools,
                **overrides: Any) -> AsyncIterator[dict[str, tuple[str, Starlette]]]:
     """Start one server per name, each authorizing all the others, all connected to the first.
 
-    ``overrides`` apply to every node; ``per_node[name]`` to that node only (instead)."""
+    ``overrides`` apply to every node; ``per_node[name]`` to that node only (instead); ``configure``
+    registers each node's tools (the test tools by default)."""
     per_node = per_node or {}
     apps = {n: create_app(mesh_settings(tmp_path, n, **dict(per_node.get(n, overrides))),
-                          configure=register_test_tools) for n in names}
+                          configure=configure) for n in names}
     async with contextlib.AsyncExitStack() as stack:
         urls = {n: await stack.enter_async_context(run_app(app)) for n, app in apps.items()}
         nodes = {n: app.state.services.node for n, app in apps.items()}

@@ -180,7 +180,7 @@ class Engine:
         if version_header in MODERN_VERSIONS or (meta_version is not None and "mcp-session-id" not in headers):
             if msg.kind is not Kind.REQUEST:
                 # Modern clients cancel by closing the stream; other notifications carry nothing for us.
-                return self._modern_notification(msg, version_header)
+                return self._modern_notification(msg, version_header, meta_version)
             return self._modern(
                 msg, headers, principal=req.principal, accepts_sse=accepts_sse, check_headers=True, auth=req.auth
             )
@@ -228,7 +228,9 @@ class Engine:
         return Reply(200 if responses else 202, responses or None)
 
     # -- modern era -----------------------------------------------------------------
-    def _modern_notification(self, msg: Message, version_header: str | None) -> Reply:
+    def _modern_notification(self, msg: Message, version_header: str | None, meta_version: str | None) -> Reply:
+        if meta_version is not None and version_header is not None:
+            self._check_version_header(version_header, meta_version)
         if version_header is not None and version_header not in SUPPORTED_VERSIONS:
             raise UnsupportedVersion(
                 f"Unsupported protocol version: {version_header}",
@@ -256,6 +258,10 @@ class Engine:
             if not isinstance(meta, dict) or not isinstance(meta.get(PROTOCOL_VERSION_META_KEY), str):
                 raise InvalidParams(f"params._meta must carry {PROTOCOL_VERSION_META_KEY!r}")
             version = meta[PROTOCOL_VERSION_META_KEY]
+            if check_headers:
+                # Header and body disagreeing is -32020 even when one of them names a version we do not
+                # serve; -32022 is for a version both agree on (or the only one given).
+                self._check_version_header(headers.get("mcp-protocol-version"), version)
             if version not in MODERN_VERSIONS:
                 raise UnsupportedVersion(
                     f"Unsupported protocol version: {version}",
@@ -265,7 +271,7 @@ class Engine:
             if not isinstance(caps, dict):
                 raise InvalidParams(f"params._meta must carry {CLIENT_CAPABILITIES_META_KEY!r} (an object)")
             if check_headers:
-                self._check_routing_headers(msg, headers, version)
+                self._check_routing_headers(msg, headers)
             if (msg.method, version) not in spec.CLIENT_REQUESTS and msg.method not in self.methods.extra_modern:
                 raise MethodNotFound(f"Method not found: {msg.method}")
             request = Request(
@@ -284,12 +290,14 @@ class Engine:
             return self.error_reply(err, ident)
 
     @staticmethod
-    def _check_routing_headers(msg: Message, headers: Mapping[str, str], version: str) -> None:
-        header_version = headers.get("mcp-protocol-version")
+    def _check_version_header(header_version: str | None, version: str) -> None:
         if header_version != version:
             raise HeaderMismatch(
                 f"MCP-Protocol-Version header ({header_version!r}) does not match params._meta ({version!r})"
             )
+
+    @staticmethod
+    def _check_routing_headers(msg: Message, headers: Mapping[str, str]) -> None:
         method_header = headers.get("mcp-method")
         if method_header is None or decode_header_value(method_header) != msg.method:
             raise HeaderMismatch(f"Mcp-Method header ({method_header!r}) does not match method {msg.method!r}")
@@ -341,7 +349,17 @@ class Engine:
         except ProtocolError as err:
             return Reply(200, jsonrpc.error_response(msg.id, err))
 
+    @staticmethod
+    def _refuse_modern(req: HttpRequest) -> None:
+        """GET and DELETE do not exist in the modern era: 405, whatever ``Mcp-Session-Id`` says."""
+        if req.headers.get("mcp-protocol-version") in MODERN_VERSIONS:
+            raise HttpError(
+                405, f"Method Not Allowed: {req.method} is not part of protocol "
+                f"{req.headers['mcp-protocol-version']} (POST only)", headers={"Allow": "POST"},
+            )
+
     def _get(self, req: HttpRequest) -> StreamGrant:
+        self._refuse_modern(req)
         sid = req.headers.get("mcp-session-id")
         if sid is None:
             raise HttpError(
@@ -366,6 +384,7 @@ class Engine:
         return StreamGrant(session, stream, stream.undelivered())
 
     def _delete(self, req: HttpRequest) -> Reply:
+        self._refuse_modern(req)
         sid = req.headers.get("mcp-session-id")
         if sid is None:
             raise HttpError(405, "Method Not Allowed: DELETE ends a legacy session; send Mcp-Session-Id",

@@ -67,10 +67,16 @@ def dumps(obj: Any) -> bytes:
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode()
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def decode(body: bytes) -> Any:
-    """Decode a UTF-8 JSON body or raise ParseError."""
+    """Decode a UTF-8 JSON body or raise ParseError.
+
+    ``NaN``, ``Infinity`` and ``-Infinity`` are refused: Python's decoder accepts them, JSON does not."""
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ParseError(f"Parse error: body is not valid UTF-8 JSON ({exc.__class__.__name__})") from None
 

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from mcp_types import SERVER_INFO_META_KEY
 from mcp_types import methods as spec
@@ -33,7 +33,7 @@ from triomcp.errors import (
     TriomcpError,
 )
 from triomcp.mcp import jsonrpc
-from triomcp.mcp.context import LOG_LEVELS, InputRequired, Outbound, ToolContext
+from triomcp.mcp.context import LOG_LEVELS, BecomeTask, InputRequired, Outbound, ToolContext
 from triomcp.mcp.headers import check_param_headers
 from triomcp.mcp.jsonrpc import Message
 from triomcp.mcp.outcomes import Call, Listen, Reply
@@ -58,6 +58,8 @@ __all__ = ["SUBSCRIPTION_ID_META_KEY", "Methods", "Request"]
 log = logging.getLogger("triomcp.mcp")
 
 SUBSCRIPTION_ID_META_KEY = "io.modelcontextprotocol/subscriptionId"
+INPUT_METHODS = frozenset({"tools/call", "resources/read", "prompts/get"})
+"""Methods whose handlers may ask the client for input (modern era: input-required results)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,8 +273,8 @@ class Methods:
         async def run(outbound: Outbound) -> dict[str, Any] | None:
             self.inflight += 1
             try:
-                ctx = self._context(req, outbound)
                 try:
+                    ctx = self._context(req, outbound)
                     result = await handler(req, ctx)
                 except ProtocolError as err:
                     return jsonrpc.error_response(req.id, err)
@@ -294,7 +296,7 @@ class Methods:
         else:
             level = meta.get("io.modelcontextprotocol/logLevel")
             log_level = level if level in LOG_LEVELS else None
-        responses = req.params.get("inputResponses")
+        responses, verified = self._inputs(req)
         return ToolContext(
             era=req.era,
             protocol_version=req.version,
@@ -304,10 +306,51 @@ class Methods:
             outbound=outbound,
             progress_token=meta.get("progressToken"),
             log_level=log_level,
-            input_responses=responses if isinstance(responses, dict) else None,
+            input_responses=responses,
             session_id=req.session.id if req.session else None,
             app_state=self.app_state,
+            request_state_verified=verified,
         )
+
+    # -- input rounds (modern era) --------------------------------------------------------
+    @staticmethod
+    def _binding(req: Request) -> dict[str, Any]:
+        """What a ``requestState`` is bound to: the method, its target, the arguments, the principal."""
+        method = req.message.method
+        if method == "resources/read":
+            return {"m": method, "t": req.params.get("uri"), "p": req.principal}
+        return {"m": method, "t": req.params.get("name"), "a": arguments_digest(req.params.get("arguments") or {}),
+                "p": req.principal}
+
+    def _inputs(self, req: Request) -> tuple[dict[str, Any], bool]:
+        """The answers a request brings (its ``inputResponses`` over those its verified ``requestState``
+        carries from earlier rounds), and whether a ``requestState`` came and was verified.
+
+        ``inputResponses`` without a ``requestState`` are taken as they are: they are the client's
+        answers either way; the state only carries what the server had gathered before."""
+        if req.era is not Era.MODERN or req.message.method not in INPUT_METHODS:
+            return {}, False
+        raw = req.params.get("inputResponses")
+        if "inputResponses" in req.params and not isinstance(raw, dict):
+            raise InvalidParams("inputResponses must be an object mapping each input request's key to its result")
+        responses = dict(raw or {})
+        token = req.params.get("requestState")
+        if token is None or req.executing_task:
+            return responses, False
+        if not isinstance(token, str):
+            raise InvalidParams("requestState must be a string")
+        claims = self.signer.verify(token, self._binding(req), now=self.wall_clock())
+        carried = claims.get("r")
+        return ({**carried, **responses} if isinstance(carried, dict) else responses), True
+
+    def _input_required(self, req: Request, need: InputRequired) -> dict[str, Any]:
+        """An ``InputRequiredResult``; its ``requestState`` carries the answers used so far."""
+        if req.era is not Era.MODERN:
+            raise ToolError("input required outside the modern era")
+        out: dict[str, Any] = {"resultType": "input_required", "inputRequests": need.requests}
+        if not req.executing_task:  # a task's own run keeps its answers in the queue, not in a token
+            out["requestState"] = self.signer.sign({**self._binding(req), "r": need.answers}, now=self.wall_clock())
+        return out
 
     def _finish(self, req: Request, result: dict[str, Any]) -> dict[str, Any]:
         """Era decorations: ``resultType``, server info, cache directives."""
@@ -383,7 +426,7 @@ class Methods:
         result: dict[str, Any] = {
             "supportedVersions": list(SUPPORTED_VERSIONS),
             "capabilities": self.capabilities(Era.MODERN),
-            "serverInfo": self.server_info(),
+            # serverInfo goes in result _meta only (_finish adds it): DiscoverResult has no such field.
         }
         if self.config.instructions:
             result["instructions"] = self.config.instructions
@@ -432,28 +475,19 @@ class Methods:
         if tool is None:
             raise InvalidParams(f"Unknown tool: {name}")
         arguments = req.params.get("arguments") or {}
-        if req.era is Era.MODERN:
-            mirrored = tool.header_params
-            if mirrored:
-                check_param_headers(mirrored, arguments, req.headers)
-            self._check_request_state(req, lambda: {"m": "tools/call", "t": name, "a": arguments_digest(arguments)})
+        if req.era is Era.MODERN and tool.header_params:
+            check_param_headers(tool.header_params, arguments, req.headers)
         try:
             args = tool.input_model.model_validate(arguments)
         except ValidationError as exc:
             if self.call_observer is not None:
                 self.call_observer(name, req.era.value, "invalid_arguments", 0.0)
-            return self._tool_failure("invalid_arguments", f"Invalid arguments: {_validation_message(exc)}")
-        as_task = self._task_decision(req, tool)
-        if as_task:
-            assert self.tasks is not None
-            ttl = req.params.get("task", {}).get("ttl") if req.era is Era.LEGACY else None
-            record = await self.tasks.create(
-                tool=name, arguments=arguments, principal=req.principal,
-                ttl_ms=int(ttl) if isinstance(ttl, (int, float)) and ttl >= 0 else None,
-                session_id=req.session.id if req.session else None)
-            if req.era is Era.LEGACY:
-                return {"task": legacy_task(record)}
-            return {**modern_task(record), "resultType": "task"}
+            return self._tool_failure("invalid_arguments", f"Invalid arguments: {_validation_message(exc)}",
+                                      structured=tool.structured)
+        when = self._task_decision(req, tool)
+        if when == "call":
+            return await self._create_task(req, tool, arguments, {})
+        ctx.may_become_task = when == "handler"
         started = time.perf_counter()
         outcome = "cancelled"
         try:
@@ -463,43 +497,76 @@ class Methods:
                 return forwarded
             output = await tool.fn(args, ctx)
             outcome = "ok"
+        except BecomeTask as become:
+            outcome = "task"
+            return await self._create_task(req, tool, arguments, become.answers)
         except InputRequired as need:
             outcome = "input_required"
-            return self._input_required(req, need, {"m": "tools/call", "t": name, "a": arguments_digest(arguments)})
-        except MissingCapability:
+            return self._input_required(req, need)
+        except ProtocolError:
             outcome = "protocol_error"
             raise
         except TriomcpError as err:
             outcome = "error"
-            return self._tool_failure(err.code, err.message, err.data)
+            return self._tool_failure(err.code, err.message, err.data, structured=tool.structured)
         except Exception as exc:
             outcome = "error"
             log.exception("tool %s failed", name)
-            return self._tool_failure("internal_error", f"{type(exc).__name__}: {exc}")
+            return self._tool_failure("internal_error", f"{type(exc).__name__}: {exc}", structured=tool.structured)
         finally:
             if self.call_observer is not None:
                 self.call_observer(name, req.era.value, outcome, time.perf_counter() - started)
         return self._tool_success(tool, output)
 
-    def _task_decision(self, req: Request, tool: ToolDef) -> bool:
-        """Whether this call becomes a task (or a protocol error when the two sides disagree)."""
-        if req.executing_task:
-            return False
+    async def _create_task(self, req: Request, tool: ToolDef, arguments: dict[str, Any],
+                           answers: dict[str, Any]) -> dict[str, Any]:
+        """Commit the call as a durable task (before answering) and answer ``CreateTaskResult``."""
+        assert self.tasks is not None
+        ttl = (req.params.get("task") or {}).get("ttl") if req.era is Era.LEGACY else None
+        record = await self.tasks.create(
+            tool=tool.name, arguments=arguments, principal=req.principal,
+            ttl_ms=int(ttl) if isinstance(ttl, (int, float)) and ttl >= 0 else None,
+            session_id=req.session.id if req.session else None,
+            # A modern task may ask its client for input (tasks/update answers); a legacy one has no way to.
+            client_capabilities=req.client_capabilities if req.era is Era.MODERN else {},
+            input_responses=answers)
+        if req.era is Era.LEGACY:
+            return {"task": legacy_task(record)}
+        return {**modern_task(record), "resultType": "task"}
+
+    @staticmethod
+    def _declares_tasks(req: Request) -> bool:
+        extensions = req.client_capabilities.get("extensions")
+        return isinstance(extensions, dict) and TASKS_EXTENSION in extensions
+
+    def _require_tasks_extension(self, req: Request, why: str) -> None:
+        if not self._declares_tasks(req):
+            raise MissingCapability(
+                f"{why}: declare the {TASKS_EXTENSION!r} extension in the client capabilities",
+                data={"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}})
+
+    def _task_decision(self, req: Request, tool: ToolDef) -> Literal["call", "handler"] | None:
+        """Whether this call becomes a task, and when (a protocol error when the two sides disagree).
+
+        Legacy: when the request asks for one (``params.task``). Modern: the server decides; a tool
+        with task support becomes a task for every client that declared the extension, and a tool
+        that requires it is refused (-32021) to the others."""
+        if req.executing_task or self.tasks is None:
+            return None
         if req.era is Era.LEGACY:
             wanted = req.params.get("task") is not None
-            if wanted and (self.tasks is None or tool.task_support == "forbidden"):
+            if wanted and tool.task_support == "forbidden":
                 raise MethodNotFound(f"tool {tool.name!r} does not support task execution (taskSupport: forbidden)")
-            if not wanted and tool.task_support == "required" and self.tasks is not None:
+            if not wanted and tool.task_support == "required":
                 raise MethodNotFound(f"tool {tool.name!r} must be called as a task (taskSupport: required)")
-            return wanted
-        if tool.task_support != "required" or self.tasks is None:
-            return False
-        extensions = req.client_capabilities.get("extensions")
-        if not (isinstance(extensions, dict) and TASKS_EXTENSION in extensions):
-            raise MissingCapability(
-                f"tool {tool.name!r} runs as a task: declare the {TASKS_EXTENSION!r} extension in the client "
-                "capabilities", data={"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}})
-        return True
+            return tool.task_start if wanted else None
+        if tool.task_support == "forbidden":
+            return None
+        if not self._declares_tasks(req):
+            if tool.task_support == "required":
+                self._require_tasks_extension(req, f"tool {tool.name!r} runs as a task")
+            return None
+        return tool.task_start
 
     # -- tasks ----------------------------------------------------------------------------
     @staticmethod
@@ -543,19 +610,26 @@ class Methods:
         record = await self._backend().get(task_id, req.principal)
         if record.terminal:
             raise InvalidParams(f"Cannot cancel task: already in terminal status {record.status!r}")
-        return legacy_task(await self._backend().cancel(task_id, req.principal))
+        return legacy_task(await self._backend().cancel(task_id, req.principal, wait=True))
 
     async def _modern_task_get(self, req: Request, ctx: ToolContext) -> dict[str, Any]:
+        self._require_tasks_extension(req, "tasks/get is a method of the tasks extension")
         return modern_task(await self._backend().get(self._task_id(req), req.principal))
 
     async def _modern_task_update(self, req: Request, ctx: ToolContext) -> dict[str, Any]:
-        # Tasks here never enter input_required (a queued task has no client to ask), so there is
-        # no outstanding request: responses are ignored, as the extension says for unknown keys.
-        await self._backend().get(self._task_id(req), req.principal)
+        """Answers to an ``input_required`` task's requests; keys not outstanding are ignored, and a
+        partial answer keeps the task waiting for the rest. The ack comes before the task runs on."""
+        self._require_tasks_extension(req, "tasks/update is a method of the tasks extension")
+        responses = req.params.get("inputResponses")
+        if not isinstance(responses, dict):
+            raise InvalidParams("params.inputResponses must be an object mapping request keys to results")
+        await self._backend().update(self._task_id(req), req.principal, responses)
         return {}
 
     async def _modern_task_cancel(self, req: Request, ctx: ToolContext) -> dict[str, Any]:
-        await self._backend().cancel(self._task_id(req), req.principal)
+        """Cooperative and eventually consistent: the ack does not wait for the handler to stop."""
+        self._require_tasks_extension(req, "tasks/cancel is a method of the tasks extension")
+        await self._backend().cancel(self._task_id(req), req.principal, wait=False)
         return {}
 
     def task_changed(self, record: TaskRecord, session_id: str | None) -> None:
@@ -575,6 +649,11 @@ class Methods:
         if isinstance(output, ToolResult):
             extra = list(output.content)
             output = output.data
+        if not tool.structured:  # exactly the content blocks the tool returned
+            if output is not None:
+                extra.insert(0, {"type": "text", "text": output if isinstance(output, str) else json.dumps(
+                    output.model_dump(mode="json") if isinstance(output, BaseModel) else output, ensure_ascii=False)})
+            return {"content": extra, "isError": False}
         if isinstance(output, BaseModel):
             data = output.model_dump(mode="json", by_alias=True)
         elif isinstance(output, dict):
@@ -592,7 +671,9 @@ class Methods:
         }
 
     @staticmethod
-    def _tool_failure(code: str, message: str, data: Any = None) -> dict[str, Any]:
+    def _tool_failure(code: str, message: str, data: Any = None, *, structured: bool = True) -> dict[str, Any]:
+        if not structured:
+            return {"content": [{"type": "text", "text": message}], "isError": True}
         error: dict[str, Any] = {"code": code, "message": message}
         if data is not None:
             error["data"] = data
@@ -601,34 +682,6 @@ class Methods:
             "content": [{"type": "text", "text": json.dumps(structured, separators=(",", ":"), ensure_ascii=False)}],
             "structuredContent": structured,
             "isError": True,
-        }
-
-    def _check_request_state(self, req: Request, binding: Callable[[], dict[str, Any]]) -> None:
-        """``binding`` is built only when a token came (most calls carry none: no digest to compute)."""
-        token = req.params.get("requestState")
-        if token is None:
-            if req.params.get("inputResponses") is not None:
-                raise InvalidParams("inputResponses must come with the requestState of the earlier result")
-            return
-        if not isinstance(token, str):
-            raise InvalidParams("requestState must be a string")
-        self.signer.verify(token, {**binding(), "p": req.principal}, now=self.wall_clock())
-
-    def _input_required(self, req: Request, need: InputRequired, binding: dict[str, Any]) -> dict[str, Any]:
-        if req.era is not Era.MODERN:
-            raise ToolError("input required outside the modern era")
-        method = need.request["method"]
-        capability = "elicitation" if method == "elicitation/create" else "sampling"
-        if capability not in req.client_capabilities:
-            raise MissingCapability(
-                f"Missing client capability: {capability}",
-                data={"requiredCapabilities": {capability: {}}},
-            )
-        state = self.signer.sign({**binding, "p": req.principal}, now=self.wall_clock())
-        return {
-            "resultType": "input_required",
-            "inputRequests": {need.key: need.request},
-            "requestState": state,
         }
 
     # -- resources -------------------------------------------------------------------------
@@ -655,7 +708,7 @@ class Methods:
             else:
                 body = await definition.fn(variables, ctx)
         except InputRequired as need:
-            return self._input_required(req, need, {"m": "resources/read", "t": uri})
+            return self._input_required(req, need)
         except ResourceNotFound:
             if req.era is Era.MODERN:
                 raise InvalidParams(f"Resource not found: {uri}", data={"uri": uri}) from None
@@ -688,7 +741,7 @@ class Methods:
         try:
             messages = await prompt.fn(arguments, ctx)
         except InputRequired as need:
-            return self._input_required(req, need, {"m": "prompts/get", "t": name})
+            return self._input_required(req, need)
         result: dict[str, Any] = {"messages": messages}
         if prompt.description:
             result["description"] = prompt.description
@@ -720,11 +773,7 @@ class Methods:
             honoured["resourceSubscriptions"] = [str(u) for u in uris]
         task_ids = wanted.get("taskIds")
         if isinstance(task_ids, list) and task_ids and self.tasks is not None:
-            extensions = req.client_capabilities.get("extensions")
-            if not (isinstance(extensions, dict) and TASKS_EXTENSION in extensions):
-                raise MissingCapability(
-                    f"task notifications need the {TASKS_EXTENSION!r} extension in the client capabilities",
-                    data={"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}})
+            self._require_tasks_extension(req, "task notifications are part of the tasks extension")
             honoured["taskIds"] = [str(t) for t in task_ids]
         sub_id = req.id
         ack = jsonrpc.notification(
@@ -767,6 +816,11 @@ class Methods:
                 session.open_stream("get").push(jsonrpc.notification("notifications/resources/updated", {"uri": uri}))
 
     def close_listeners(self) -> None:
-        for _listen, deliver in list(self.listeners.values()):
+        """End every listen stream gracefully (shutdown): the listen request's completion result, then
+        the end of the stream. A stream that ends without that result was cut, and the client may
+        reconnect."""
+        for listen, deliver in list(self.listeners.values()):
+            deliver(jsonrpc.result_response(listen.request_id, {"resultType": "complete", "_meta": {
+                SERVER_INFO_META_KEY: self.server_info(), SUBSCRIPTION_ID_META_KEY: listen.request_id}}))
             deliver(None)
         self.listeners.clear()

@@ -27,14 +27,16 @@ import typing
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, WithJsonSchema
 
 from triomcp.mcp.context import ToolContext
 
 __all__ = [
+    "ANY_JSON_SCHEMA",
     "TOOL_NAME_RE",
+    "AnyJson",
     "Completer",
     "PromptDef",
     "Registry",
@@ -45,6 +47,16 @@ __all__ = [
 ]
 
 TOOL_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+ANY_JSON_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": t} for t in ("object", "array", "string", "number", "boolean", "null")]
+}
+"""Any JSON value, spelled out. ``{}`` means the same but reads to schema checkers (MCP Inspector
+``--strict``) as a forgotten type, and a ``type`` array is less portable (single-type dialects
+such as Gemini's reject it), so: one single-type ``anyOf`` branch per JSON type."""
+
+AnyJson = Annotated[Any, WithJsonSchema(ANY_JSON_SCHEMA)]
+"""A model field that holds any JSON value (a payload, a cached value), with :data:`ANY_JSON_SCHEMA`."""
 
 ToolFn = Callable[[Any, ToolContext], Awaitable[Any]]
 ResourceFn = Callable[[ToolContext], Awaitable["str | bytes | list[dict[str, Any]]"]]
@@ -74,9 +86,22 @@ class ToolDef:
     group: str = "default"
     """Authorization group (scopes map to groups)."""
     task_support: Literal["forbidden", "optional", "required"] = "forbidden"
+    task_start: Literal["call", "handler"] = "call"
+    """When a call that may be a task becomes one: at once (``"call"``), or when the handler awaits
+    ``ctx.run_as_task()`` (``"handler"``: it runs inline until then, and may ask for input first)."""
+    structured: bool = True
+    """False: the tool's result is exactly the content blocks it returns (``ToolResult.content``), with
+    no ``structuredContent`` and no ``outputSchema``; a failure is an ``isError`` text block."""
+
+    raw_input_schema: dict[str, Any] | None = None
+    """A JSON Schema served as ``inputSchema`` verbatim instead of the input model's, for keywords a
+    pydantic model cannot produce (``$anchor``, ``if``/``then``/``else``, hand-named ``$defs``).
+    Arguments are still validated by ``input_model``, so the two must agree."""
 
     @cached_property
     def input_schema(self) -> dict[str, Any]:
+        if self.raw_input_schema is not None:
+            return dict(self.raw_input_schema)
         schema = self.input_model.model_json_schema()
         schema.setdefault("type", "object")
         schema.setdefault("properties", {})
@@ -95,7 +120,7 @@ class ToolDef:
             defs = dict(model_schema.get("$defs", {}))
         error_schema = {
             "type": "object",
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "data": {}},
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "data": ANY_JSON_SCHEMA},
             "required": ["code", "message"],
         }
         schema: dict[str, Any] = {
@@ -127,8 +152,9 @@ class ToolDef:
             "name": self.name,
             "description": self.description,
             "inputSchema": self.input_schema,
-            "outputSchema": self.output_schema,
         }
+        if self.structured:
+            tool["outputSchema"] = self.output_schema
         if self.title:
             tool["title"] = self.title
         if self.annotations:
@@ -240,6 +266,8 @@ class Registry:
         open_world: bool | None = None,
         group: str = "default",
         task_support: Literal["forbidden", "optional", "required"] = "forbidden",
+        task_start: Literal["call", "handler"] = "call",
+        structured: bool = True,
         input_model: type[BaseModel] | None = None,
         output_model: type[BaseModel] | None = None,
     ) -> Callable[[ToolFn], ToolFn]:
@@ -289,6 +317,8 @@ class Registry:
                     annotations=annotations or None,
                     group=group,
                     task_support=task_support,
+                    task_start=task_start,
+                    structured=structured,
                 )
             )
             return fn
@@ -375,6 +405,10 @@ class Registry:
 
     def get_prompt(self, name: str) -> PromptDef | None:
         return self._prompts.get(name)
+
+    def remove_prompt(self, name: str) -> None:
+        del self._prompts[name]
+        self._changed("prompts")
 
     # -- completion ----------------------------------------------------------------
     def completion(self, ref_type: Literal["ref/prompt", "ref/resource"], ref: str, argument: str) -> Callable[

@@ -5,9 +5,12 @@
   ``tasks/get``, the blocking ``tasks/result``, ``tasks/list``, ``tasks/cancel``,
   ``notifications/tasks/status`` and the related-task ``_meta``.
 - Modern (2026-07-28 extension ``io.modelcontextprotocol/tasks``): advertised in
-  ``server/discover``; a ``tools/call`` of a tool whose ``task_support`` is ``"required"``
-  answers ``resultType: "task"`` to a client that declared the extension; ``tasks/get``,
-  ``tasks/update``, ``tasks/cancel``; ``notifications/tasks`` on ``subscriptions/listen``.
+  ``server/discover``; a ``tools/call`` of a tool with task support (``optional`` or
+  ``required``) answers ``resultType: "task"`` to a client that declared the extension (a
+  ``required`` one is -32021 to the others); a task whose handler asks for input is
+  ``input_required`` with its ``inputRequests`` until ``tasks/update`` answers them all;
+  ``tasks/get``, ``tasks/update``, ``tasks/cancel``; ``notifications/tasks`` on
+  ``subscriptions/listen``.
 
 The store behind it (:class:`TaskBackend`) is the server's: a durable, distributed queue.
 """
@@ -51,6 +54,8 @@ class TaskRecord:
     """The ``CallToolResult`` once completed (``isError`` results are completed too)."""
     error: dict[str, Any] | None = None
     """The JSON-RPC error (``{code, message}``) once failed."""
+    input_requests: dict[str, Any] | None = None
+    """While ``input_required``: every request still unanswered, by key."""
 
     @property
     def terminal(self) -> bool:
@@ -61,7 +66,10 @@ class TaskBackend(Protocol):
     """A durable task store. Every method sees only ``principal``'s tasks (others: ``TaskNotFound``)."""
 
     async def create(self, *, tool: str, arguments: dict[str, Any], principal: str | None, ttl_ms: int | None,
-                     session_id: str | None) -> TaskRecord: ...
+                     session_id: str | None, client_capabilities: dict[str, Any],
+                     input_responses: dict[str, Any]) -> TaskRecord:
+        """Durably store a task (a ``tasks/get`` resolves once this returns). ``client_capabilities``
+        say what the task's handler may ask for; ``input_responses`` are answers it already has."""
 
     async def get(self, task_id: str, principal: str | None) -> TaskRecord: ...
 
@@ -70,7 +78,11 @@ class TaskBackend(Protocol):
     async def list(self, principal: str | None, cursor: str | None, limit: int) -> tuple[list[TaskRecord], str | None]:
         ...
 
-    async def cancel(self, task_id: str, principal: str | None) -> TaskRecord: ...
+    async def cancel(self, task_id: str, principal: str | None, *, wait: bool) -> TaskRecord:
+        """Ask the task to stop; ``wait``: give a running handler a moment to stop first."""
+
+    async def update(self, task_id: str, principal: str | None, responses: dict[str, Any]) -> TaskRecord:
+        """Answers to an ``input_required`` task's requests (others ignored)."""
 
 
 def _iso(ts: float) -> str:
@@ -104,8 +116,11 @@ def modern_task(record: TaskRecord) -> dict[str, Any]:
     }
     if record.status_message:
         out["statusMessage"] = record.status_message
+    if record.status == "input_required":
+        out["inputRequests"] = dict(record.input_requests or {})
     if record.status == "completed" and record.result is not None:
-        out["result"] = record.result
+        # The inlined CallToolResult is a modern result: it carries its resultType (never a related-task _meta).
+        out["result"] = {**{k: v for k, v in record.result.items() if k != "_meta"}, "resultType": "complete"}
     if record.status == "failed":
         out["error"] = record.error or {"code": -32603, "message": record.status_message or "the task failed"}
     return out

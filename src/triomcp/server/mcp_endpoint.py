@@ -61,11 +61,16 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+RETRY_MS = 1000
+"""The ``retry:`` a legacy priming event carries: how long a client waits before it resumes a stream
+the server closed (SSE polling, 2025-11-25) or that broke."""
+
+
 def _sse(event: SseEvent | None, data: dict[str, Any] | None = None) -> bytes:
     if event is None:
         return b"event: message\ndata: " + jsonrpc.dumps(data) + b"\n\n"
-    if event.data is None:
-        return f"id: {event.id}\ndata: \n\n".encode()
+    if event.data is None:  # a priming event: an id to resume from, and when to come back
+        return f"id: {event.id}\nretry: {RETRY_MS}\ndata: \n\n".encode()
     return f"id: {event.id}\nevent: message\ndata: ".encode() + jsonrpc.dumps(event.data) + b"\n\n"
 
 
@@ -93,6 +98,8 @@ class _CallWriter:
         self._send = send
         self._lock = trio.Lock()
         self.disconnected = False
+        self.closed = False
+        """The server ended the HTTP response early (``close_stream``); the call goes on."""
         self.sse = False
         self.stream: ReplayStream | None = None
         self.last_write = 0.0
@@ -123,10 +130,38 @@ class _CallWriter:
                 await self._write(_sse(None, message))
                 return
             event = self.stream.push(message)
-            if self.disconnected and self.stream.listener is self._owner:
-                self.stream.listener = None  # free the stream for a resuming GET
+            if self.disconnected:
+                self.release()  # the client left before the call turned to SSE (_start_sse took the stream)
             if self.stream.listener is self._owner:
                 await self._write(_sse(event))
+
+    def left(self) -> None:
+        """The client's connection closed. Legacy: its stream is free at once for a resuming ``GET``
+        (one with ``Last-Event-ID``), not only at the handler's next event: a quiet tool may send none
+        for minutes, and clients give up resuming after a few seconds of 409s."""
+        self.disconnected = True
+        self.release()
+
+    def release(self) -> None:
+        if self.stream is not None and self.stream.listener is self._owner:
+            self.stream.listener = None
+
+    async def close_stream(self) -> None:
+        """Legacy 2025-11-25 SSE polling: end this HTTP response now, while the call goes on; its
+        events (the response included) wait on the session's stream for a ``GET`` with
+        ``Last-Event-ID``, after the priming event's ``retry``. Elsewhere (older versions, a
+        JSON-only client, the modern era, where closing means cancelling) it does nothing."""
+        if self.call.era is not Era.LEGACY or not self.call.accepts_sse or self.call.version < "2025-11-25":
+            return
+        async with self._lock:
+            if self.disconnected:
+                return
+            if not self.sse:
+                await self._start_sse()  # the priming event: the id to resume from
+            self.disconnected = self.closed = True
+            self.release()
+            with trio.CancelScope(shield=True):
+                await self._send({"type": "http.response.body", "body": b""})
 
     async def keepalive(self) -> None:
         async with self._lock:
@@ -189,6 +224,8 @@ class _CallWriter:
                 self.stream.listener = None
             elif self.stream.listener is not None:
                 self.stream.listener(None)  # end the resumed GET that delivered this stream
+        if self.closed:
+            return
         with trio.CancelScope(shield=True):
             await self._send({"type": "http.response.body", "body": b""})
 
@@ -303,7 +340,7 @@ class McpEndpoint:
                 with trio.move_on_after(KEEPALIVE_SECONDS):
                     message = await receive()
                     if message["type"] == "http.disconnect":
-                        writer.disconnected = True
+                        writer.left()
                         if call.era is Era.MODERN:
                             handler_scope.cancel()
                         return
@@ -330,14 +367,21 @@ class McpEndpoint:
         receive: Receive,
         send: Send,
     ) -> None:
-        """Write SSE chunks until the stream ends, the client leaves or the server stops."""
+        """Write SSE chunks until the stream ends, the client leaves or the server stops.
+
+        When the server stops, what was queued before it did still goes out before the stream
+        ends: the shutdown queues a listen stream's completion result and its end in the same
+        step in which it sets ``stopping``, so a graceful close is never raced by the stop."""
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         for chunk in first:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        left = ended = False
 
         async def until_disconnect() -> None:
+            nonlocal left
             while (await receive())["type"] != "http.disconnect":
                 pass
+            left = True
 
         async with trio.open_nursery() as nursery:
 
@@ -349,15 +393,24 @@ class McpEndpoint:
             nursery.start_soon(stop_on, self.stopping.wait)
             while True:
                 with trio.move_on_after(KEEPALIVE_SECONDS) as idle:
-                    chunk = await inbox.receive()
+                    item = await inbox.receive()
                 if idle.cancelled_caught:
-                    await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
-                    continue
-                if chunk is None:
+                    item = b": keep-alive\n\n"
+                elif item is None:
+                    ended = True
                     break
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                with trio.CancelScope(shield=True):  # a chunk taken from the inbox is written, not dropped
+                    await send({"type": "http.response.body", "body": item, "more_body": True})
             nursery.cancel_scope.cancel()
         with trio.CancelScope(shield=True):
+            while not (left or ended):
+                try:
+                    item = inbox.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                if item is None:
+                    break
+                await send({"type": "http.response.body", "body": item, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
 
     async def _stream(self, grant: StreamGrant, receive: Receive, send: Send) -> None:

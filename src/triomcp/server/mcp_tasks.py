@@ -26,6 +26,7 @@ CANCEL_WAIT_SECONDS = 5.0
 _STATUS: dict[TaskState, TaskStatus] = {
     TaskState.QUEUED: "working",
     TaskState.LEASED: "working",
+    TaskState.WAITING: "input_required",
     TaskState.SUCCEEDED: "completed",
     TaskState.FAILED: "failed",
     TaskState.DEAD: "failed",
@@ -39,6 +40,8 @@ def record_of(task: Task) -> TaskRecord:
     error = None
     if task.state is TaskState.QUEUED:
         message = "queued" if task.attempts == 0 else f"queued again after attempt {task.attempts}"
+    elif task.state is TaskState.WAITING:
+        message = "waiting for input: " + ", ".join(sorted(task.pending_requests))
     elif task.state is TaskState.LEASED:
         message = task.progress_message or f"running on {task.lease_holder}"
         if task.cancel_requested:
@@ -53,7 +56,8 @@ def record_of(task: Task) -> TaskRecord:
     ttl_ms = None if task.expires_at is None else round((task.expires_at - task.created_at) * 1000)
     return TaskRecord(task_id=task.id, status=status, created_at=task.created_at, updated_at=task.updated_at,
                       ttl_ms=ttl_ms, status_message=message,
-                      result=task.result if status == "completed" else None, error=error)
+                      result=task.result if status == "completed" else None, error=error,
+                      input_requests=task.pending_requests if status == "input_required" else None)
 
 
 class QueueTaskBackend:
@@ -68,11 +72,16 @@ class QueueTaskBackend:
         return self.services.require_queue()
 
     async def create(self, *, tool: str, arguments: dict[str, Any], principal: str | None, ttl_ms: int | None,
-                     session_id: str | None) -> TaskRecord:
+                     session_id: str | None, client_capabilities: dict[str, Any],
+                     input_responses: dict[str, Any]) -> TaskRecord:
         ttl = DEFAULT_TTL_MS if ttl_ms is None else max(1000, min(ttl_ms, MAX_TTL_MS))
+        payload: dict[str, Any] = {"tool": tool, "arguments": arguments}
+        if client_capabilities:
+            payload["capabilities"] = client_capabilities  # what the handler may ask for (input_required)
+        if input_responses:
+            payload["responses"] = input_responses  # answers gathered before the task began (MRTR)
         # Submitted, and committed, before the answer goes out: tasks/get resolves at once.
-        task = await self._queue().submit(MCP_TOOL_CALL, {"tool": tool, "arguments": arguments},
-                                          submitter=principal, ttl_seconds=ttl / 1000)
+        task = await self._queue().submit(MCP_TOOL_CALL, payload, submitter=principal, ttl_seconds=ttl / 1000)
         if session_id is not None:
             self.sessions[task.id] = session_id
         return record_of(task)
@@ -101,15 +110,20 @@ class QueueTaskBackend:
             raise InvalidParams(f"Invalid cursor: {exc}") from None
         return [record_of(t) for t in tasks], next_cursor
 
-    async def cancel(self, task_id: str, principal: str | None) -> TaskRecord:
+    async def cancel(self, task_id: str, principal: str | None, *, wait: bool) -> TaskRecord:
         task = await self._task(task_id, principal)
         if task.finished:
             return record_of(task)
         task = await self._queue().cancel(task_id)
-        # A running handler stops at its next checkpoint, wherever it runs; wait a little for it.
-        with trio.move_on_after(CANCEL_WAIT_SECONDS):
-            task = await self._queue().wait_finished(task_id)
+        if wait and not task.finished:
+            # A running handler stops at its next checkpoint, wherever it runs; wait a little for it.
+            with trio.move_on_after(CANCEL_WAIT_SECONDS):
+                task = await self._queue().wait_finished(task_id)
         return record_of(task)
+
+    async def update(self, task_id: str, principal: str | None, responses: dict[str, Any]) -> TaskRecord:
+        await self._task(task_id, principal)
+        return record_of(await self._queue().provide_input(task_id, responses))
 
     def changed(self, task: Task) -> None:
         """Queue listener: status notifications for MCP tasks."""

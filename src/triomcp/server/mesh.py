@@ -26,7 +26,16 @@ from triomcp.mcp.engine import Engine
 from triomcp.mcp.outcomes import Call, Reply
 from triomcp.mcp.versions import LATEST_MODERN_VERSION
 from triomcp.p2p.mcp_client import call_peer_tool
-from triomcp.taskqueue import HandlerRegistry, Lease, NonRetryable, Task, TaskContext, TaskState, run_workers
+from triomcp.taskqueue import (
+    HandlerRegistry,
+    Lease,
+    NeedsInput,
+    NonRetryable,
+    Task,
+    TaskContext,
+    TaskState,
+    run_workers,
+)
 
 __all__ = ["TOOL_CALL", "RemoteSource", "make_tool_call_handler", "run_mesh_workers"]
 
@@ -64,10 +73,18 @@ def make_tool_call_handler(engine: Engine, *, full_result: bool = False) -> Any:
         if not isinstance(tool, str) or engine.registry.get_tool(tool) is None:
             raise NonRetryable(f"{task.type}: no tool {tool!r} on this node",
                                data={"jsonrpc": {"code": -32602, "message": f"Unknown tool: {tool}"}})
-        message = jsonrpc.request(1, "tools/call", {
+        capabilities = payload.get("capabilities")
+        earlier = payload.get("responses")
+        params: dict[str, Any] = {
             "name": tool, "arguments": arguments,
             "_meta": {"io.modelcontextprotocol/protocolVersion": LATEST_MODERN_VERSION,
-                      "io.modelcontextprotocol/clientCapabilities": {}, "progressToken": task.id}})
+                      "io.modelcontextprotocol/clientCapabilities":
+                          capabilities if isinstance(capabilities, dict) else {},
+                      "progressToken": task.id}}
+        responses = {**(earlier if isinstance(earlier, dict) else {}), **task.responses}
+        if responses:
+            params["inputResponses"] = responses  # every answer so far: the handler runs again from the start
+        message = jsonrpc.request(1, "tools/call", params)
         outcome = engine.handle_frame(message, principal=task.submitter, executing_task=True)
         if isinstance(outcome, Reply):
             body = outcome.body if isinstance(outcome.body, dict) else {}
@@ -84,12 +101,18 @@ def make_tool_call_handler(engine: Engine, *, full_result: bool = False) -> Any:
             async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
                 raise ToolError("a task cannot ask its client for input", code="no_back_channel")
 
+            async def close_stream(self) -> None:
+                """A task has no response stream."""
+
         response = await outcome.run(Progress())
         assert response is not None
         if "error" in response:
             raise NonRetryable(f"{task.type} {tool}: {response['error'].get('message')}",
                                data={"jsonrpc": response["error"]})
         result = response["result"]
+        if result.get("resultType") == "input_required":
+            # The handler asked its client for input: the task waits (input_required) for tasks/update.
+            raise NeedsInput(dict(result.get("inputRequests") or {}))
         if full_result:
             result.pop("resultType", None)
             result.pop("_meta", None)
@@ -201,6 +224,10 @@ class RemoteSource:
     async def confirm_cancelled(self, task_id: str, token: str) -> Any:
         self._claimed_for.pop(task_id, None)
         return await self._call("taskqueue_release", {"task_id": task_id, "token": token, "cancelled": True})
+
+    async def suspend(self, task_id: str, token: str, requests: dict[str, Any]) -> Any:
+        self._claimed_for.pop(task_id, None)
+        return await self._call("taskqueue_suspend", {"task_id": task_id, "token": token, "requests": requests})
 
 
 async def run_mesh_workers(

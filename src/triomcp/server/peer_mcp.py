@@ -41,6 +41,9 @@ class _FrameOutbound:
         raise ToolError(f"cannot send {method} to a peer: MCP over libp2p has no back channel",
                         code="no_back_channel")
 
+    async def close_stream(self) -> None:
+        """A libp2p stream carries many calls: nothing to end early."""
+
 
 class PeerMcpHandler:
     """``async (message, *, peer_id, notify) -> response | None`` for the node's MCP protocol."""

@@ -9,7 +9,7 @@ import trio
 from pydantic import BaseModel, Field
 
 from triomcp.mcp.context import ToolContext
-from triomcp.mcp.registry import Registry
+from triomcp.mcp.registry import AnyJson, Registry
 from triomcp.p2p.mcp_client import call_peer_tool
 from triomcp.server.services import Services
 
@@ -26,7 +26,7 @@ class GetArgs(BaseModel):
 
 class SetArgs(BaseModel):
     key: str = KEY
-    value: Any
+    value: AnyJson
     ttl_s: float = Field(default=300.0, gt=0, le=30 * 86400)
     replicate: bool = Field(default=False, description="also store on every connected authorized peer")
 
@@ -38,7 +38,7 @@ class DeleteArgs(BaseModel):
 
 class Got(BaseModel):
     found: bool
-    value: Any = None
+    value: AnyJson = None
     ttl_left_s: float | None = None
 
 

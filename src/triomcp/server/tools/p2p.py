@@ -91,8 +91,9 @@ def register(registry: Registry) -> None:
         rtt = await ctx.app_state.require_node().ping(args.peer)
         return Pong(peer=args.peer, rtt_ms=round(rtt * 1000, 3))
 
-    @registry.tool(description="Call an MCP tool on another peer and return its result (progress is relayed).",
-                   group="p2p", open_world=True)
+    @registry.tool(description="Call an MCP tool on another peer and return its result (progress is relayed). "
+                               "Offered as a durable task to clients that speak MCP tasks.",
+                   group="p2p", open_world=True, task_support="optional")
     async def p2p_call_tool(args: CallArgs, ctx: ToolContext) -> ToolResult:
         services: Services = ctx.app_state
         node = services.require_node()

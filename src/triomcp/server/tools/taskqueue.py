@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from triomcp.errors import ResourceNotFound, TaskNotFound, ToolError
 from triomcp.mcp.context import ToolContext
-from triomcp.mcp.registry import Registry
+from triomcp.mcp.registry import AnyJson, Registry
 from triomcp.server.services import Services
 from triomcp.server.tools.forwarding import forward, is_remote
 from triomcp.taskqueue import Task
@@ -35,7 +35,7 @@ async def _owned(services: Services, task_id: str, principal: str | None) -> Tas
 
 class SubmitArgs(BaseModel):
     task_type: str = TASK_TYPE
-    payload: Any = Field(default=None, description="JSON payload for the handler")
+    payload: AnyJson = Field(default=None, description="JSON payload for the handler")
     priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first; FIFO among equals")
     peer: str | None = PEER
     idempotency_key: str | None = Field(default=None, max_length=200,
@@ -53,7 +53,7 @@ class WaitArgs(TaskRef):
 
 
 class ListArgs(BaseModel):
-    state: str | None = Field(default=None, pattern=r"^(queued|leased|succeeded|failed|cancelled|dead)$")
+    state: str | None = Field(default=None, pattern=r"^(queued|leased|waiting|succeeded|failed|cancelled|dead)$")
     task_type: str | None = None
     cursor: str | None = None
     limit: int = Field(default=50, ge=1, le=500)
@@ -100,7 +100,7 @@ class ClaimNext(BaseModel):
 
 
 class CompleteArgs(LeaseRef):
-    result: Any = None
+    result: AnyJson = None
     claim_next: ClaimNext | None = Field(
         default=None, description="once the outcome is recorded, also claim the next task of these types "
                                   "(no wait): one round trip per task for a busy remote worker")
@@ -118,6 +118,13 @@ class ProgressArgs(LeaseRef):
 
 class ReleaseArgs(LeaseRef):
     cancelled: bool = Field(default=False, description="true: the handler stopped after a cancel request")
+
+
+class SuspendArgs(LeaseRef):
+    requests: dict[str, dict[str, Any]] = Field(
+        min_length=1, max_length=64,
+        description="what the handler waits for, by key (unique over the task's life); the task is queued "
+                    "again once every key is answered")
 
 
 class LeaseOut(BaseModel):
@@ -231,7 +238,11 @@ def register(registry: Registry) -> None:
     @registry.tool(description="Fail a leased task: retried after a backoff unless retry is false.",
                    group="worker")
     async def taskqueue_fail(args: FailArgs, ctx: ToolContext) -> TaskOut:
-        error = {"code": str(args.error.get("code", "failed")), "message": str(args.error.get("message", ""))}
+        error: dict[str, Any] = {"code": str(args.error.get("code", "failed")),
+                                 "message": str(args.error.get("message", ""))}
+        data = args.error.get("data")
+        if isinstance(data, dict) and isinstance(data.get("jsonrpc"), dict):
+            error["data"] = {"jsonrpc": data["jsonrpc"]}  # an MCP task's JSON-RPC error, kept for tasks/get
         task = await ctx.app_state.require_queue().fail(args.task_id, args.token, error, retry=args.retry)
         return TaskOut(task=task.to_dict())
 
@@ -243,6 +254,12 @@ def register(registry: Registry) -> None:
             task = await queue.confirm_cancelled(args.task_id, args.token)
         else:
             task = await queue.release(args.task_id, args.token)
+        return TaskOut(task=task.to_dict())
+
+    @registry.tool(description="Park a leased task until the input its handler asked for is answered.",
+                   group="worker")
+    async def taskqueue_suspend(args: SuspendArgs, ctx: ToolContext) -> TaskOut:
+        task = await ctx.app_state.require_queue().suspend(args.task_id, args.token, args.requests)
         return TaskOut(task=task.to_dict())
 
     @registry.resource_template("triomcp://tasks/{task_id}", name="task", description="One task, as JSON.",
