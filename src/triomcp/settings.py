@@ -71,6 +71,9 @@ class McpSettings(_Section):
     """Entry points of group ``triomcp.plugins`` to load; ``None`` loads all installed."""
     plugins_disabled: list[str] = Field(default_factory=list)
     """Entry point names never to load."""
+    conformance_fixtures: bool = False
+    """Also serve the fixtures of the official MCP conformance suite (``test_*`` tools, ``test://``
+    resources and prompts; ``make conformance``). For testing only: never on a production node."""
 
 
 class P2PSettings(_Section):

@@ -60,6 +60,10 @@ def build_services(settings: Settings, *, configure: Callable[[Registry], None] 
     registry = Registry()
     register_builtin_tools(registry)
     load_plugins(registry, enabled=settings.mcp.plugins_enabled, disabled=settings.mcp.plugins_disabled)
+    if settings.mcp.conformance_fixtures:
+        from triomcp import conformance  # imported only when asked for: nothing of it on a production node
+
+        conformance.register(registry)
     if configure is not None:
         configure(registry)
     services = Services(settings=settings, engine=Engine(registry, _engine_config(settings)))

@@ -1,0 +1,1 @@
+"""The official MCP conformance suite against a real triomcp node: ``python -m conformance`` (``make conformance``)."""
