@@ -110,6 +110,15 @@ class P2PSettings(_Section):
     """Each peer's sustained request rate; requests over it are answered -32010 at once."""
     peer_request_burst: int = Field(default=2000, gt=0)
     """Requests a peer may send in a burst above the sustained rate."""
+    handshake_timeout: float = Field(default=5.0, gt=0)
+    """Seconds an inbound connection has from accept to being authenticated (multistream-select,
+    Noise, muxer); one deadline for the whole phase, so a peer that sends nothing or trickles bytes
+    is closed when it passes."""
+    max_unauthenticated_inbound: int = Field(default=256, gt=0)
+    """Inbound connections not yet authenticated, overall; more are closed at once, unread."""
+    max_unauthenticated_per_source: int = Field(default=16, gt=0)
+    """Inbound connections not yet authenticated from one IPv4 address or IPv6 /64; more are closed
+    at once, unread."""
 
 
 class TaskQueueSettings(_Section):

@@ -3,12 +3,20 @@
 Rules learned by measurement (see docs/architecture.md):
 
 - TCP + Noise only: a plaintext, secio or TLS-only dialer is refused;
-- yamux; ``max_connections_per_peer=1`` (otherwise every dial waits 250 ms);
+- yamux only (py-libp2p 0.8.1's mplex stalls answers while a read is pending; its "YAMUX"
+  preference still offers and accepts mplex as a fallback, so the muxers are given explicitly);
+  ``max_connections_per_peer=1`` (otherwise every dial waits 250 ms);
+- before authentication: capped connections overall and per source, one deadline, multistream
+  reads capped (admission.py, hardening.py);
 - a deadline on every dial and stream open (a silent peer would hang 120 s);
 - stream handlers never let an exception reach ``host.run()`` (it would tear
   the host down);
 - the host is closed before anything is cancelled (leaving ``run()`` alone
   leaves the listener open and leaks sockets).
+
+Size: one concept, the node as the rest of triomcp sees it: the host's construction and
+lifecycle (``open_node``) and the ``Node`` methods over it (dialing, pings, peer exchange, MCP
+streams); the mechanisms it uses live beside it (rpc, discovery, admission, hardening, authz).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import multiaddr as ma
 import trio
@@ -32,13 +40,18 @@ from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.host.ping import ID as PING_PROTOCOL
 from libp2p.network.config import ConnectionConfig
+from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL
+from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from triomcp.errors import ConfigError, PeerError
+from triomcp.p2p import hardening
 from triomcp.p2p._errors import close_quietly, map_libp2p_errors
+from triomcp.p2p.admission import InboundGate
 from triomcp.p2p.authz import AuthorizedPeers
 from triomcp.p2p.discovery import (
     MdnsFinds,
@@ -80,6 +93,10 @@ class NodeStatistics:
     dial_failures: int
     frame_errors: int
     calls_served: int
+    inbound_unauthenticated: int = 0
+    """Inbound connections now between accept and authentication."""
+    inbound_refused: int = 0
+    """Inbound connections refused by ``p2p.max_unauthenticated_*`` since the node started."""
 
 
 class _Notifee:
@@ -107,18 +124,21 @@ class _Notifee:
         pass
 
 
-def _new_host(key_pair: KeyPair, *, mdns: bool, listen: list[ma.Multiaddr]) -> IHost:
+def _new_host(key_pair: KeyPair, settings: P2PSettings, *, mdns: bool, listen: list[ma.Multiaddr]) -> IHost:
     return new_host(
         key_pair=key_pair,
         sec_opt={NOISE_PROTOCOL: NoiseTransport(key_pair, noise_privkey=x25519_key_pair().private_key)},
-        muxer_preference="YAMUX",
+        muxer_opt={TProtocol(YAMUX_PROTOCOL): Yamux},
         # max_connections: py-libp2p 0.8.1 keeps every inbound connection's handler (and its slot
         # in an inbound limiter of max_connections - min_connections) alive until the host stops,
         # even after the connection closed; with the default (300 - 50) a node refuses every
         # inbound connection after its 250th, CLI calls included. Slots are cheap (measured in
         # docs/architecture.md); the connections this node keeps are bounded elsewhere (one per
         # peer, authorized peers only).
-        connection_config=ConnectionConfig(max_connections_per_peer=1, max_connections=INBOUND_SLOTS),
+        # inbound_upgrade_timeout: one absolute deadline from the start of multistream-select to
+        # the agreed muxer (measured: it ends silent and trickling peers too; admission.py).
+        connection_config=ConnectionConfig(max_connections_per_peer=1, max_connections=INBOUND_SLOTS,
+                                           inbound_upgrade_timeout=settings.handshake_timeout),
         enable_mDNS=mdns,
         listen_addrs=listen if mdns else None,
     )
@@ -152,8 +172,11 @@ class Node:
         data_dir: Path,
         authorized: AuthorizedPeers,
         nursery: trio.Nursery,
+        admission: InboundGate | None = None,
     ) -> None:
         self.host = host
+        self.admission = admission
+        """Counts and caps this host's inbound connections until they are authenticated."""
         self.settings = settings
         self.data_dir = data_dir
         self.authorized = authorized
@@ -201,8 +224,10 @@ class Node:
         return sorted(out, key=lambda p: p["peer_id"])
 
     def statistics(self) -> NodeStatistics:
+        admitted = self.admission.statistics() if self.admission is not None else None
         return NodeStatistics(self.peer_id, len(self.host.get_connected_peers()), self._dial_failures,
-                              self._frame_errors, self._calls_served)
+                              self._frame_errors, self._calls_served,
+                              admitted.unauthenticated if admitted else 0, admitted.refused if admitted else 0)
 
     def _fire_peers_changed(self) -> None:
         self._peers_changed.set()
@@ -212,6 +237,9 @@ class Node:
         await self._peers_changed.wait()
 
     # -- dialing ---------------------------------------------------------------------------
+    def _swarm(self) -> Swarm:
+        return cast(Swarm, self.host.get_network())
+
     async def connect(self, multiaddr: str) -> str:
         """Dial a full multiaddr (ending in ``/p2p/<id>``); returns the peer id."""
         peer_id = peer_id_in(multiaddr)
@@ -221,7 +249,7 @@ class Node:
             info = info_from_p2p_addr(ma.Multiaddr(multiaddr))
         except Exception as exc:
             raise ConfigError(f"invalid multiaddr {multiaddr!r}: {exc}") from None
-        self.host.get_network().unblock_peer(info.peer_id)  # forget a failed dial: the peer may be back
+        self._swarm().unblock_peer(info.peer_id)  # forget a failed dial: the peer may be back
         if not self.is_connected(peer_id):
             # An explicit address is the truth: libp2p would dial stale ones from the peerstore first.
             self.host.get_peerstore().clear_addrs(info.peer_id)
@@ -263,7 +291,7 @@ class Node:
         pid = ID.from_base58(peer_id)
         with map_libp2p_errors(f"opening {protocol} to {peer_id}"), trio.fail_after(self.settings.stream_timeout):
             if not self.is_connected(peer_id):
-                self.host.get_network().unblock_peer(pid)
+                self._swarm().unblock_peer(pid)
             return await self.host.new_stream(pid, [TProtocol(protocol)])
 
     async def _open_mcp_stream(self, peer_id: str) -> INetStream:
@@ -459,10 +487,14 @@ async def open_node(
         raise ConfigError(f"p2p.listen: {exc}") from None
     # mDNS browses from the moment the host is built: catch its finds from then on.
     finds = MdnsFinds() if settings.mdns else None
+    hardening.apply()  # GHSA-hmjq-g7pp-rw3x, until libp2p>=0.8.2 (idempotent; logs once)
     try:
-        host = _new_host(key_pair, mdns=settings.mdns, listen=listen)
+        host = _new_host(key_pair, settings, mdns=settings.mdns, listen=listen)
+        gate = InboundGate(max_total=settings.max_unauthenticated_inbound,
+                           max_per_source=settings.max_unauthenticated_per_source)
+        gate.install(host.get_network())
         async with _serving(host, key_pair, settings, data_dir, authorized, frame_handler, announce, listen,
-                            finds) as node:
+                            finds, gate) as node:
             yield node
     finally:
         if finds is not None:
@@ -472,9 +504,9 @@ async def open_node(
 @asynccontextmanager
 async def _serving(host: IHost, key_pair: KeyPair, settings: P2PSettings, data_dir: Path,
                    authorized: AuthorizedPeers, frame_handler: FrameHandler | None, announce: bool,
-                   listen: list[ma.Multiaddr], finds: MdnsFinds | None) -> AsyncIterator[Node]:
+                   listen: list[ma.Multiaddr], finds: MdnsFinds | None, gate: InboundGate) -> AsyncIterator[Node]:
     async with trio.open_nursery() as nursery:
-        node = Node(host, key_pair, settings, data_dir, authorized, nursery)
+        node = Node(host, key_pair, settings, data_dir, authorized, nursery, gate)
         node.frame_handler = frame_handler
         if announce:  # a node (server or `triomcp node`), not a CLI or front-end host
             node.known = await trio.to_thread.run_sync(KnownPeers, data_dir / PEERS_FILE)

@@ -11,6 +11,8 @@ progress notifications to the caller whose ``progressToken`` they carry, sends
 ``notifications/cancelled`` when a caller is cancelled, and reopens the stream on
 the next call after it died. A call in flight when the stream dies fails with a
 :class:`~triomcp.errors.PeerError`: a truncated stream is never a result.
+
+Size: the two ends of one wire protocol, kept together so each side is read against the other.
 """
 
 from __future__ import annotations
@@ -261,7 +263,7 @@ class PeerChannel:
     async def _dispatch(self, item: dict[str, Any]) -> None:
         if "method" in item:
             params = item.get("params") if isinstance(item.get("params"), dict) else {}
-            token = params.get("progressToken") if params else None  # type: ignore[union-attr]
+            token = params.get("progressToken") if params else None
             pending = self._pending.get(token) if isinstance(token, int) else None
             if pending is not None and pending[2] is not None:
                 try:
@@ -313,7 +315,8 @@ class PeerChannel:
             error = reply["error"] if isinstance(reply["error"], dict) else {}
             code = error.get("code")
             raise RemoteError(f"peer {self.peer_id}: {error.get('message', 'error')}",
-                              code=ERROR_NAMES.get(code, f"jsonrpc_{code}"), data=error.get("data"))
+                              code=ERROR_NAMES.get(code, f"jsonrpc_{code}") if isinstance(code, int)
+                              else f"jsonrpc_{code}", data=error.get("data"))
         result = reply.get("result")
         if not isinstance(result, dict):
             raise FrameError(f"peer {self.peer_id}: the response to {method} carries no result object")
