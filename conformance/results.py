@@ -93,5 +93,6 @@ def render_table(outcomes: list[Outcome]) -> str:
     for requirements in dict.fromkeys(o.requirements for o in outcomes):
         mine = [o for o in outcomes if o.requirements == requirements]
         failing = sum(1 for o in mine if o.failed)
-        lines.append(f"{requirements}: {Totals.of(mine).line()} ({len(mine)} scenarios, {failing} failing)")
+        rows = "clients" if requirements == "clients" else "scenarios"
+        lines.append(f"{requirements}: {Totals.of(mine).line()} ({len(mine)} {rows}, {failing} failing)")
     return "\n".join(lines)
