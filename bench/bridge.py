@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -32,87 +31,51 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from reliability.procs import free_port
 
-from bench.__main__ import rotated, summary
 from bench.bridge_servers import make_identities
-from bench.procs import settle, spawn, stderr_of, stop
+from bench.stats import rotated, summary
+from harness import wrk
+from harness.mcp_http import call
+from harness.measure import settle
+from harness.procs import Process, env_for, free_port, spawn, stop, wait_for_announce, wait_until
 from triomcp.p2p import AuthorizedPeers
 from triomcp.p2p.identity import load_or_create_identity, peer_id_of
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-LUA = HERE / "bridge_call.lua"
-ROOT = HERE.parent
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIOMCP_")}
-    env.update({"PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-                "TRIOMCP_LOG_LEVEL": "WARNING", "TRIOMCP_TASKQUEUE__ENABLED": "false",
-                "TRIOMCP_P2P__LISTEN": '["/ip4/127.0.0.1/tcp/0"]', **extra})
-    return env
+def _env(data_dir: Path | None = None, **settings: Any) -> dict[str, str]:
+    """Quiet logs, no task queue: what every process of this benchmark runs with."""
+    return env_for(data_dir, log_level="WARNING", taskqueue__enabled=False, **settings)
 
 
-def start_target(work: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+def start_target(work: Path) -> tuple[Process, str, str]:
     data = work / "target"
-    proc = spawn(["-m", "bench.bridge_servers", "target", str(data)], _env())
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"target node exited: {stderr_of(proc)}")
-        announce = data / "announce.json"
-        if announce.exists():
-            info = json.loads(announce.read_text())
-            if info.get("pid") == proc.pid:
-                return proc, info["multiaddrs"][0], info["peer_id"]
-        time.sleep(0.05)
-    raise TimeoutError("the target node did not announce itself")
+    proc = spawn([sys.executable, "-m", "bench.bridge_servers", "target", str(data)], _env())
+    info = wait_for_announce(data, proc)
+    return proc, info["multiaddrs"][0], info["peer_id"]
 
 
-def call_once(url: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-        "name": tool, "arguments": arguments,
-        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                  "io.modelcontextprotocol/clientCapabilities": {}}}}
-    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream",
-               "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": tool}
-    return dict(httpx.post(url, json=body, headers=headers, timeout=30).json())
+def wait_ready(url: str, tool: str, arguments: dict[str, Any], proc: Process, timeout: float = 60) -> None:
+    last: list[Any] = [None]
 
-
-def wait_ready(url: str, tool: str, arguments: dict[str, Any], proc: subprocess.Popen[bytes],
-               timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {stderr_of(proc)}")
+    def succeeded() -> bool | None:
         try:
-            last = call_once(url, tool, arguments)
-            if "result" in last and not last["result"].get("isError"):
-                return
+            last[0] = reply = call(url, tool, arguments).json()
         except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.2)
-    raise TimeoutError(f"{url}: {tool} never succeeded: {last}")
+            last[0] = exc
+            return None
+        return True if "result" in reply and not reply["result"].get("isError") else None
+
+    try:
+        wait_until(succeeded, proc, what=f"{url} to answer {tool}", timeout=timeout, interval=0.2)
+    except TimeoutError:
+        raise TimeoutError(f"{url}: {tool} never succeeded: {last[0]}") from None
 
 
-def wrk(url: str, tool: str, arguments: dict[str, Any], connections: int, seconds: float) -> dict[str, Any]:
-    env = {**os.environ, "TOOL": tool, "ARGS": json.dumps(arguments, separators=(",", ":"))}
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, int(seconds))}s", "--timeout", "10s",
-                          "--latency", "-s", str(LUA), url.removesuffix("/mcp")],
-                         env=env, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    latency = {}
-    for pct, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
-        latency[pct] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-    failed = re.search(r"FAILED_RESULTS (\d+)", out)
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {"rps": rps, "p50_ms": latency.get("50", float("nan")), "p99_ms": latency.get("99", float("nan")),
-            "failed": float(failed.group(1)) if failed else 0.0,
-            "timeouts": float(sum(int(n) for n in socket_errors.groups())) if socket_errors else 0.0,
-            "socket_errors": dict(zip(("connect", "read", "write", "timeout"),
-                                      (int(n) for n in socket_errors.groups()), strict=True)) if socket_errors else {}}
+def load(url: str, tool: str, arguments: dict[str, Any], connections: int, seconds: float) -> wrk.WrkResult:
+    return wrk.call_tool(url, tool, arguments, connections=connections, seconds=seconds)
 
 
 def floor_libp2p(target_addr: str, keys: Path, seconds: float) -> dict[str, Any]:
@@ -140,8 +103,9 @@ def run(quick: bool) -> dict[str, Any]:
     def design(key: str, label: str, args: list[str], env: dict[str, str], tool: str,
                arguments: dict[str, Any]) -> None:
         port = free_port()
-        designs.append({"key": key, "label": label, "url": f"http://127.0.0.1:{port}/mcp", "tool": tool,
-                        "arguments": arguments, "proc": spawn([a.replace("{port}", str(port)) for a in args], env),
+        argv = [sys.executable, *(a.replace("{port}", str(port)) for a in args)]
+        designs.append({"key": key, "label": label, "url": f"http://127.0.0.1:{port}", "tool": tool,
+                        "arguments": arguments, "proc": spawn(argv, env),
                         "rps": [], "p50": [], "p99": [], "failed": 0.0})
 
     try:
@@ -149,7 +113,7 @@ def run(quick: bool) -> dict[str, Any]:
             design(key, key, ["-m", "bench.bridge_servers", kind, "{port}", target_addr, str(keys)], _env(),
                    "call_peer", bridge_args)
         design("triomcp", "triomcp", ["-m", "triomcp.cli", "serve", "--bind", "127.0.0.1:{port}"],
-               _env(TRIOMCP_DATA_DIR=str(work / "triomcp"), TRIOMCP_P2P__BOOTSTRAP=json.dumps([target_addr])),
+               _env(work / "triomcp", p2p__bootstrap=[target_addr]),
                "p2p_call_tool", {"peer": target_id, "tool": "add", "arguments": {"a": 1, "b": 2}})
         design("floor: HTTP", "floor: HTTP (bare Hypercorn-trio JSON)", ["-m", "bench.servers", "floor", "{port}"],
                _env(), "add", {"a": 1, "b": 2})
@@ -158,22 +122,23 @@ def run(quick: bool) -> dict[str, Any]:
                {"a": 1, "b": 2})
         for d in designs:
             wait_ready(d["url"], d["tool"], d["arguments"], d["proc"])
-            wrk(d["url"], d["tool"], d["arguments"], 4, 1)  # warm-up, excluded
-        p2p_runs = []
+            load(d["url"], d["tool"], d["arguments"], 4, 1)  # warm-up, excluded
+        p2p_runs: list[dict[str, Any]] = []
         for rep in range(reps):
             print(f"repetition {rep + 1}/{reps} ...", flush=True)
-            for d in rotated([*designs, None], rep):
+            for turn in rotated([*designs, None], rep):
                 settle([target.pid, *(x["proc"].pid for x in designs)])  # the last one's calls are over
-                if d is None:  # the libp2p floor: its own short-lived process, in its turn
+                if turn is None:  # the libp2p floor: its own short-lived process, in its turn
                     p2p_runs.append(floor_libp2p(target_addr, keys, seconds))
                     continue
-                loaded = wrk(d["url"], d["tool"], d["arguments"], 16, seconds)
+                d = turn
+                loaded = load(d["url"], d["tool"], d["arguments"], 16, seconds)
                 settle([target.pid, d["proc"].pid])
-                single = wrk(d["url"], d["tool"], d["arguments"], 1, seconds)
-                d["rps"].append(loaded["rps"])
-                d["p50"].append(single["p50_ms"])
-                d["p99"].append(single["p99_ms"])
-                d["failed"] += loaded["failed"] + single["failed"] + loaded["timeouts"] + single["timeouts"]
+                single = load(d["url"], d["tool"], d["arguments"], 1, seconds)
+                d["rps"].append(loaded.rps)
+                d["p50"].append(single.p50_ms)
+                d["p99"].append(single.p99_ms)
+                d["failed"] += loaded.failed + single.failed + loaded.socket_errors_total + single.socket_errors_total
     finally:
         for d in designs:
             stop(d["proc"])

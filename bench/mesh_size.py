@@ -24,44 +24,38 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
 
-from bench.bridge import _env, free_port
-from bench.procs import cpu_seconds, stop
+from harness.mcp_http import modern_call
+from harness.measure import cpu_seconds, rss_kib
+from harness.procs import TRIOMCP, Process, env_for, free_port, spawn, stop, wait_http_async
 from triomcp.p2p import AuthorizedPeers
 from triomcp.p2p.identity import load_or_create_identity, peer_id_of
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-MODERN = "2026-07-28"
 READY_TIMEOUT = 180.0
 IDLE_SECONDS = 5.0
 SETTLE_SECONDS = 10.0
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    kib = rss_kib(pid)
+    return float("nan") if kib is None else kib / 1024
 
 
 async def call(client: httpx.AsyncClient, url: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-        "name": tool, "arguments": arguments,
-        "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}}}
-    headers = {"content-type": "application/json", "accept": "application/json", "mcp-protocol-version": MODERN,
-               "mcp-method": "tools/call", "mcp-name": tool}
+    headers, body = modern_call(tool, arguments, accept="application/json")
     reply = (await client.post(f"{url}/mcp", json=body, headers=headers)).json()
     result = reply.get("result") or {}
     if result.get("isError") or "structuredContent" not in result:
@@ -82,28 +76,20 @@ class Mesh:
                     authorized.authorize(pid, f"node-{i}")
         self.ports = [free_port() for _ in range(size)]
         self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: list[Process] = []
         self.started: list[float] = []
 
     def spawn(self, i: int, bootstrap: list[str]) -> None:
-        env = _env(TRIOMCP_DATA_DIR=str(self.dirs[i]), TRIOMCP_TASKQUEUE__ENABLED="true",
-                   TRIOMCP_P2P__BOOTSTRAP=json.dumps(bootstrap), TRIOMCP_TASKQUEUE__LEASE_SECONDS="10")
+        env = env_for(self.dirs[i], log_level="WARNING", taskqueue__enabled=True, p2p__bootstrap=bootstrap,
+                      taskqueue__lease_seconds=10)
         self.started.append(time.monotonic())
-        self.procs.append(subprocess.Popen(
-            [sys.executable, "-m", "triomcp.cli", "serve", "--bind", f"127.0.0.1:{self.ports[i]}"], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        self.procs.append(spawn([*TRIOMCP, "serve", "--bind", f"127.0.0.1:{self.ports[i]}"], env))
 
     async def wait_ready(self, client: httpx.AsyncClient, i: int) -> float:
+        """Seconds from node ``i``'s start until its ``/readyz`` answered 200."""
         with trio.fail_after(READY_TIMEOUT):
-            while True:
-                if self.procs[i].poll() is not None:
-                    raise RuntimeError(f"node {i} exited with {self.procs[i].returncode}")
-                try:
-                    if (await client.get(f"{self.urls[i]}/readyz")).status_code == 200:
-                        return time.monotonic() - self.started[i]
-                except httpx.HTTPError:
-                    pass
-                await trio.sleep(0.05)
+            await wait_http_async(client, self.urls[i], self.procs[i])
+        return time.monotonic() - self.started[i]
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -211,7 +197,7 @@ def growth(xs: list[int], ys: list[float]) -> str:
         return f"falls (x{y_ratio:.2f} for x{x_ratio:.0f} nodes)"
     if y_ratio < 1.25:
         return f"flat (x{y_ratio:.2f} for x{x_ratio:.0f} nodes)"
-    exponent = __import__("math").log(y_ratio) / __import__("math").log(x_ratio)
+    exponent = math.log(y_ratio) / math.log(x_ratio)
     kind = "sub-linear" if exponent < 0.85 else "about linear" if exponent < 1.2 else "worse than linear"
     return f"{kind} (x{y_ratio:.2f} for x{x_ratio:.0f} nodes, exponent {exponent:.2f})"
 
@@ -245,10 +231,12 @@ def print_report(report: dict[str, Any]) -> None:
               f" {r['idle_cpu_percent_total']:>11.1f}")
     xs = [r["nodes"] for r in report["rows"]]
     print()
-    for label, key in [("startup (max)", lambda r: r["startup_s"]["max"]),
-                       ("time to a full mesh", lambda r: r["full_mesh_s"] or float("nan")),
-                       ("tasks/s", lambda r: r["tasks_per_s"]), ("RSS per node", lambda r: r["rss_mib_after_work"]),
-                       ("idle CPU of the whole mesh", lambda r: r["idle_cpu_percent_total"])]:
+    figures: list[tuple[str, Callable[[dict[str, Any]], float]]] = [
+        ("startup (max)", lambda r: r["startup_s"]["max"]),
+        ("time to a full mesh", lambda r: r["full_mesh_s"] or float("nan")),
+        ("tasks/s", lambda r: r["tasks_per_s"]), ("RSS per node", lambda r: r["rss_mib_after_work"]),
+        ("idle CPU of the whole mesh", lambda r: r["idle_cpu_percent_total"])]
+    for label, key in figures:
         print(f"{label}: {growth(xs, [key(r) for r in report['rows']])}")
 
 

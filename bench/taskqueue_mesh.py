@@ -16,10 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -28,6 +25,7 @@ from typing import Any
 
 import trio
 
+from harness.procs import env_for, started
 from triomcp.p2p import AuthorizedPeers
 from triomcp.p2p.identity import load_or_create_identity, peer_id_of
 from triomcp.server.app import build_services
@@ -43,10 +41,10 @@ async def noop(task: Task, ctx: TaskContext) -> Any:
 
 
 def _settings(data: Path, *, local_workers: int, mesh_workers: int) -> Settings:
-    return Settings(  # type: ignore[arg-type]
+    return Settings(
         data_dir=data, log_level="WARNING",
-        p2p={"listen": ["/ip4/127.0.0.1/tcp/0"]},
-        taskqueue={"handlers": {"noop": "bench.taskqueue_mesh:noop"},
+        p2p={"listen": ["/ip4/127.0.0.1/tcp/0"]},  # type: ignore[arg-type]
+        taskqueue={"handlers": {"noop": "bench.taskqueue_mesh:noop"},  # type: ignore[arg-type]
                    "concurrency": {"*": 1, "noop": local_workers}, "mesh_concurrency": {"*": 1, "noop": mesh_workers}})
 
 
@@ -74,21 +72,11 @@ def node_process(data: Path, a_peer: str, a_addr: str) -> Any:
     """B as ``triomcp node`` in its own process: mesh workers only, bootstrapped to A."""
     b_peer = peer_id_of(load_or_create_identity(data / "identity.key"))
     AuthorizedPeers(data / "authorized_peers").authorize(a_peer, "a")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIOMCP_")}
-    root = Path(__file__).resolve().parents[1]
-    env.update({"TRIOMCP_DATA_DIR": str(data), "TRIOMCP_LOG_LEVEL": "WARNING",
-                "PYTHONPATH": f"{root}{os.pathsep}{env.get('PYTHONPATH', '')}",
-                "TRIOMCP_P2P__LISTEN": '["/ip4/127.0.0.1/tcp/0"]', "TRIOMCP_P2P__BOOTSTRAP": json.dumps([a_addr]),
-                "TRIOMCP_TASKQUEUE__HANDLERS": json.dumps({"noop": "bench.taskqueue_mesh:noop"}),
-                "TRIOMCP_TASKQUEUE__CONCURRENCY": json.dumps({"*": 1, "noop": 0}),
-                "TRIOMCP_TASKQUEUE__MESH_CONCURRENCY": json.dumps({"*": 1, "noop": WORKERS})})
-    proc = subprocess.Popen([sys.executable, "-m", "triomcp.cli", "node"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
+    env = env_for(data, log_level="WARNING", p2p__bootstrap=[a_addr],
+                  taskqueue__handlers={"noop": "bench.taskqueue_mesh:noop"},
+                  taskqueue__concurrency={"*": 1, "noop": 0}, taskqueue__mesh_concurrency={"*": 1, "noop": WORKERS})
+    with started(["node"], env):
         yield b_peer
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
 
 
 async def measure(tasks: int) -> dict[str, float]:

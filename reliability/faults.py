@@ -15,21 +15,13 @@ from typing import Any
 
 import httpx
 
-from reliability.handlers import read_log
-from reliability.procs import (
-    HANDLERS,
-    call,
-    env_for,
-    free_port,
-    modern_call,
-    run_cli,
-    started,
-    structured,
-    wait_for_announce,
-    wait_http,
-)
+from harness.mcp_http import call, modern_call, structured
+from harness.procs import env_for, free_port, run_cli, started, wait_for_announce, wait_http
+from reliability.handlers import HANDLERS, read_log
 
 FINAL = ("succeeded", "failed", "dead", "cancelled")
+QUIET = "WARNING"
+"""The nodes' log level: warnings and errors only, in each node's log file."""
 
 
 def get_task(url: str, task_id: str) -> dict[str, Any]:
@@ -56,7 +48,7 @@ def worker_killed_mid_task(base: Path, rounds: int, *, lease: float = 1.5, secon
     log = base / "runs.log"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    owner_env = env_for(base / "owner", "owner", taskqueue={
+    owner_env = env_for(base / "owner", "owner", log_level=QUIET, taskqueue={
         "lease_seconds": lease, "handlers": HANDLERS, "concurrency": {"*": 1, "rel.record": 0}, "max_attempts": 0})
     dirs = {name: base / name for name in ("w1", "w2")}
     result: dict[str, Any] = {"faults": 0, "submitted": 0, "acknowledged": 0, "lost": 0, "finished_elsewhere": 0,
@@ -69,8 +61,9 @@ def worker_killed_mid_task(base: Path, rounds: int, *, lease: float = 1.5, secon
         for name, peer in worker_ids.items():
             run_cli(["peers", "authorize", peer, "--label", name], owner_env)
             run_cli(["peers", "authorize", info["peer_id"]], env_for(dirs[name], name))
-        wenv = {n: env_for(d, n, taskqueue={"lease_seconds": lease, "handlers": HANDLERS, "concurrency": {"*": 1}},
-                           p2p__bootstrap=[info["multiaddrs"][0]]) for n, d in dirs.items()}
+        wenv = {n: env_for(d, n, log_level=QUIET, p2p__bootstrap=[info["multiaddrs"][0]],
+                           taskqueue={"lease_seconds": lease, "handlers": HANDLERS, "concurrency": {"*": 1}})
+                for n, d in dirs.items()}
         procs: dict[str, Any] = {}
         stack: list[Any] = []
         try:
@@ -137,7 +130,7 @@ def owner_killed_after_ack(base: Path, tasks: int, *, rounds: int = 1) -> dict[s
     for r in range(rounds):
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        env = env_for(data, "owner", p2p={"enabled": False}, taskqueue={
+        env = env_for(data, "owner", log_level=QUIET, p2p={"enabled": False}, taskqueue={
             "handlers": HANDLERS, "concurrency": {"*": 1, "rel.record": 0}})
         with started(["serve", "--bind", f"127.0.0.1:{port}"], env, base / f"owner-{r}.log") as owner:
             wait_http(url, owner)
@@ -171,8 +164,8 @@ def owner_killed_after_ack(base: Path, tasks: int, *, rounds: int = 1) -> dict[s
     result["acknowledged"] = len(acked)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = env_for(data, "owner", p2p={"enabled": False}, taskqueue={"handlers": HANDLERS,
-                                                                     "concurrency": {"*": 4}})
+    env = env_for(data, "owner", log_level=QUIET, p2p={"enabled": False},
+                  taskqueue={"handlers": HANDLERS, "concurrency": {"*": 4}})
     with started(["serve", "--bind", f"127.0.0.1:{port}"], env, base / "owner-restart.log") as owner:
         wait_http(url, owner)
         present = 0
@@ -198,7 +191,7 @@ def sigterm_under_load(base: Path, clients: int, *, hold: float = 1.0) -> dict[s
     ``server_status``); SIGTERM lands mid-load: exit code 0 and every call in flight answered."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = env_for(base / "drain", "drain", p2p={"enabled": False}, http={"graceful_timeout": 10.0})
+    env = env_for(base / "drain", "drain", log_level=QUIET, p2p={"enabled": False}, http={"graceful_timeout": 10.0})
     records: list[tuple[float, float, int | str]] = []
     lock = threading.Lock()
     with started(["serve", "--bind", f"127.0.0.1:{port}"], env, base / "drain.log") as proc:

@@ -14,6 +14,9 @@ import trio
 
 from triomcp.taskqueue import Task, TaskContext
 
+HANDLERS = {"rel.record": "reliability.handlers:record"}
+"""The ``taskqueue.handlers`` setting that loads these handlers into a node."""
+
 
 def _append(path: str, line: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

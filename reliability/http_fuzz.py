@@ -19,11 +19,19 @@ from typing import Any
 import httpx
 import trio
 
-from reliability.procs import LEGACY, MODERN, spec_shaped_error
+from harness.mcp_http import (
+    ACCEPT,
+    JSON_HEADERS,
+    LEGACY,
+    MODERN,
+    legacy_headers,
+    modern_headers,
+    open_session_async,
+)
+from reliability.checks import spec_shaped_error
+from triomcp.mcp.results import modern_meta
 
 DEADLINE = 10.0
-ACCEPT = "application/json, text/event-stream"
-BASE = {"content-type": "application/json", "accept": ACCEPT}
 
 
 @dataclass
@@ -68,19 +76,8 @@ def _request(method: str, params: Any = None, ident: Any = 1) -> dict[str, Any]:
     return msg
 
 
-def _modern_headers(method: str, name: str | None = None) -> dict[str, str]:
-    h = {**BASE, "mcp-protocol-version": MODERN, "mcp-method": method}
-    if name is not None:
-        h["mcp-name"] = name
-    return h
-
-
-def _meta() -> dict[str, Any]:
-    return {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
-
-
 def _valid_call(rng: random.Random) -> dict[str, Any]:
-    return _request("tools/call", {"name": "server_status", "arguments": {}, "_meta": _meta()}, rng.randrange(1000))
+    return _request("tools/call", {"name": "server_status", "arguments": {}, "_meta": modern_meta()}, rng.randrange(1000))
 
 
 def _nested(depth: int, rng: random.Random) -> bytes:
@@ -150,7 +147,7 @@ def _random_bytes(rng: random.Random, limit: int) -> Case:
 
 
 def _maybe_modern(rng: random.Random) -> dict[str, str]:
-    return _modern_headers("tools/call", "server_status") if rng.random() < 0.5 else dict(BASE)
+    return modern_headers("tools/call", "server_status") if rng.random() < 0.5 else dict(JSON_HEADERS)
 
 
 def _truncated_json(rng: random.Random, limit: int) -> Case:
@@ -206,7 +203,7 @@ def _session_id(rng: random.Random, limit: int) -> Case:
     sid = rng.choice(["", "nope", "0" * 32, "x" * 4000, "{SESSION}x", "../../etc/passwd", "\t", "é".encode().decode(
         "latin-1"), "a b c", "{SESSION}, {SESSION}"])
     method = rng.choice(["POST", "GET", "DELETE"])
-    headers = {**BASE, "mcp-session-id": sid, "mcp-protocol-version": LEGACY}
+    headers = legacy_headers(sid)
     if method == "GET":
         headers["accept"] = "text/event-stream"
     return Case("session-id", method=method, headers=headers,
@@ -225,14 +222,14 @@ def _last_event_id(rng: random.Random, limit: int) -> Case:
 def _protocol_version(rng: random.Random, limit: int) -> Case:
     version = rng.choice(["2099-01-01", "", "garbage", "2024-01-01", LEGACY, "2026-07-28, 2025-11-25", "0" * 500,
                           "2026-07-28\x7f"])
-    headers = {**_modern_headers("tools/call", "server_status"), "mcp-protocol-version": version}
+    headers = {**modern_headers("tools/call", "server_status"), "mcp-protocol-version": version}
     return Case("protocol-version", headers=headers, body=json.dumps(_valid_call(rng)).encode())
 
 
 def _modern_mismatch(rng: random.Random, limit: int) -> Case:
     method = rng.choice(["tools/list", "ping", "", "tools/call\x01", "x" * 1000])
     name = rng.choice([None, "other_tool", "", "server_status"])
-    return Case("modern-mismatch", headers=_modern_headers(method, name), body=json.dumps(_valid_call(rng)).encode())
+    return Case("modern-mismatch", headers=modern_headers(method, name), body=json.dumps(_valid_call(rng)).encode())
 
 
 def _http_method(rng: random.Random, limit: int) -> Case:
@@ -295,7 +292,7 @@ def _junk_request_line(rng: random.Random, limit: int) -> Case:
 
 
 def _legacy_session_garbage(rng: random.Random, limit: int) -> Case:
-    headers = {**BASE, "mcp-session-id": "{SESSION}", "mcp-protocol-version": LEGACY}
+    headers = legacy_headers("{SESSION}")
     body = rng.choice([rng.randbytes(64), json.dumps(rng.choice(SHAPES)).encode(), b"{",
                        json.dumps(_request("tools/call", {"name": "server_status", "arguments": {}})).encode()])
     return Case("legacy-session", headers=headers, body=body)
@@ -338,7 +335,7 @@ def _record(tally: Tally, case: Case, status: int, detail: str = "") -> None:
 async def _http_case(client: httpx.AsyncClient, url: str, case: Case, tally: Tally) -> None:
     try:
         with trio.fail_after(DEADLINE):
-            headers = {k: v.encode("latin-1") for k, v in case.headers.items()}
+            headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in case.headers.items()]
             async with client.stream(case.method, f"{url}/mcp", headers=headers,
                                      content=case.body if case.body or case.method in ("POST", "PUT", "PATCH")
                                      else None) as response:
@@ -410,24 +407,13 @@ async def _raw_case(host: str, port: int, case: Case, tally: Tally) -> None:
         tally.note(case, "closed", type(exc).__name__)
 
 
-async def open_legacy_session(client: httpx.AsyncClient, url: str) -> str:
-    r = await client.post(f"{url}/mcp", headers=BASE, json={"jsonrpc": "2.0", "id": 0, "method": "initialize",
-                          "params": {"protocolVersion": LEGACY, "capabilities": {},
-                                     "clientInfo": {"name": "fuzz", "version": "1"}}})
-    r.raise_for_status()
-    sid = r.headers["mcp-session-id"]
-    h = {**BASE, "mcp-session-id": sid, "mcp-protocol-version": LEGACY}
-    await client.post(f"{url}/mcp", headers=h, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
-    return sid
-
-
 async def run(url: str, cases: list[Case], *, concurrency: int = 8) -> Tally:
     """Send every case (``concurrency`` at a time); the tally of outcomes."""
     tally = Tally()
     host, port = url.split("://", 1)[1].rsplit(":", 1)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=DEADLINE + 5, limits=limits) as client:
-        session = await open_legacy_session(client, url)
+        session = (await open_session_async(client, url))["mcp-session-id"]
         for case in cases:
             case.headers = {k: v.replace("{SESSION}", session) for k, v in case.headers.items()}
         limiter = trio.CapacityLimiter(concurrency)

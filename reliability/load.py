@@ -9,8 +9,14 @@ from typing import Any
 import httpx
 import trio
 
-from reliability.http_fuzz import BASE, open_legacy_session
-from reliability.procs import LEGACY, modern_call
+from harness.mcp_http import (
+    JSON_HEADERS,
+    initialize,
+    legacy_headers,
+    modern_call,
+    open_session_async,
+    tool_call,
+)
 
 
 async def run(url: str, clients: int, seconds: float) -> dict[str, Any]:
@@ -32,13 +38,12 @@ async def run(url: str, clients: int, seconds: float) -> dict[str, Any]:
             session: str | None = None
             if k % 2:
                 try:
-                    session = await open_legacy_session(client, url)
+                    headers = await open_session_async(client, url)
                 except (httpx.HTTPError, KeyError) as exc:
                     err(f"open-session {type(exc).__name__}")
                     return
-                headers = {**BASE, "mcp-session-id": session, "mcp-protocol-version": LEGACY}
-                body = {"jsonrpc": "2.0", "id": k, "method": "tools/call",
-                        "params": {"name": "server_status", "arguments": {}}}
+                session = headers["mcp-session-id"]
+                body = tool_call("server_status", {}, k)
             while trio.current_time() < end:
                 t0 = time.perf_counter()
                 try:
@@ -74,9 +79,7 @@ async def past_the_limit(url: str, sessions: int) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=100)) as client:
         async def one(k: int) -> None:
             try:
-                r = await client.post(f"{url}/mcp", headers=BASE, json={
-                    "jsonrpc": "2.0", "id": k, "method": "initialize", "params": {
-                        "protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}})
+                r = await client.post(f"{url}/mcp", headers=JSON_HEADERS, json=initialize(ident=k, client="x"))
                 key = str(r.status_code)
                 if r.status_code == 200:
                     opened.append(r.headers["mcp-session-id"])
@@ -89,8 +92,7 @@ async def past_the_limit(url: str, sessions: int) -> dict[str, Any]:
                 nursery.start_soon(one, k)
         for sid in opened:  # give them back
             with contextlib.suppress(httpx.HTTPError):
-                await client.delete(f"{url}/mcp", headers={**BASE, "mcp-session-id": sid,
-                                                           "mcp-protocol-version": LEGACY})
+                await client.delete(f"{url}/mcp", headers=legacy_headers(sid))
     return {"sessions_tried": sessions, "by_status": dict(sorted(statuses.items())),
             "server_errors_5xx": sum(v for k, v in statuses.items() if k.isdigit() and int(k) >= 500 and k != "503"),
             "overloaded_503": statuses.get("503", 0)}

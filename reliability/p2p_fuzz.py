@@ -18,12 +18,13 @@ from typing import Any
 
 import trio
 
+from harness.mcp_http import tool_call
+from triomcp.mcp.results import modern_meta
 from triomcp.p2p import CLI_IDENTITY_FILE, open_node
 from triomcp.p2p.framing import FrameDecoder, FrameIssue, encode_frame
 from triomcp.p2p.rpc import MCP_PROTOCOL
 from triomcp.settings import P2PSettings
 
-MODERN = "2026-07-28"
 DEADLINE = 10.0
 
 
@@ -32,9 +33,7 @@ def frame(body: bytes) -> bytes:
 
 
 def probe(ident: str) -> bytes:
-    return encode_frame({"jsonrpc": "2.0", "id": ident, "method": "tools/call", "params": {
-        "name": "server_status", "arguments": {},
-        "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}}})
+    return encode_frame(tool_call("server_status", {}, ident, meta=modern_meta()))
 
 
 WRONG_SHAPES: list[Any] = [

@@ -20,23 +20,19 @@ from hypercorn.trio import serve
 from starlette.applications import Starlette
 
 from tests.toolkit import register_test_tools
+from triomcp import testing
 from triomcp.mcp.registry import Registry
 from triomcp.server.app import create_app
 from triomcp.settings import Settings
 
+pytest_plugins = ["triomcp.testing.plugin"]
+
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    base: dict[str, Any] = {
-        "data_dir": tmp_path / "data",
-        "p2p": {"enabled": False},
-        "taskqueue": {"enabled": False},
-    }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            base[key] = {**base[key], **value}
-        else:
-            base[key] = value
-    return Settings(**base)
+    """``triomcp.testing.make_settings``, with the task queue off unless a test turns it on."""
+    queue = overrides.pop("taskqueue", {})
+    return testing.make_settings(tmp_path, taskqueue={"enabled": False, **queue} if isinstance(queue, dict) else queue,
+                                 **overrides)
 
 
 @contextlib.asynccontextmanager
@@ -57,7 +53,7 @@ async def run_app(app: Starlette, **cfg: Any) -> AsyncIterator[str]:
             yield binds[0]
         finally:
             app.state.services.stopping.set()
-            app.state.services.engine.methods.close_listeners()
+            app.state.services.engine.close_listeners()
             stop.set()
 
 

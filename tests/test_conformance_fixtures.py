@@ -14,11 +14,14 @@ import pytest
 import trio
 
 from tests.conftest import make_settings
-from tests.mcp.helpers import MODERN, Recorder, check_result, initialize, legacy, modern, run_sync
-from triomcp.conformance import diagnostics, features
+from tests.mcp.helpers import MODERN, Recorder, check_result, modern, run_sync
+from triomcp.conformance import diagnostics
+from triomcp.conformance import resources as resource_fixtures
+from triomcp.conformance import tools as tool_fixtures
 from triomcp.mcp.engine import Engine
 from triomcp.mcp.outcomes import Call, Reply
 from triomcp.server.app import create_app
+from triomcp.testing import McpError, McpTestClient
 
 LEGACY = "2025-11-25"
 SUITE_TOOLS = {
@@ -58,7 +61,7 @@ async def call(engine: Engine, outcome: Call | Reply, outbound: Recorder | None 
 
 
 def test_fixtures_are_not_served_by_default(tmp_path: Path) -> None:
-    registry = engine_of(tmp_path).methods.registry
+    registry = engine_of(tmp_path).registry
     assert not [t.name for t in registry.tools() if t.name.startswith("test_") or t.name in SUITE_TOOLS]
     assert not [r.uri for r in registry.resources() if r.uri.startswith("test://")]
     assert not [t.uri_template for t in registry.templates() if t.uri_template.startswith("test://")]
@@ -76,19 +79,19 @@ def test_every_fixture_the_suite_calls_is_listed(engine: Engine) -> None:
     resources = result_of(modern(engine, "resources/list"))
     assert {"test://static-text", "test://static-binary"} <= {r["uri"] for r in resources["resources"]}
     templates = result_of(modern(engine, "resources/templates/list"))
-    assert features.TEMPLATE_URI in [t["uriTemplate"] for t in templates["resourceTemplates"]]
+    assert resource_fixtures.TEMPLATE_URI in [t["uriTemplate"] for t in templates["resourceTemplates"]]
 
 
 def test_the_2020_12_schema_is_served_verbatim_and_enforced(engine: Engine) -> None:
     tools = {t["name"]: t for t in result_of(modern(engine, "tools/list"))["tools"]}
-    assert tools[features.SCHEMA_2020_12_TOOL]["inputSchema"] == features.JSON_SCHEMA_2020_12
+    assert tools[tool_fixtures.SCHEMA_2020_12_TOOL]["inputSchema"] == tool_fixtures.JSON_SCHEMA_2020_12
     assert tools["test_custom_header"]["inputSchema"]["properties"]["region"]["x-mcp-header"] == "Region"
 
     phone_only = {"contactMethod": "phone", "phone": "555"}
-    ok = run_sync(modern(engine, "tools/call", {"name": features.SCHEMA_2020_12_TOOL, "arguments": phone_only}))
+    ok = run_sync(modern(engine, "tools/call", {"name": tool_fixtures.SCHEMA_2020_12_TOOL, "arguments": phone_only}))
     assert ok is not None and ok["result"]["isError"] is False
     for wrong in ({"contactMethod": "phone", "email": "a@b"}, {"name": "x"}, {"email": "a@b", "extra": 1}):
-        bad = run_sync(modern(engine, "tools/call", {"name": features.SCHEMA_2020_12_TOOL, "arguments": wrong}))
+        bad = run_sync(modern(engine, "tools/call", {"name": tool_fixtures.SCHEMA_2020_12_TOOL, "arguments": wrong}))
         assert bad is not None and bad["result"]["isError"] is True, wrong
 
 
@@ -123,51 +126,45 @@ def test_error_tool_is_an_error_result(engine: Engine) -> None:
 
 async def test_logging_tool_logs_three_times_in_a_legacy_session(engine: Engine,
                                                                   autojump_clock: trio.abc.Clock) -> None:
-    sid = initialize(engine, LEGACY)
-    assert legacy(engine, sid, "logging/setLevel", {"level": "debug"}).status == 200
-    recorder = Recorder()
-    await call(engine, legacy(engine, sid, "tools/call", {"name": "test_tool_with_logging", "arguments": {}}),
-               recorder)
-    assert [m["params"]["data"] for m in recorder.sent if m["method"] == "notifications/message"] == [
+    async with McpTestClient(engine, era="legacy", version=LEGACY) as client:  # logging/setLevel debug
+        await client.call_tool("test_tool_with_logging")
+    assert [entry["data"] for entry in client.logs] == [
         "Tool execution started", "Tool processing data", "Tool execution completed"]
 
 
 async def test_progress_tool_reports_0_50_100(engine: Engine, autojump_clock: trio.abc.Clock) -> None:
-    recorder = Recorder()
-    params = {"name": "test_tool_with_progress", "arguments": {}, "_meta": {
-        **{"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}},
-        "progressToken": "p1"}}
-    await call(engine, modern(engine, "tools/call", params), recorder)
-    assert [(m["params"]["progress"], m["params"]["total"]) for m in recorder.sent] == [(0, 100), (50, 100), (100, 100)]
+    async with McpTestClient(engine) as client:
+        await client.call_tool("test_tool_with_progress")
+    assert [(p["progress"], p["total"]) for p in client.progress] == [(0, 100), (50, 100), (100, 100)]
 
 
 async def test_elicitation_fixtures_ask_with_the_suites_schemas(engine: Engine) -> None:
-    sid = initialize(engine, LEGACY, caps={"elicitation": {}})
-    recorder = Recorder(answers=[{"action": "accept", "content": {"name": "Jane"}}])
-    response = await call(engine, legacy(engine, sid, "tools/call", {
-        "name": "test_elicitation_sep1034_defaults", "arguments": {}}), recorder)
-    ((method, params),) = recorder.requests
+    jane = {"action": "accept", "content": {"name": "Jane"}}
+    async with McpTestClient(engine, era="legacy", version=LEGACY, elicitation=lambda params: jane) as client:
+        result = await client.call_tool("test_elicitation_sep1034_defaults")
+    ((method, params),) = client.input_requests
     assert method == "elicitation/create"
-    assert params["requestedSchema"] == features.DEFAULTS_SCHEMA
-    assert response["result"]["content"][0]["text"] == 'Elicitation completed: action=accept, content={"name":"Jane"}'
+    assert params["requestedSchema"] == tool_fixtures.DEFAULTS_SCHEMA
+    assert result["content"][0]["text"] == 'Elicitation completed: action=accept, content={"name":"Jane"}'
 
 
 async def test_missing_capability_is_32021_naming_sampling(engine: Engine) -> None:
-    response = await call(engine, modern(engine, "tools/call", {"name": "test_missing_capability", "arguments": {}}))
-    assert response["error"]["code"] == -32021
-    assert response["error"]["data"]["requiredCapabilities"] == {"sampling": {}}
+    async with McpTestClient(engine) as client:  # declares no sampling
+        with pytest.raises(McpError) as refused:
+            await client.call_tool("test_missing_capability")
+    assert refused.value.jsonrpc_code == -32021
+    assert refused.value.data["requiredCapabilities"] == {"sampling": {}}
 
 
 async def test_modern_logging_tool_sends_nothing_without_a_log_level(engine: Engine) -> None:
-    recorder = Recorder()
-    response = await call(engine, modern(engine, "tools/call", {"name": "test_logging_tool", "arguments": {}}),
-                          recorder)
-    assert response["result"]["isError"] is False
-    assert recorder.sent == []
+    async with McpTestClient(engine, log_level=None) as client:
+        result = await client.call_tool("test_logging_tool")
+    assert result["isError"] is False
+    assert client.notifications == []
 
 
 async def test_triggers_add_then_remove_and_notify(engine: Engine) -> None:
-    registry = engine.methods.registry
+    registry = engine.registry
     changes: list[str] = []
     registry.on_change(changes.append)
     for present in (True, False):

@@ -7,28 +7,31 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from reliability.procs import wait_http
 
-from tests.procs import REPO, env_for, free_port, run_cli, started, stderr_text, wait_for_announce
+from harness.mcp_http import call, requests_in_flight
+from harness.procs import (
+    REPO,
+    env_for,
+    free_port,
+    run_cli,
+    started,
+    stderr_text,
+    wait_for_announce,
+    wait_http,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
-MODERN = "2026-07-28"
 
-
-def _call(url: str, tool: str, arguments: dict[str, object], timeout: float = 30) -> httpx.Response:
-    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-        "name": tool, "arguments": arguments,
-        "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN,
-                  "io.modelcontextprotocol/clientCapabilities": {}}}}
-    headers = {"content-type": "application/json", "accept": "application/json",
-               "mcp-protocol-version": MODERN, "mcp-method": "tools/call", "mcp-name": tool}
-    return httpx.post(f"{url}/mcp", json=body, headers=headers, timeout=timeout)
+def _call(url: str, tool: str, arguments: dict[str, Any], timeout: float = 30) -> httpx.Response:
+    """A modern tools/call from a client that takes JSON only (no SSE)."""
+    return call(url, tool, arguments, timeout, accept="application/json")
 
 
 def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(tmp_path: Path) -> None:
@@ -44,7 +47,9 @@ def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(tmp_path: Path) -> N
         caller = threading.Thread(target=lambda: answers.append(
             _call(url, "taskqueue_wait", {"task_id": task_id, "timeout_s": 2.0})))
         caller.start()
-        time.sleep(0.5)
+        # SIGTERM only once the server is handling the call (its own count of MCP requests in flight).
+        wait_until(lambda: True if requests_in_flight(url) == 1 else None, proc, what="the call in flight",
+                   timeout=10)
         proc.send_signal(signal.SIGTERM)
         caller.join(timeout=30)
         assert proc.wait(timeout=30) == 0

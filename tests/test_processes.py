@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.procs import env_for, free_port, run_cli, started, wait_for_announce
+from harness.procs import env_for, free_port, run_cli, started, wait_for_announce, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +47,12 @@ def _task(env: dict[str, str], task_id: str) -> dict[str, object]:
     return dict(json.loads(out.stdout))
 
 
+def _task_in(env: dict[str, str], task_id: str, states: set[str]) -> dict[str, object] | None:
+    """The task, once its state is one of ``states`` (else None: ask again)."""
+    task = _task(env, task_id)
+    return task if task["state"] in states else None
+
+
 def test_worker_killed_mid_task_another_worker_finishes_it(tmp_path: Path) -> None:
     handlers = {"test.sleep": "tests.handlers:sleep_then_answer"}
     owner_env = env_for(tmp_path / "owner", "owner", taskqueue={
@@ -71,21 +76,14 @@ def test_worker_killed_mid_task_another_worker_finishes_it(tmp_path: Path) -> No
             submitted = run_cli(["submit", "test.sleep", '{"seconds": 5}'], owner_env)
             assert submitted.returncode == 0, submitted.stderr
             task_id = str(json.loads(submitted.stdout)["id"])
-            deadline = time.monotonic() + 30
-            task = _task(owner_env, task_id)
-            while task["state"] != "leased":
-                assert time.monotonic() < deadline, f"never claimed: {task}"
-                time.sleep(0.2)
-                task = _task(owner_env, task_id)
+            task = wait_until(lambda: _task_in(owner_env, task_id, {"leased"}), owner,
+                              what="a worker to claim the task", timeout=30, interval=0.2)
             holder = str(task["lease_holder"])
             victim = next(name for name, peer in worker_ids.items() if peer in holder)
             survivor = next(name for name in procs if name != victim)
             os.kill(procs[victim].pid, signal.SIGKILL)
-            deadline = time.monotonic() + 60
-            while task["state"] not in ("succeeded", "failed", "dead"):
-                assert time.monotonic() < deadline, f"never finished: {task}"
-                time.sleep(0.3)
-                task = _task(owner_env, task_id)
+            task = wait_until(lambda: _task_in(owner_env, task_id, {"succeeded", "failed", "dead"}), owner,
+                              what="the task to finish", timeout=60, interval=0.3)
             assert task["state"] == "succeeded"
             assert task["attempts"] == 2  # the killed attempt, then the one that finished
             assert task["result"]["node"] == survivor  # type: ignore[index]

@@ -1,12 +1,18 @@
-"""The ``triomcp`` command line."""
+"""The ``triomcp`` command line.
+
+Size: eleven thin commands over one set of helpers (settings, ``_run`` and its exit codes, a
+short-lived CLI node); splitting them across modules would load libp2p for every command or need a
+lazy command group, for no second concept.
+"""
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -15,15 +21,23 @@ from triomcp.errors import ConfigError
 from triomcp.logs import setup_logging
 from triomcp.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from triomcp.p2p import Node
+
 __all__ = ["main"]
+
+
+def _fail(message: object, status: int = 2) -> NoReturn:
+    """Say what went wrong in one line and exit: 2 for a configuration or usage error, else 1."""
+    click.echo(f"triomcp: {message}", err=True)
+    sys.exit(status)
 
 
 def _settings() -> Settings:
     try:
         return load_settings()
     except ConfigError as err:
-        click.echo(f"triomcp: {err}", err=True)
-        sys.exit(2)
+        _fail(err)
 
 
 @click.group()
@@ -38,8 +52,6 @@ def main() -> None:
 @click.option("--bind", multiple=True, help="HOST:PORT, unix:/path or fd://3 (repeatable); overrides the config.")
 def serve(config_path: Path | None, bind: tuple[str, ...]) -> None:
     """Run the MCP server (and its P2P node and task queue) until SIGTERM/SIGINT."""
-    import trio
-
     from triomcp.server.runner import hypercorn_config, run_server
 
     settings = _settings()
@@ -47,19 +59,8 @@ def serve(config_path: Path | None, bind: tuple[str, ...]) -> None:
     try:
         config = hypercorn_config(settings, config_path, list(bind) or None)
     except ConfigError as err:
-        click.echo(f"triomcp: {err}", err=True)
-        sys.exit(2)
-    try:
-        trio.run(run_server, settings, config)
-    except ConfigError as err:
-        click.echo(f"triomcp: {err}", err=True)
-        sys.exit(2)
-    except Exception as err:  # startup failure or a crashed service: say so and exit non-zero
-        import logging
-
-        logging.getLogger("triomcp.server").debug("server error", exc_info=err)
-        click.echo(f"triomcp: the server stopped on an error: {_describe(err)}", err=True)
-        sys.exit(1)
+        _fail(err)
+    _run(run_server, settings, config, server=True)
 
 
 @main.group()
@@ -76,8 +77,12 @@ def config_show() -> None:
 
 # -- the libp2p side ---------------------------------------------------------------------------
 
-def _run(fn: Any, *args: Any) -> Any:
-    """Run a Trio function for a command; our errors become one clear line and exit code 1."""
+def _run(fn: Callable[..., Any], *args: Any, server: bool = False) -> Any:
+    """Run a Trio function for a command; an error becomes one clear line and an exit code.
+
+    A command: any of our errors (exit 1); others propagate. The server (``server``): a
+    configuration error (exit 2), any other error, startup failure or crashed service (exit 1).
+    """
     import trio
 
     from triomcp.errors import TriomcpError
@@ -85,11 +90,15 @@ def _run(fn: Any, *args: Any) -> Any:
     try:
         return trio.run(fn, *args)
     except Exception as exc:
+        if server:
+            if isinstance(exc, ConfigError):
+                _fail(exc)
+            logging.getLogger("triomcp.server").debug("server error", exc_info=exc)
+            _fail(f"the server stopped on an error: {_describe(exc)}", 1)
         ours = _find(exc, TriomcpError)
         if ours is None:
             raise
-        click.echo(f"triomcp: {ours}", err=True)
-        sys.exit(1)
+        _fail(ours, 1)
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -117,8 +126,7 @@ def _json_arg(text: str, what: str) -> Any:
     try:
         return json.loads(text)
     except ValueError as exc:
-        click.echo(f"triomcp: {what} is not valid JSON: {exc}", err=True)
-        sys.exit(2)
+        _fail(f"{what} is not valid JSON: {exc}")
 
 
 @main.group()
@@ -134,10 +142,11 @@ def tokens_new(principal: str, scopes: str) -> None:
     """Create a token for PRINCIPAL: its hash is appended to auth.tokens_file, the token printed once."""
     import re
 
-    from triomcp.server.auth import hash_token, new_token
+    from triomcp.server.auth import Authenticator
 
     settings = _settings()
-    if settings.auth.tokens_file is None:
+    tokens_file = Authenticator(settings.auth, settings.data_dir).tokens
+    if tokens_file is None:
         raise click.ClickException("auth.tokens_file is not set (TRIOMCP_AUTH__TOKENS_FILE or the TOML file)")
     if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}", principal):
         raise click.ClickException("PRINCIPAL: 1-64 characters of letters, digits and . _ @ -")
@@ -145,17 +154,9 @@ def tokens_new(principal: str, scopes: str) -> None:
     unknown = [s for s in wanted if s not in settings.auth.scopes]
     if unknown or not wanted:
         raise click.ClickException(f"unknown scopes {unknown}; known: {sorted(settings.auth.scopes)}")
-    path = settings.auth.tokens_file
-    if not path.is_absolute():
-        path = settings.data_dir / path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = new_token()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "a") as out:
-        out.write(f"{principal} {','.join(wanted)} {hash_token(token)}\n")
-    click.echo(token)
-    click.echo(f"(added {principal} with {','.join(wanted)} to {path}; the token is not stored, keep it now)",
-               err=True)
+    click.echo(tokens_file.append(principal, wanted))
+    click.echo(f"(added {principal} with {','.join(wanted)} to {tokens_file.path}; the token is not stored, "
+               "keep it now)", err=True)
 
 
 @main.command()
@@ -222,8 +223,7 @@ def peers_authorize(peer_id: str, label: str) -> None:
     try:
         added = AuthorizedPeers(settings.data_dir / AUTHORIZED_FILE).authorize(peer_id, label)
     except ConfigError as err:
-        click.echo(f"triomcp: {err}", err=True)
-        sys.exit(2)
+        _fail(err)
     click.echo(f"{'authorized' if added else 'already authorized'}: {peer_id}")
 
 
@@ -238,23 +238,32 @@ def peers_list() -> None:
         click.echo(f"{entry.peer_id} {entry.label}".rstrip())
 
 
-@main.command()
-@click.argument("target")
-@click.option("--count", default=3, show_default=True, help="number of pings")
-def ping(target: str, count: int) -> None:
-    """Ping a peer (a multiaddr ending in /p2p/<id>, or this data dir's node by its id)."""
+def _with_peer(target: str | None, action: Callable[[Node, str], Awaitable[None]]) -> None:
+    """Run ``action(node, peer)`` on a short-lived CLI node connected to ``target`` (a multiaddr,
+    a peer id, or None for this data dir's node)."""
     from triomcp.peer_cli import cli_node, resolve_target
 
     settings = _settings()
 
     async def run() -> None:
         async with cli_node(settings) as node:
-            peer = await resolve_target(node, settings, target)
-            for _ in range(count):
-                rtt = await node.ping(peer)
-                click.echo(f"{peer}: {rtt * 1000:.2f} ms")
+            await action(node, await resolve_target(node, settings, target))
 
     _run(run)
+
+
+@main.command()
+@click.argument("target")
+@click.option("--count", default=3, show_default=True, help="number of pings")
+def ping(target: str, count: int) -> None:
+    """Ping a peer (a multiaddr ending in /p2p/<id>, or this data dir's node by its id)."""
+
+    async def pings(node: Node, peer: str) -> None:
+        for _ in range(count):
+            rtt = await node.ping(peer)
+            click.echo(f"{peer}: {rtt * 1000:.2f} ms")
+
+    _with_peer(target, pings)
 
 
 @main.command()
@@ -270,42 +279,38 @@ def submit(task_type: str, payload: str, peer: str | None, priority: int, idempo
     """Submit a task (PAYLOAD is JSON) and print it; --wait prints the finished task."""
     import trio
 
-    from triomcp.peer_cli import cli_node, resolve_target, tool
+    from triomcp.peer_cli import tool
 
-    settings = _settings()
     data = _json_arg(payload, "PAYLOAD")
 
-    async def run() -> None:
-        async with cli_node(settings) as node:
-            target = await resolve_target(node, settings, peer)
-            args: dict[str, Any] = {"task_type": task_type, "payload": data, "priority": priority}
-            if idempotency_key:
-                args["idempotency_key"] = idempotency_key
-            out = await tool(node, target, "taskqueue_submit", args)
-            if not wait_:
-                click.echo(json.dumps(out["task"], indent=2))
-                return
-            with click.progressbar(length=100, label=f"task {out['task_id'][:12]}", file=sys.stderr) as bar:
-                shown = 0
+    async def run(node: Node, target: str) -> None:
+        args: dict[str, Any] = {"task_type": task_type, "payload": data, "priority": priority}
+        if idempotency_key:
+            args["idempotency_key"] = idempotency_key
+        out = await tool(node, target, "taskqueue_submit", args)
+        if not wait_:
+            click.echo(json.dumps(out["task"], indent=2))
+            return
+        with click.progressbar(length=100, label=f"task {out['task_id'][:12]}", file=sys.stderr) as bar:
+            shown = 0
 
-                async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-                    nonlocal shown
-                    value = int(100 * progress / (total or 1.0))
-                    if value > shown:
-                        bar.update(value - shown)
-                        shown = value
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                nonlocal shown
+                value = int(100 * progress / (total or 1.0))
+                if value > shown:
+                    bar.update(value - shown)
+                    shown = value
 
-                with trio.fail_after(timeout + 10):
-                    waited = await tool(node, target, "taskqueue_wait",
-                                        {"task_id": out["task_id"], "timeout_s": timeout}, on_progress=on_progress)
-                if waited["finished"] and shown < 100:
-                    bar.update(100 - shown)
-            click.echo(json.dumps(waited["task"], indent=2))
-            if not waited["finished"]:
-                click.echo("triomcp: the task did not finish within the timeout", err=True)
-                sys.exit(3)
+            with trio.fail_after(timeout + 10):
+                waited = await tool(node, target, "taskqueue_wait",
+                                    {"task_id": out["task_id"], "timeout_s": timeout}, on_progress=on_progress)
+            if waited["finished"] and shown < 100:
+                bar.update(100 - shown)
+        click.echo(json.dumps(waited["task"], indent=2))
+        if not waited["finished"]:
+            _fail("the task did not finish within the timeout", 3)
 
-    _run(run)
+    _with_peer(peer, run)
 
 
 @main.command()
@@ -313,16 +318,12 @@ def submit(task_type: str, payload: str, peer: str | None, priority: int, idempo
 @click.option("--peer", default=None, help="multiaddr of the node whose queue holds the task (default: local)")
 def task(task_id: str, peer: str | None) -> None:
     """Print a task."""
-    from triomcp.peer_cli import cli_node, resolve_target, tool
+    from triomcp.peer_cli import tool
 
-    settings = _settings()
+    async def show(node: Node, target: str) -> None:
+        click.echo(json.dumps((await tool(node, target, "taskqueue_get", {"task_id": task_id}))["task"], indent=2))
 
-    async def run() -> None:
-        async with cli_node(settings) as node:
-            target = await resolve_target(node, settings, peer)
-            click.echo(json.dumps((await tool(node, target, "taskqueue_get", {"task_id": task_id}))["task"], indent=2))
-
-    _run(run)
+    _with_peer(peer, show)
 
 
 @main.command()
@@ -331,17 +332,15 @@ def task(task_id: str, peer: str | None) -> None:
 @click.argument("arguments", default="{}")
 def call(peer: str, tool_name: str, arguments: str) -> None:
     """Call TOOL_NAME on PEER (a multiaddr, or this data dir's node id) with ARGUMENTS (JSON)."""
-    from triomcp.peer_cli import cli_node, resolve_target, tool
+    from triomcp.peer_cli import tool
 
-    settings = _settings()
     data = _json_arg(arguments, "ARGUMENTS")
 
-    async def run() -> None:
-        async with cli_node(settings) as node:
-            target = await resolve_target(node, settings, peer)
-            click.echo(json.dumps(await tool(node, target, tool_name, data), indent=2))
+    async def show(node: Node, target: str) -> None:
+        out = await tool(node, target, tool_name, data)
+        click.echo(json.dumps({"ok": True, **out}, indent=2))  # the result as the tool gave it
 
-    _run(run)
+    _with_peer(peer, show)
 
 
 if __name__ == "__main__":  # python -m triomcp.cli

@@ -8,6 +8,9 @@ HTTP status hint, the way h11's errors carry ``error_status_hint``.
 Foreign exceptions (libp2p, sqlite3, pydantic) are translated into these at
 exactly one boundary per layer; they never leak upward.
 
+Size: over 300 lines on purpose: the whole hierarchy is in this one module (STYLE.md item 6), one
+small class per error; splitting it would split the tree drawn below.
+
 ::
 
     TriomcpError
@@ -21,7 +24,9 @@ exactly one boundary per layer; they never leak upward.
     │   ├── ResourceNotFound        -32002  legacy era (modern era: -32602)
     │   ├── HeaderMismatch          -32020  modern header disagrees with the body
     │   ├── MissingCapability       -32021  client did not declare a capability
-    │   └── UnsupportedVersion      -32022  protocol version not served
+    │   ├── UnsupportedVersion      -32022  protocol version not served
+    │   ├── TaskFailed              (the task's own code)  a failed MCP task's error, passed through
+    │   └── McpError                (the answer's code)  a JSON-RPC error a client received (triomcp.testing)
     ├── ToolError                   a tool failed: becomes an isError result
     ├── NotAuthorized               the principal may not do this
     ├── TaskQueueError
@@ -30,6 +35,8 @@ exactly one boundary per layer; they never leak upward.
     │   ├── LeaseLost               caller is not (or no longer) the lease holder
     │   ├── InvalidTransition       the task's state forbids the operation
     │   ├── NoHandler               no handler registered for the task type
+    │   ├── NonRetryable            raised by a task handler: fail the task for good
+    │   ├── NeedsInput              raised by a task handler: wait (WAITING) for answers, then run again
     │   ├── StoreUnavailable        disk full, database locked: nothing was stored (try again)
     │   └── StoreIntegrityError     a constraint refused the write (a bug): nothing was stored
     └── PeerError
@@ -55,9 +62,12 @@ __all__ = [
     "InvalidRequest",
     "InvalidTransition",
     "LeaseLost",
+    "McpError",
     "MethodNotFound",
     "MissingCapability",
+    "NeedsInput",
     "NoHandler",
+    "NonRetryable",
     "NotAuthorized",
     "Overloaded",
     "ParseError",
@@ -70,6 +80,7 @@ __all__ = [
     "SessionRequired",
     "StoreIntegrityError",
     "StoreUnavailable",
+    "TaskFailed",
     "TaskNotFound",
     "TaskQueueError",
     "ToolError",
@@ -163,6 +174,35 @@ class UnsupportedVersion(ProtocolError):
     jsonrpc_code = -32022
 
 
+class TaskFailed(ProtocolError):
+    """A failed MCP task's own JSON-RPC error, passed through (legacy ``tasks/result``)."""
+
+    code = "task_failed"
+
+    def __init__(self, error: dict[str, Any], meta: dict[str, Any]) -> None:
+        data = error.get("data")
+        super().__init__(str(error.get("message", "the task failed")),
+                         data={**(data or {}), "_meta": meta} if isinstance(data, dict) or data is None else data)
+        code = error.get("code")
+        self.jsonrpc_code = code if isinstance(code, int) else -32603
+
+
+class McpError(ProtocolError):
+    """A JSON-RPC error answer as a client receives it (``triomcp.testing``): the answer's own code,
+    message and data; ``error`` is the error object as it came."""
+
+    code = "mcp_error"
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(str(error.get("message", "")), data=error.get("data"))
+        code = error.get("code")
+        self.jsonrpc_code = code if isinstance(code, int) else -32603
+        self.error = dict(error)
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.jsonrpc_code})"
+
+
 class SessionRequired(ProtocolError):
     code = "session_required"
     jsonrpc_code = -32600
@@ -234,6 +274,24 @@ class InvalidTransition(TaskQueueError):
 
 class NoHandler(TaskQueueError):
     code = "no_handler"
+
+
+class NonRetryable(TaskQueueError):
+    """Raise from a task handler to fail the task for good (no more attempts)."""
+
+    code = "non_retryable"
+
+
+class NeedsInput(TaskQueueError):
+    """Raise from a task handler that needs answers first: the task waits (``WAITING``) until
+    ``TaskQueue.provide_input`` answers every request, then runs again from the start with every answer
+    so far in ``task.responses`` (so handlers ask before they act; a key is answered once for good)."""
+
+    code = "needs_input"
+
+    def __init__(self, requests: dict[str, Any]) -> None:
+        super().__init__(f"waiting for input: {', '.join(sorted(requests))}")
+        self.requests = requests
 
 
 class StoreUnavailable(TaskQueueError):

@@ -7,17 +7,20 @@ It discovers and dials exactly as the server does (``triomcp.p2p.open_node`` and
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import trio
 
 from triomcp.errors import ConfigError, RemoteError, ToolError
+from triomcp.mcp.results import unwrap_tool_result
 from triomcp.p2p import CLI_IDENTITY_FILE, Node, open_node, read_announce
 from triomcp.p2p.mcp_client import call_peer_tool
 from triomcp.settings import Settings
 
 __all__ = ["cli_node", "resolve_target", "tool"]
+
+ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager
@@ -49,16 +52,12 @@ async def resolve_target(node: Node, settings: Settings, target: str | None) -> 
     raise ConfigError(f"no address known for {target}: pass its full multiaddr (…/p2p/{target})")
 
 
-async def tool(node: Node, peer: str, name: str, arguments: dict[str, Any], *, on_progress: Any = None) -> dict[str, Any]:
-    """Call a tool on a peer and return its structured result, raising ToolError on failure."""
+async def tool(node: Node, peer: str, name: str, arguments: dict[str, Any], *,
+               on_progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Call a tool on a peer and return its structured result (without ``ok``), raising ToolError
+    with the tool's code on failure."""
     try:
         result = await call_peer_tool(node, peer, name, arguments, on_progress=on_progress)
     except RemoteError as err:
         raise ToolError(str(err), code=err.code) from None
-    structured = result.get("structuredContent") or {}
-    if result.get("isError"):
-        error = structured.get("error") or {}
-        raise ToolError(error.get("message", "failed"), code=error.get("code", "remote_error"))
-    return dict(structured)
-
-
+    return unwrap_tool_result(result)

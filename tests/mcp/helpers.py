@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from mcp_types import methods as spec
@@ -11,15 +12,18 @@ from tests.toolkit import register_test_tools
 from triomcp.mcp.engine import Engine, EngineConfig
 from triomcp.mcp.outcomes import Call, HttpRequest, Reply
 from triomcp.mcp.registry import Registry
+from triomcp.testing import RecordingOutbound
 
 MODERN = "2026-07-28"
 ACCEPT = "application/json, text/event-stream"
 
 
-def make_engine(**config: Any) -> Engine:
+def make_engine(*, clock: Callable[[], float] | None = None, **config: Any) -> Engine:
     registry = Registry()
     register_test_tools(registry)
-    return Engine(registry, EngineConfig(**config))
+    if clock is None:
+        return Engine(registry, EngineConfig(**config))
+    return Engine(registry, EngineConfig(**config), clock=clock)
 
 
 def meta(caps: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
@@ -68,24 +72,8 @@ def legacy(engine: Engine, sid: str, method: str, params: dict[str, Any] | None 
     return post(engine, body, {"mcp-session-id": sid, "mcp-protocol-version": version}, principal=principal)
 
 
-class Recorder:
-    """An Outbound that records what the handler sent."""
-
-    def __init__(self, answers: list[dict[str, Any]] | None = None) -> None:
-        self.sent: list[dict[str, Any]] = []
-        self.requests: list[tuple[str, dict[str, Any]]] = []
-        self.answers = list(answers or [])
-        self.closed = False
-
-    async def send(self, message: dict[str, Any]) -> None:
-        self.sent.append(message)
-
-    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        self.requests.append((method, params))
-        return self.answers.pop(0)
-
-    async def close_stream(self) -> None:
-        self.closed = True
+Recorder = RecordingOutbound
+"""An Outbound that records what the handler sent (``triomcp.testing.RecordingOutbound``)."""
 
 
 def run_sync(call: Call, outbound: Any = None) -> dict[str, Any] | None:

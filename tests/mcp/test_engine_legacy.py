@@ -6,7 +6,6 @@ import pytest
 import trio
 
 from tests.mcp.helpers import (
-    Recorder,
     check_result,
     error_of,
     initialize,
@@ -15,9 +14,11 @@ from tests.mcp.helpers import (
     post,
     run_sync,
 )
-from triomcp.mcp.outcomes import Call, HttpRequest, Reply, StreamGrant
+from tests.toolkit import CANCELLED, STARTED
+from triomcp.mcp.outcomes import HttpRequest, Reply, StreamGrant
 from triomcp.mcp.session import TRANSITIONS, SessionState
 from triomcp.mcp.versions import LATEST_LEGACY_VERSION, LEGACY_VERSIONS
+from triomcp.testing import McpTestClient
 
 
 @pytest.mark.parametrize("version", LEGACY_VERSIONS)
@@ -63,8 +64,7 @@ def test_delete_ends_the_session_then_404() -> None:
 
 def test_idle_sessions_expire() -> None:
     now = [1000.0]
-    engine = make_engine(session_idle_timeout=60.0)
-    engine.clock = lambda: now[0]
+    engine = make_engine(session_idle_timeout=60.0, clock=lambda: now[0])
     sid = initialize(engine)
     now[0] += 30
     assert legacy(engine, sid, "ping").status == 200
@@ -251,57 +251,39 @@ def test_get_requires_sse_accept_and_one_stream_per_session() -> None:
 
 
 async def test_cancelled_notification_reaches_the_running_call() -> None:
+    # The client sends notifications/cancelled for the request when the scope its call runs in is
+    # cancelled, and returns once the handler has stopped: no response was sent for it.
     engine = make_engine()
-    sid = initialize(engine)
-    call = legacy(engine, sid, "tools/call", {"name": "block", "arguments": {"text": "legacy-cancel"}}, ident=5)
-    assert isinstance(call, Call)
-    scope = trio.CancelScope()
-    call.bind_cancel(scope.cancel)
-    outcome: list[object] = []
-    async with trio.open_nursery() as nursery:
-        async def run() -> None:
-            with scope:
-                outcome.append(await call.run(Recorder()))
-        nursery.start_soon(run)
-        await trio.testing.wait_all_tasks_blocked()
-        reply = post(engine, {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 5}},
-                     {"mcp-session-id": sid})
-        assert reply.status == 202
-    assert outcome == [] and scope.cancelled_caught
-    from tests.toolkit import CANCELLED
-
-    assert "legacy-cancel" in CANCELLED
+    async with McpTestClient(engine, era="legacy") as client:
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.call_tool, "block", {"text": "legacy-cancel"})
+                await STARTED.setdefault("legacy-cancel", trio.Event()).wait()
+                assert engine.statistics().inflight_calls == 1
+                nursery.cancel_scope.cancel()
+        assert "legacy-cancel" in CANCELLED and engine.statistics().inflight_calls == 0
 
 
 async def test_elicitation_goes_to_the_client_in_legacy_era() -> None:
-    engine = make_engine()
-    sid = initialize(engine, caps={"elicitation": {}})
-    call = legacy(engine, sid, "tools/call", {"name": "confirm", "arguments": {"text": "sure?"}})
-    outbound = Recorder(answers=[{"action": "decline"}])
-    response = await call.run(outbound)
-    assert outbound.requests[0][0] == "elicitation/create"
-    assert response["result"]["structuredContent"]["action"] == "decline"  # type: ignore[index]
+    async with McpTestClient(make_engine(), era="legacy", elicitation=lambda params: {"action": "decline"}) as client:
+        result = await client.call_tool("confirm", {"text": "sure?"})
+    assert [method for method, _params in client.input_requests] == ["elicitation/create"]
+    assert result["structuredContent"]["action"] == "decline"
 
 
 async def test_elicitation_without_capability_fails_the_tool_in_legacy_era() -> None:
-    engine = make_engine()
-    sid = initialize(engine)
-    response = await legacy(engine, sid, "tools/call", {"name": "confirm", "arguments": {"text": "?"}}).run(Recorder())
-    assert response["result"]["structuredContent"]["error"]["code"] == "capability_missing"  # type: ignore[index]
+    async with McpTestClient(make_engine(), era="legacy") as client:  # declares no elicitation
+        result = await client.call_tool("confirm", {"text": "?"})
+    assert result["structuredContent"]["error"]["code"] == "capability_missing"
+    assert client.input_requests == []
 
 
 async def test_progress_is_sent_with_the_token_and_increases() -> None:
-    engine = make_engine()
-    sid = initialize(engine)
-    call = legacy(engine, sid, "tools/call", {"name": "progress", "arguments": {"steps": 3},
-                                               "_meta": {"progressToken": "tok"}})
-    outbound = Recorder()
-    await call.run(outbound)
-    progress = [m["params"] for m in outbound.sent if m["method"] == "notifications/progress"]
-    assert [p["progress"] for p in progress] == [1, 2, 3]
-    assert all(p["progressToken"] == "tok" for p in progress)
-    logs = [m for m in outbound.sent if m["method"] == "notifications/message"]
-    assert len(logs) == 3
+    async with McpTestClient(make_engine(), era="legacy") as client:
+        await client.call_tool("progress", {"steps": 3})
+    assert [p["progress"] for p in client.progress] == [1, 2, 3]
+    assert len({p["progressToken"] for p in client.progress}) == 1  # the token the request carried
+    assert len(client.logs) == 3
 
 
 def test_client_response_resolves_pending_server_request() -> None:

@@ -216,7 +216,7 @@ def test_subscriptions_listen_acknowledges_first_with_subscription_id() -> None:
     assert ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 9
     assert ack["params"]["notifications"] == {"toolsListChanged": True, "resourceSubscriptions": ["test://doc"]}
     got: list[object] = []
-    detach = engine.methods.attach_listener(outcome, got.append)
+    detach = engine.attach_listener(outcome, got.append)
     engine.notify_resource_updated("test://doc")
     engine.notify_resource_updated("test://other")
     engine.registry.remove_tool("crash")
@@ -231,7 +231,7 @@ def test_listen_never_sends_types_not_asked_for() -> None:
     engine = make_engine()
     outcome = modern(engine, "subscriptions/listen", {"notifications": {"promptsListChanged": True}})
     got: list[object] = []
-    engine.methods.attach_listener(outcome, got.append)
+    engine.attach_listener(outcome, got.append)
     engine.registry.remove_tool("crash")
     engine.notify_resource_updated("test://doc")
     assert got == []
@@ -326,8 +326,8 @@ def test_listen_streams_end_with_a_completion_result_at_shutdown() -> None:
     outcome = modern(engine, "subscriptions/listen", {"notifications": {"toolsListChanged": True}}, ident=41)
     assert isinstance(outcome, Listen)
     got: list[dict[str, Any] | None] = []
-    engine.methods.attach_listener(outcome, got.append)
-    engine.methods.close_listeners()
+    engine.attach_listener(outcome, got.append)
+    engine.close_listeners()
     assert len(got) == 2 and got[1] is None  # the completion result, then the end of the stream
     response = got[0]
     assert response is not None and response["id"] == 41 and "error" not in response

@@ -13,9 +13,9 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 
-from tests.p2p.conftest import CANCELLED, CANCELLED_EVENTS, authorize, node_in
+from tests.p2p.conftest import CANCELLED, CANCELLED_EVENTS, authorize, fake_handler, node_in, p2p_settings
 from triomcp.errors import PeerError, RemoteError
-from triomcp.p2p import read_announce
+from triomcp.p2p import open_node, read_announce
 
 
 async def test_identity_persists_and_announce_file_is_written(tmp_path: Path) -> None:
@@ -80,10 +80,17 @@ async def test_unauthorized_peer_is_refused(tmp_path: Path) -> None:
 
 
 async def test_peer_dying_mid_call_is_an_error_and_restart_reconnects(tmp_path: Path) -> None:
+    handling = trio.Event()
+
+    async def handler(message: dict[str, Any], *, peer_id: str, notify: Any) -> dict[str, Any] | None:
+        if message.get("method") == "block":
+            handling.set()  # the call has reached B's handler
+        return await fake_handler(message, peer_id=peer_id, notify=notify)
+
     async with node_in(tmp_path / "a") as a:
         with trio.fail_after(30):
             outcome: list[Any] = []
-            async with node_in(tmp_path / "b") as b:
+            async with open_node(p2p_settings(), tmp_path / "b", frame_handler=handler) as b:
                 authorize(b, a)
                 b_id = b.peer_id
                 await a.connect(b.listen_addrs()[0])
@@ -96,7 +103,7 @@ async def test_peer_dying_mid_call_is_an_error_and_restart_reconnects(tmp_path: 
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(call)
-                    await trio.sleep(0.2)
+                    await handling.wait()
                     await b.aclose()  # the peer goes away mid-call
             assert outcome and isinstance(outcome[0], PeerError)
             async with node_in(tmp_path / "b") as b2:

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from reliability.procs import modern_call, spec_shaped_error
 
+from harness.mcp_http import modern_call
 from reliability import http_fuzz
+from reliability.checks import spec_shaped_error
 from tests.conftest import run_app
 
 MAX_BODY = 65536

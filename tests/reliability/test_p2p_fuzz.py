@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import trio
-from reliability.procs import env_for, started, wait_for_announce
 
+from harness.procs import env_for, started, wait_for_announce
 from reliability import p2p_fuzz
 
 MAX_FRAME = 65536
@@ -14,7 +14,8 @@ MAX_FRAME = 65536
 
 def test_bad_frames_get_error_replies_and_the_stream_and_node_survive(tmp_path: Path) -> None:
     data = tmp_path / "node"
-    with started(["node"], env_for(data, "node", p2p={"max_frame_bytes": MAX_FRAME}), tmp_path / "node.log") as proc:
+    env = env_for(data, "node", log_level="WARNING", p2p={"max_frame_bytes": MAX_FRAME})
+    with started(["node"], env, tmp_path / "node.log") as proc:
         info = wait_for_announce(data, proc)
         tally = trio.run(lambda: p2p_fuzz.fuzz_node(data, info["multiaddrs"][0], batches=2, flood=200, seed=3,
                                                     max_frame_bytes=MAX_FRAME))

@@ -28,11 +28,11 @@ from mcp.client import Client
 from starlette.applications import Starlette
 
 from tests.conftest import make_settings, run_app
-from tests.server.test_http import open_session
-from tests.server.test_mcp_tasks import Legacy, modern
+from tests.helpers.http import open_session
+from tests.helpers.tasks import Legacy, modern
 from tests.toolkit import GATES, STARTED, register_test_tools
 from triomcp.server.app import create_app
-from triomcp.server.mesh import TOOL_CALL
+from triomcp.server.tool_tasks import TOOL_CALL
 
 NO_HANDLER = "storage.faults"
 """A task type no node handles: submitted tasks stay queued, so the queue holds exactly what was acked."""
@@ -295,7 +295,7 @@ async def test_an_mcp_task_on_a_full_disk_is_a_json_rpc_error_not_a_500(tmp_path
             assert "disk is full" in refused["error"]["message"] and "nothing was stored" in refused["error"]["message"]
             created = (await create_task())["result"]
             task_id = created["task"]["taskId"] if era == "legacy" else created["taskId"]
-            stored, _ = await app.state.services.queue.list()
+            stored, _ = await app.state.services.queue.list_tasks()
             assert [t.id for t in stored] == [task_id]
         assert server_errors(app) == {}
 

@@ -21,12 +21,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tests.conftest import make_settings, run_app
-from tests.server.test_http import JSON_HEADERS, meta, modern_headers, open_session
+from tests.helpers.auth import write_tokens
+from tests.helpers.http import JSON_HEADERS, meta, modern_headers, open_session
 from tests.toolkit import register_test_tools
 from triomcp.errors import ConfigError
 from triomcp.logs import RequestIdFilter
 from triomcp.server.app import create_app
-from triomcp.server.auth import hash_token, parse_tokens
+from triomcp.server.auth import parse_tokens
 from triomcp.settings import load_settings
 
 ISSUER = "https://auth.example.test"
@@ -43,13 +44,6 @@ async def call(c: httpx.AsyncClient, name: str, token: str | None, arguments: di
     if token is not None:
         h["authorization"] = f"Bearer {token}"
     return await c.post("/mcp", headers=h, json=call_body(name, arguments or ({"text": "hi"} if name == "echo" else {})))
-
-
-def write_tokens(path: Path, entries: dict[str, tuple[str, str]]) -> None:
-    """entries: token -> (principal, comma-separated scopes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{p} {s} {hash_token(t)}\n" for t, (p, s) in entries.items()))
-    path.chmod(0o600)
 
 
 @pytest.fixture

@@ -12,39 +12,22 @@ import trio
 
 from tests import sseclient
 from tests.conftest import run_app
+from tests.helpers.http import (
+    ACCEPT,
+    JSON_HEADERS,
+    MODERN,
+    meta,
+    modern_headers,
+    open_session,
+    watcher_started,
+)
 from tests.toolkit import CANCELLED_EVENTS, GATES, STARTED
-
-MODERN = "2026-07-28"
-ACCEPT = "application/json, text/event-stream"
-JSON_HEADERS = {"content-type": "application/json", "accept": ACCEPT}
-
-
-def meta(**extra: Any) -> dict[str, Any]:
-    return {"io.modelcontextprotocol/protocolVersion": MODERN,
-            "io.modelcontextprotocol/clientCapabilities": {}, **extra}
-
-
-def modern_headers(method: str, name: str | None = None) -> dict[str, str]:
-    h = {**JSON_HEADERS, "mcp-protocol-version": MODERN, "mcp-method": method}
-    if name is not None:
-        h["mcp-name"] = name
-    return h
 
 
 @contextlib.asynccontextmanager
 async def client(url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=url, timeout=10) as c:
         yield c
-
-
-async def open_session(c: httpx.AsyncClient, version: str = "2025-11-25") -> dict[str, str]:
-    r = await c.post("/mcp", headers=JSON_HEADERS, json={"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}})
-    assert r.status_code == 200
-    h = {**JSON_HEADERS, "mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": version}
-    r = await c.post("/mcp", headers=h, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
-    assert r.status_code == 202 and r.content == b""
-    return h
 
 
 async def test_health_and_readiness(server: str) -> None:
@@ -187,19 +170,22 @@ async def test_legacy_stream_resumes_with_last_event_id(server: str) -> None:
 
 
 @pytest.mark.parametrize("accept", ["application/json, text/event-stream", "application/json"])
-async def test_modern_client_leaving_cancels_the_call(server: str, accept: str) -> None:
+async def test_modern_client_leaving_cancels_the_call(app_factory: Any, accept: str) -> None:
     tag = f"leave-{accept}"
     STARTED[tag] = trio.Event()
     body = {"jsonrpc": "2.0", "id": 12, "method": "tools/call",
             "params": {"name": "block", "arguments": {"text": tag}, "_meta": meta()}}
     headers = {**modern_headers("tools/call", "block"), "accept": accept}
-    with trio.fail_after(10):
-        async with client(server) as c, trio.open_nursery() as nursery:
-            nursery.start_soon(lambda: c.post("/mcp", headers=headers, json=body))
-            await STARTED[tag].wait()
-            await trio.sleep(0.2)  # past the point where the call gets its disconnect watcher
-            nursery.cancel_scope.cancel()  # the client leaves: its connection closes
-        await CANCELLED_EVENTS.setdefault(tag, trio.Event()).wait()  # modern: leaving is cancelling
+    app = app_factory()
+    watching = watcher_started(app)
+    async with run_app(app) as server:
+        with trio.fail_after(10):
+            async with client(server) as c, trio.open_nursery() as nursery:
+                nursery.start_soon(lambda: c.post("/mcp", headers=headers, json=body))
+                await STARTED[tag].wait()
+                await watching.wait()  # the call outlived LateWatchers.after: its disconnect watcher runs
+                nursery.cancel_scope.cancel()  # the client leaves: its connection closes
+            await CANCELLED_EVENTS.setdefault(tag, trio.Event()).wait()  # modern: leaving is cancelling
 
 
 async def test_a_call_that_leaves_at_once_is_cancelled_too(server: str) -> None:
@@ -359,7 +345,7 @@ async def test_listen_stream_ends_with_a_completion_result_when_the_server_stops
             async with sseclient.request(url, "POST", "/mcp", modern_headers("subscriptions/listen"), body) as r:
                 ack = await r.read(1)
                 services.stopping.set()  # what the lifespan and the runner do when the server stops
-                services.engine.methods.close_listeners()
+                services.engine.close_listeners()
                 done = await r.read(1)
                 await r.read_body()
                 assert r.ended

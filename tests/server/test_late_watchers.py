@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from triomcp.server.mcp_endpoint import LateWatchers
+from triomcp.server.late_watchers import LateWatchers
 
 
 async def test_fast_calls_get_no_watcher_and_slow_ones_do(autojump_clock: trio.testing.MockClock) -> None:

@@ -12,8 +12,9 @@ import pytest
 import trio
 from mcp.client import Client
 
+from harness.mcp_http import modern_call
 from tests.conftest import make_settings, run_app
-from tests.server.test_mesh import mesh_settings, structured
+from tests.helpers.mesh import mesh_settings, structured
 from tests.toolkit import register_test_tools
 from triomcp.server.app import build_services, create_app
 from triomcp.server.lifespan import running_services
@@ -75,12 +76,7 @@ async def test_front_end_is_not_ready_without_its_node(tmp_path: Path) -> None:
     async with run_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
         ready = await c.get("/readyz")
         assert ready.status_code == 503 and ready.json() == {"ready": False, "local_node": False}
-        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-            "name": "p2p_status", "arguments": {},
-            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                      "io.modelcontextprotocol/clientCapabilities": {}}}}
-        r = await c.post("/mcp", json=body, headers={
-            "content-type": "application/json", "accept": "application/json", "mcp-protocol-version": "2026-07-28",
-            "mcp-method": "tools/call", "mcp-name": "p2p_status"})
+        headers, body = modern_call("p2p_status", {}, accept="application/json")
+        r = await c.post("/mcp", json=body, headers=headers)
         error = r.json()["result"]["structuredContent"]["error"]
         assert error["code"] == "local_node_unavailable" and "triomcp node" in error["message"]

@@ -16,43 +16,15 @@ from starlette.applications import Starlette
 
 from tests import sseclient
 from tests.conftest import make_settings, run_app
-from tests.server.test_auth import write_tokens
-from tests.server.test_http import JSON_HEADERS, meta, modern_headers, open_session
-from tests.server.test_mesh import mesh_settings
+from tests.helpers.auth import write_tokens
+from tests.helpers.http import JSON_HEADERS, meta, modern_headers, open_session
+from tests.helpers.mesh import mesh, mesh_settings, tool_calls
+from tests.helpers.tasks import RELATED, TASKS_EXT, Legacy, modern, poll_until, tasks_meta, waiting_for_finish
 from tests.toolkit import CANCELLED, CANCELLED_EVENTS, GATES, STARTED, register_test_tools
 from triomcp.conformance import tasks as conformance_tasks
 from triomcp.mcp.registry import Registry
 from triomcp.server.app import create_app
 from triomcp.server.mcp_tasks import MCP_TOOL_CALL
-
-TASKS_EXT = "io.modelcontextprotocol/tasks"
-RELATED = "io.modelcontextprotocol/related-task"
-
-
-def tasks_meta() -> dict[str, Any]:
-    return meta(**{"io.modelcontextprotocol/clientCapabilities": {"extensions": {TASKS_EXT: {}}}})
-
-
-class Legacy:
-    """A raw legacy-era session."""
-
-    def __init__(self, c: httpx.AsyncClient, headers: dict[str, str]) -> None:
-        self.c, self.headers, self.next_id = c, headers, 10
-
-    async def rpc(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        self.next_id += 1
-        r = await self.c.post("/mcp", headers={**self.headers, "accept": "application/json"},
-                              json={"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
-        assert r.status_code == 200, r.text
-        return dict(r.json())
-
-
-async def modern(c: httpx.AsyncClient, method: str, params: dict[str, Any], *, name: str | None = None,
-                 with_ext: bool = True, headers: dict[str, str] | None = None) -> httpx.Response:
-    h = {**modern_headers(method, name), "accept": "application/json", **(headers or {})}
-    body = {"jsonrpc": "2.0", "id": 1, "method": method,
-            "params": {**params, "_meta": tasks_meta() if with_ext else meta()}}
-    return await c.post("/mcp", headers=h, json=body)
 
 
 @contextlib.asynccontextmanager
@@ -90,13 +62,20 @@ async def test_legacy_task_lifecycle(tmp_path: Path) -> None:
             listed = (await s.rpc("tasks/list", {}))["result"]["tasks"]
             assert [t["taskId"] for t in listed] == [task_id]
 
-            async def open_gate_soon() -> None:
-                await trio.sleep(0.2)
-                GATES.setdefault("lt1", trio.Event()).set()
+            # tasks/result on a working task blocks until it is done: the server is waiting for the task
+            # (and the task is still working) before the gate opens; its answer is the final result.
+            queue = app.state.services.queue
+            waiting = waiting_for_finish(queue, task_id)
+            result: dict[str, Any] = {}
+
+            async def wait_result() -> None:
+                result.update((await s.rpc("tasks/result", {"taskId": task_id}))["result"])
 
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(open_gate_soon)
-                result = (await s.rpc("tasks/result", {"taskId": task_id}))["result"]  # blocks until done
+                nursery.start_soon(wait_result)
+                await waiting.wait()
+                assert not result and not (await queue.get(task_id)).finished
+                GATES.setdefault("lt1", trio.Event()).set()
             assert result["structuredContent"] == {"ok": True, "text": "lt1"}
             assert result["_meta"][RELATED] == {"taskId": task_id}
             assert (await s.rpc("tasks/get", {"taskId": task_id}))["result"]["status"] == "completed"
@@ -136,16 +115,6 @@ async def test_legacy_cancel_reaches_the_handler_and_status_is_notified(tmp_path
             assert all(n["params"]["taskId"] == task_id for n in notes)
             result = await s.rpc("tasks/result", {"taskId": task_id})
             assert result["error"]["code"] == -32602 and "cancelled" in result["error"]["message"]
-
-
-async def poll_until(c: httpx.AsyncClient, task_id: str, statuses: set[str], *, polls: int = 500) -> dict[str, Any]:
-    """``tasks/get`` until the task's status is one of ``statuses`` (bounded: ``polls`` x 10 ms)."""
-    for _ in range(polls):
-        got: dict[str, Any] = (await modern(c, "tasks/get", {"taskId": task_id}, name=task_id)).json()["result"]
-        if got["status"] in statuses:
-            return got
-        await trio.sleep(0.01)
-    raise AssertionError(f"task {task_id} never reached {statuses}")
 
 
 async def test_modern_task_extension(tmp_path: Path) -> None:
@@ -236,7 +205,6 @@ async def test_tasks_are_bound_to_their_principal(tmp_path: Path) -> None:
 
 
 async def test_a_task_created_on_a_runs_on_b_and_survives_the_client_leaving(tmp_path: Path) -> None:
-    from tests.server.test_mesh import mesh
     # A runs no mcp.tool_call workers of its own: only B's mesh workers can take the task.
     a_settings = {"taskqueue": {"concurrency": {"*": 2, MCP_TOOL_CALL: 0}}}
     async with mesh(tmp_path, ["a", "b"], per_node={"a": a_settings}) as nodes:
@@ -324,7 +292,6 @@ async def elicit_call(c: httpx.AsyncClient, method: str, params: dict[str, Any],
 async def test_a_task_asks_its_client_for_input_from_a_remote_worker(tmp_path: Path) -> None:
     """input_required inside a task run by B's mesh worker, answered on A with tasks/update (partially,
     then fully); and a call that gathers input over MRTR on A before it becomes a task."""
-    from tests.server.test_mesh import _tool_calls, mesh
     a_settings = {"taskqueue": {"concurrency": {"*": 2, MCP_TOOL_CALL: 0}}}
     async with mesh(tmp_path, ["a", "b"], per_node={"a": a_settings}, configure=with_task_fixtures) as nodes:
         (url_a, app_a), (_url_b, app_b) = nodes["a"], nodes["b"]
@@ -348,7 +315,7 @@ async def test_a_task_asks_its_client_for_input_from_a_remote_worker(tmp_path: P
                 assert done["status"] == "completed" and done["result"]["content"][0]["text"] == "got one and two"
                 assert done["result"]["resultType"] == "complete" and "inputRequests" not in done
                 # Both runs (the one that asked, and the one with the answers) were B's.
-                assert _tool_calls(app_b, "multi_input") == 2 and _tool_calls(app_a, "multi_input") == 0
+                assert tool_calls(app_b, "multi_input") == 2 and tool_calls(app_a, "multi_input") == 0
 
                 # MRTR, then a task: round 1 asks on A, round 2 becomes a task that sees the answer.
                 r1 = await elicit_call(c, "tools/call", {"name": "test_tool_with_task", "arguments": {}},
@@ -369,6 +336,6 @@ async def test_a_task_asks_its_client_for_input_from_a_remote_worker(tmp_path: P
                 echoed = await poll_until(c, call["taskId"], {"completed", "failed", "cancelled"})
                 assert echoed["status"] == "completed" and echoed["result"]["isError"] is False
                 assert "via a task" in echoed["result"]["content"][0]["text"]
-                assert _tool_calls(app_b, "p2p_call_tool") == 1
+                assert tool_calls(app_b, "p2p_call_tool") == 1
             stored = await app_a.state.services.queue.get(r2["taskId"])
             assert stored.payload["responses"] == {"user_name": {"action": "accept", "content": {"name": "Alice"}}}

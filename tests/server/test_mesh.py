@@ -2,61 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import trio
 from mcp.client import Client
-from starlette.applications import Starlette
 
-from tests.conftest import make_settings, run_app
-from tests.toolkit import register_test_tools
-from triomcp.mcp.registry import Registry
-from triomcp.server.app import create_app
-
-
-def mesh_settings(tmp_path: Path, name: str, **overrides: Any) -> Any:
-    return make_settings(
-        tmp_path / name,
-        p2p={"enabled": True, "listen": ["/ip4/127.0.0.1/tcp/0"]},
-        taskqueue={"enabled": True, "lease_seconds": 2.0, **overrides.pop("taskqueue", {})},
-        **overrides,
-    )
-
-
-@contextlib.asynccontextmanager
-async def mesh(tmp_path: Path, names: list[str], *, per_node: dict[str, dict[str, Any]] | None = None,
-               configure: Callable[[Registry], None] = register_test_tools,
-               **overrides: Any) -> AsyncIterator[dict[str, tuple[str, Starlette]]]:
-    """Start one server per name, each authorizing all the others, all connected to the first.
-
-    ``overrides`` apply to every node; ``per_node[name]`` to that node only (instead); ``configure``
-    registers each node's tools (the test tools by default)."""
-    per_node = per_node or {}
-    apps = {n: create_app(mesh_settings(tmp_path, n, **dict(per_node.get(n, overrides))),
-                          configure=configure) for n in names}
-    async with contextlib.AsyncExitStack() as stack:
-        urls = {n: await stack.enter_async_context(run_app(app)) for n, app in apps.items()}
-        nodes = {n: app.state.services.node for n, app in apps.items()}
-        for n, node in nodes.items():
-            for other, other_node in nodes.items():
-                if other != n:
-                    node.authorized.authorize(other_node.peer_id, other)
-        first = nodes[names[0]]
-        with trio.fail_after(10):
-            for n in names[1:]:
-                await nodes[n].connect(first.listen_addrs()[0])
-                await first.connect(nodes[n].listen_addrs()[0])
-        yield {n: (urls[n], apps[n]) for n in names}
-
-
-def structured(result: Any) -> dict[str, Any]:
-    assert result.is_error is False, result
-    return dict(result.structured_content)
+from harness.mcp_http import modern_call
+from tests.helpers.mesh import mesh, structured, tool_calls
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
@@ -108,13 +62,8 @@ async def test_the_request_id_and_caller_travel_to_the_peer(tmp_path: Path) -> N
         url_a, app_a = nodes["a"]
         a_id = app_a.state.services.node.peer_id
         b_id = nodes["b"][1].state.services.node.peer_id
-        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-            "name": "p2p_call_tool", "arguments": {"peer": b_id, "tool": "whoami"},
-            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                      "io.modelcontextprotocol/clientCapabilities": {}}}}
-        headers = {"content-type": "application/json", "accept": "application/json",
-                   "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "p2p_call_tool",
-                   "x-request-id": "trace-mesh-1"}
+        headers, body = modern_call("p2p_call_tool", {"peer": b_id, "tool": "whoami"}, accept="application/json")
+        headers["x-request-id"] = "trace-mesh-1"
         async with httpx.AsyncClient(base_url=url_a, timeout=20) as c:
             r = await c.post("/mcp", json=body, headers=headers)
         remote = r.json()["result"]["structuredContent"]["result"]
@@ -153,13 +102,6 @@ async def test_a_worker_on_b_claims_from_a_and_cancel_reaches_it(tmp_path: Path)
                 assert final.state.value == "cancelled"
 
 
-def _tool_calls(app: Starlette, tool: str) -> float:
-    registry = app.state.services.metrics.registry
-    return sum(sample.value for metric in registry.collect() if metric.name == "triomcp_mcp_tool_calls"
-               for sample in metric.samples
-               if sample.name.endswith("_total") and sample.labels.get("tool") == tool)
-
-
 async def test_more_mesh_workers_than_the_peer_serves_requests_at_once(tmp_path: Path) -> None:
     # 80 mesh workers on B against A's limit of 64 requests in flight per peer: idle long-polls
     # must not crowd out the renewals and outcomes, or finished work would be run again.
@@ -180,6 +122,6 @@ async def test_more_mesh_workers_than_the_peer_serves_requests_at_once(tmp_path:
                 assert done.result["peer_id"] == b_id
         # Busy workers claim their next task along with each outcome, so most tasks cost one
         # round trip, not a claim and a complete each.
-        claims, completes = _tool_calls(app_a, "taskqueue_claim"), _tool_calls(app_a, "taskqueue_complete")
+        claims, completes = tool_calls(app_a, "taskqueue_claim"), tool_calls(app_a, "taskqueue_complete")
         assert completes == tasks
         assert claims < tasks, (claims, completes)

@@ -38,7 +38,7 @@ async def test_a_listen_stream_stopped_by_shutdown_still_sends_its_completion_re
             await trio.testing.wait_all_tasks_blocked()
             assert len(bodies) == 1  # the acknowledgement
             stopping.set()  # what the lifespan and the runner do, in this order, when the server stops
-            engine.methods.close_listeners()
+            engine.close_listeners()
     assert bodies[-1] == b"" and len(bodies) == 3
     event = bodies[1].decode()
     assert event.startswith("event: message\ndata: ")

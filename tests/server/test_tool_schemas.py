@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from tests.conftest import run_app
-from tests.server.test_http import open_session
+from tests.helpers.http import open_session
 from triomcp.mcp.registry import ANY_JSON_SCHEMA, Registry
 from triomcp.server.tools import register_builtin_tools
 

@@ -6,8 +6,9 @@ import random
 
 import pytest
 
+from triomcp._retry import Backoff
 from triomcp.errors import InvalidTransition, LeaseLost
-from triomcp.taskqueue.machine import TRANSITIONS, Backoff, expire, transition
+from triomcp.taskqueue.machine import TRANSITIONS, expire, fail, transition
 from triomcp.taskqueue.model import FINISHED, Task, TaskState
 
 
@@ -50,6 +51,21 @@ def test_retry_backoff_and_exhaustion() -> None:
     assert second.attempts == 2
     dead = expire(second, now=100, backoff=Backoff())
     assert dead.state is TaskState.DEAD and dead.error["code"] == "lease_expired"  # type: ignore[index]
+
+
+def test_a_failed_attempt_is_retried_failed_for_good_or_dead_lettered() -> None:
+    backoff = Backoff(base=4, cap=4, rng=random.Random(0))
+    task = leased(max_attempts=2)
+    token, error = task.lease_token or "", {"code": "e"}
+    retried = fail(task, now=1, token=token, error=error, retry=True, backoff=backoff)
+    assert retried.state is TaskState.QUEUED and 1 <= retried.not_before <= 5 and retried.error == error
+    final = fail(task, now=1, token=token, error=error, retry=False, backoff=backoff)
+    assert final.state is TaskState.FAILED and final.finished_at == 1
+    second = transition(retried, "claim", now=6, holder="w", lease_seconds=10)
+    dead = fail(second, now=7, token=second.lease_token or "", error=error, retry=True, backoff=backoff)
+    assert dead.state is TaskState.DEAD and dead.attempts == 2
+    with pytest.raises(LeaseLost):
+        fail(second, now=7, token="forged", error=error, retry=True, backoff=backoff)
 
 
 def test_expired_lease_goes_back_to_the_queue() -> None:

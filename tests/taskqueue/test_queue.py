@@ -1,19 +1,30 @@
-"""The async queue and its workers on real SQLite files (Trio tests, bounded waits, no sleeps to sync)."""
+"""The async queue and its workers on real SQLite files (Trio tests, bounded waits, no sleeps to sync).
+
+Tests about time (leases, renewals, expiries, backoffs, outcome retries) run under ``autojump_clock``
+on a queue opened with ``database_thread=False``: Trio's virtual clock jumps to the next deadline as
+soon as every task waits, and a task waiting for the database thread counts as waiting, so with the
+thread a lease could run out (and a ``fail_after`` fire) while SQLite is still writing.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from trio.testing import MockClock
 
+from triomcp._retry import Backoff
 from triomcp.errors import LeaseLost, PeerError
 from triomcp.settings import TaskQueueSettings
 from triomcp.taskqueue import (
@@ -32,6 +43,19 @@ from triomcp.taskqueue.workers import run_workers
 @pytest.fixture
 async def queue(tmp_path: Path) -> AsyncIterator[TaskQueue]:
     q = await open_task_queue(tmp_path / "queue.db", TaskQueueSettings(lease_seconds=2.0))
+    try:
+        yield q
+    finally:
+        await q.aclose()
+
+
+@pytest.fixture
+async def virtual(tmp_path: Path) -> AsyncIterator[TaskQueue]:
+    """A queue in virtual time, for a test that asks for ``autojump_clock`` itself (pytest-trio runs a test
+    on a clock among the test's own arguments, not its fixtures')."""
+    assert isinstance(trio.lowlevel.current_clock(), MockClock), "ask for autojump_clock"
+    settings = TaskQueueSettings(lease_seconds=30.0)
+    q = await open_task_queue(tmp_path / "virtual.db", settings, database_thread=False)
     try:
         yield q
     finally:
@@ -68,15 +92,19 @@ async def test_wait_finished_and_statistics(queue: TaskQueue) -> None:
     assert queue.statistics().by_state == {"succeeded": 1}
 
 
-async def test_stale_holder_cannot_record_an_outcome(queue: TaskQueue) -> None:
+async def test_stale_holder_cannot_record_an_outcome(virtual: TaskQueue, autojump_clock: MockClock) -> None:
+    queue = virtual
+    queue.backoff.cap = 0.0  # an expired lease is claimable again at once
     task = await queue.submit("x", {})
-    first = await queue.claim("w1", ["x"], lease_seconds=0.05)
+    first = await queue.claim("w1", ["x"], lease_seconds=30)
     assert first is not None
-    with trio.fail_after(5):
+    claimed_at = trio.current_time()
+    with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             await nursery.start(queue.run_maintenance)
             second = await queue.wait_claim("w2", ["x"])  # the first lease expires, w2 gets the task
             nursery.cancel_scope.cancel()
+    assert 30 <= trio.current_time() - claimed_at < 30.1  # recovered when the lease ran out, not later
     assert second.task.attempts == 2
     with pytest.raises(LeaseLost):
         await queue.complete(task.id, first.token, "stale")
@@ -115,16 +143,25 @@ async def test_workers_run_handlers_and_record_failures(queue: TaskQueue) -> Non
 
 
 async def run_until_finished(source: Any, queue: TaskQueue, handlers: dict[str, Any], task_id: str, *,
-                             lease_seconds: float = 2.0) -> Task:
-    """One worker per type on ``source`` until ``task_id`` is finished; returns the finished task."""
-    with trio.fail_after(20):
+                             lease_seconds: float = 2.0, within: float = 20) -> Task:
+    """One worker per type on ``source`` (and the queue's maintenance) until ``task_id`` is finished;
+    returns the finished task."""
+    with trio.fail_after(within):
         async with trio.open_nursery() as nursery:
+            await nursery.start(queue.run_maintenance)
             await nursery.start(lambda task_status: run_workers(
                 source, registry_with(handlers), holder="w", concurrency={"*": 1}, lease_seconds=lease_seconds,
                 task_status=task_status))
             done = await queue.wait_finished(task_id)
             nursery.cancel_scope.cancel()
     return done
+
+
+class FixedDraw(random.Random):
+    """A random source whose every draw is the top of the range (a backoff waits its whole ceiling)."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
 
 
 class RefusesOutcomes:
@@ -147,39 +184,54 @@ class RefusesOutcomes:
     (2, "too many requests in flight (limit 64)"),  # a busy peer's -32010
     (6, "No valid connections available for peer"),  # a restarting owner: about 2.5 s of retries
 ])
-async def test_a_refused_outcome_is_retried_and_the_task_runs_once(tmp_path: Path, refusals: int,
-                                                                  message: str) -> None:
+async def test_a_refused_outcome_is_retried_and_the_task_runs_once(virtual: TaskQueue, refusals: int, message: str,
+                                                                  autojump_clock: MockClock) -> None:
     runs: list[str] = []
 
     async def ok(task: Task, ctx: TaskContext) -> Any:
         runs.append(task.id)
         return "done"
 
-    queue = await open_task_queue(tmp_path / "queue.db", TaskQueueSettings(lease_seconds=10.0))
-    try:
-        source = RefusesOutcomes(queue, refusals, message)
-        task = await queue.submit("ok", {})
-        done = await run_until_finished(source, queue, {"ok": ok}, task.id, lease_seconds=10.0)
-    finally:
-        await queue.aclose()
+    source = RefusesOutcomes(virtual, refusals, message)
+    task = await virtual.submit("ok", {})
+    done = await run_until_finished(source, virtual, {"ok": ok}, task.id, lease_seconds=10.0)
     # The lease (10 s) outlasts the refusals: the outcome lands, and the task does not run again.
     assert source.refusals == 0 and runs == [task.id]
     assert done.state is TaskState.SUCCEEDED and done.result == "done" and done.attempts == 1
 
 
-async def test_crashing_handler_retries_then_dead_letters(queue: TaskQueue) -> None:
-    calls: list[int] = []
+async def test_an_outcome_refused_past_the_lease_runs_the_task_again(virtual: TaskQueue,
+                                                                     autojump_clock: MockClock) -> None:
+    runs: list[float] = []
+
+    async def ok(task: Task, ctx: TaskContext) -> Any:
+        runs.append(trio.current_time())
+        return "done"
+
+    source = RefusesOutcomes(virtual, 20, "No valid connections available for peer")  # more than 10 s of them
+    task = await virtual.submit("ok", {})
+    done = await run_until_finished(source, virtual, {"ok": ok}, task.id, lease_seconds=10.0, within=600)
+    # The worker gave up after its patience (10 s); the lease, no longer renewed, expired; the task ran again.
+    assert len(runs) == 2 and runs[1] - runs[0] >= 10 and source.refusals == 0
+    assert done.state is TaskState.SUCCEEDED and done.attempts == 2
+    assert virtual.statistics().lease_expiries == 1
+
+
+async def test_crashing_handler_retries_then_dead_letters(virtual: TaskQueue,
+                                                          autojump_clock: MockClock) -> None:
+    calls: list[tuple[int, float]] = []
 
     async def crash(task: Task, ctx: TaskContext) -> Any:
-        calls.append(task.attempts)
+        calls.append((task.attempts, trio.current_time()))
         raise RuntimeError("boom")
 
-    queue.backoff.base = queue.backoff.cap = 0.001
-    task = await queue.submit("crash", {}, max_attempts=3)
-    final = await run_until_finished(queue, queue, {"crash": crash}, task.id)
-    assert calls == [1, 2, 3] and final.state is TaskState.DEAD
+    virtual.backoff = Backoff(base=10.0, cap=10.0, rng=FixedDraw())  # every retry waits the whole 10 s
+    task = await virtual.submit("crash", {}, max_attempts=3)
+    final = await run_until_finished(virtual, virtual, {"crash": crash}, task.id, within=600)
+    assert [attempt for attempt, _ in calls] == [1, 2, 3] and final.state is TaskState.DEAD
+    assert all(10 <= later - earlier < 10.1 for (_, earlier), (_, later) in itertools.pairwise(calls))
     assert final.error == {"code": "handler_error", "message": "RuntimeError: boom"}
-    assert queue.statistics().retries == 2 and queue.statistics().dead_letters == 1
+    assert virtual.statistics().retries == 2 and virtual.statistics().dead_letters == 1
 
 
 async def test_cancel_reaches_a_running_handler(queue: TaskQueue) -> None:
@@ -206,21 +258,63 @@ async def test_cancel_reaches_a_running_handler(queue: TaskQueue) -> None:
     assert stopped == [True] and final.state is TaskState.CANCELLED
 
 
-async def test_lease_renewal_keeps_a_long_handler_alive(queue: TaskQueue) -> None:
+async def test_a_task_queued_again_with_a_cancel_request_stops_when_claimed(virtual: TaskQueue,
+                                                                           autojump_clock: MockClock) -> None:
+    finished: list[bool] = []
+
+    async def slow(task: Task, ctx: TaskContext) -> Any:
+        await trio.sleep(1000)
+        finished.append(True)
+
+    task = await virtual.submit("slow", {})
+    lease = await virtual.claim("gone", ["slow"])
+    assert lease is not None
+    await virtual.cancel(task.id)  # asked to stop while leased ...
+    queued = await virtual.release(task.id, lease.token)  # ... and given back before its holder saw it
+    assert queued.state is TaskState.QUEUED and queued.cancel_requested
+    started = trio.current_time()
+    final = await run_until_finished(virtual, virtual, {"slow": slow}, task.id, lease_seconds=30, within=600)
+    # The next holder is told at its claim, not at its first renewal (10 s later).
+    assert final.state is TaskState.CANCELLED and finished == [] and trio.current_time() - started < 1
+
+
+async def test_lease_renewal_keeps_a_long_handler_alive(virtual: TaskQueue,
+                                                        autojump_clock: MockClock) -> None:
     async def long(task: Task, ctx: TaskContext) -> Any:
-        await trio.sleep(0.6)  # three times the lease
+        await trio.sleep(100)  # more than three times the lease
         return "done"
 
-    task = await queue.submit("long", {})
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(queue.run_maintenance)
-            await nursery.start(lambda task_status: run_workers(
-                queue, registry_with({"long": long}), holder="w", concurrency={"*": 1}, lease_seconds=0.2,
-                task_status=task_status))
-            final = await queue.wait_finished(task.id)
-            nursery.cancel_scope.cancel()
+    task = await virtual.submit("long", {})
+    final = await run_until_finished(virtual, virtual, {"long": long}, task.id, lease_seconds=30, within=600)
     assert final.state is TaskState.SUCCEEDED and final.attempts == 1
+    assert virtual.statistics().lease_expiries == 0
+    assert 100 <= final.finished_at - final.created_at < 100.1  # type: ignore[operator]
+
+
+async def test_queue_time_is_epoch_seconds_that_advance_with_trio(virtual: TaskQueue,
+                                                                  autojump_clock: MockClock) -> None:
+    first = await virtual.submit("x", {})
+    assert abs(first.created_at - time.time()) < 60  # stored as wall-clock (epoch) seconds
+    await trio.sleep(3600)
+    second = await virtual.submit("x", {}, ttl_seconds=60)
+    assert 3600 <= second.created_at - first.created_at < 3600.1  # an hour of Trio time, none of it real
+    assert second.expires_at == second.created_at + 60
+    assert virtual.clock.deadline(second.created_at) == pytest.approx(trio.current_time(), abs=0.1)
+
+
+async def test_a_retry_is_claimable_exactly_when_its_backoff_ends(virtual: TaskQueue,
+                                                                  autojump_clock: MockClock) -> None:
+    virtual.backoff = Backoff(base=5.0, cap=5.0, rng=FixedDraw())
+    task = await virtual.submit("x", {})
+    lease = await virtual.claim("w", ["x"])
+    assert lease is not None
+    failed = await virtual.fail(task.id, lease.token, {"code": "flaky"})
+    assert failed.state is TaskState.QUEUED and failed.not_before == pytest.approx(failed.updated_at + 5)
+    assert await virtual.claim("w", ["x"]) is None
+    failed_at = trio.current_time()
+    with trio.fail_after(60):
+        again = await virtual.wait_claim("w", ["x"])  # woken by a timer at the retry's instant, no polling
+    assert 5 <= trio.current_time() - failed_at < 5.1 and again.task.attempts == 2
 
 
 async def test_shutdown_releases_running_leases(queue: TaskQueue) -> None:
@@ -276,7 +370,7 @@ async def test_submit_survives_sigkill(tmp_path: Path) -> None:
         await proc.stdout.aclose()  # type: ignore[union-attr]
     queue = await open_task_queue(db, TaskQueueSettings())
     try:
-        tasks, _ = await queue.list(limit=10)
+        tasks, _ = await queue.list_tasks(limit=10)
         assert {t.id for t in tasks} == set(acknowledged)
     finally:
         await queue.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import uuid
 from pathlib import Path
@@ -9,6 +10,7 @@ from unittest import mock
 
 import pytest
 
+from triomcp._retry import Backoff
 from triomcp.errors import (
     IdempotencyConflict,
     InvalidTransition,
@@ -16,8 +18,8 @@ from triomcp.errors import (
     StoreIntegrityError,
     StoreUnavailable,
 )
-from triomcp.taskqueue import machine
-from triomcp.taskqueue.model import TaskState
+from triomcp.taskqueue import machine, schema
+from triomcp.taskqueue.model import Task, TaskState
 from triomcp.taskqueue.store import SCHEMA_VERSION, Store
 
 
@@ -77,9 +79,9 @@ def test_expiry_recovery_to_queue_and_dead_letter(tmp_path: Path) -> None:
     submit(store, max_attempts=2)
     store.claim("w", None, lease_seconds=10, now=2)
     store.claim("w", None, lease_seconds=10, now=2)
-    recovered = store.expire_leases(now=13, backoff=machine.Backoff(base=0.0001, cap=0.0001))
+    recovered = store.expire_leases(now=13, backoff=Backoff(base=0.0001, cap=0.0001))
     assert sorted(t.state.value for t in recovered) == ["dead", "queued"]
-    assert store.expire_leases(now=14, backoff=machine.Backoff()) == []
+    assert store.expire_leases(now=14, backoff=Backoff()) == []
 
 
 def test_reopen_keeps_everything_and_schema_version(tmp_path: Path) -> None:
@@ -88,7 +90,7 @@ def test_reopen_keeps_everything_and_schema_version(tmp_path: Path) -> None:
     ids = {submit(store, payload={"n": i}).id for i in range(20)}  # type: ignore[attr-defined]
     store.close()
     again = Store(path)
-    tasks, cursor = again.list(limit=100)
+    tasks, cursor = again.list_tasks(limit=100)
     assert {t.id for t in tasks} == ids and cursor is None
     assert again.schema_version() == SCHEMA_VERSION
 
@@ -109,14 +111,14 @@ def test_list_filters_and_cursor(tmp_path: Path) -> None:
     seen = []
     cursor = None
     for _ in range(10):
-        page, cursor = store.list(submitter="p", limit=2, cursor=cursor)
+        page, cursor = store.list_tasks(submitter="p", limit=2, cursor=cursor)
         seen += page
         if cursor is None:
             break
     assert len(seen) == 5 and [t.seq for t in seen] == sorted((t.seq for t in seen), reverse=True)
-    assert {t.type for t in store.list(task_type="a", limit=50)[0]} == {"a"}
+    assert {t.type for t in store.list_tasks(task_type="a", limit=50)[0]} == {"a"}
     with pytest.raises(ValueError):
-        store.list(cursor="garbage")
+        store.list_tasks(cursor="garbage")
 
 
 def test_retention_prunes_only_old_finished_tasks(tmp_path: Path) -> None:
@@ -126,7 +128,7 @@ def test_retention_prunes_only_old_finished_tasks(tmp_path: Path) -> None:
     store.change(old.id, lambda t: machine.transition(t, "cancel", now=5))  # type: ignore[attr-defined]
     assert store.prune(finished_before=4) == 0
     assert store.prune(finished_before=6) == 1
-    assert [t.state for t in store.list()[0]] == [TaskState.QUEUED]
+    assert [t.state for t in store.list_tasks()[0]] == [TaskState.QUEUED]
 
 
 def test_a_task_ttl_prunes_it_once_finished_never_while_it_runs(tmp_path: Path) -> None:
@@ -137,14 +139,14 @@ def test_a_task_ttl_prunes_it_once_finished_never_while_it_runs(tmp_path: Path) 
     store.change(finished.id, lambda t: machine.transition(t, "cancel", now=5))  # type: ignore[attr-defined]
     assert store.prune(finished_before=0, now=9.0) == 0  # not yet past its TTL
     assert store.prune(finished_before=0, now=11.0) == 1
-    assert {t.id for t in store.list()[0]} == {running.id, kept.id}  # type: ignore[attr-defined]
+    assert {t.id for t in store.list_tasks()[0]} == {running.id, kept.id}  # type: ignore[attr-defined]
     assert store.get(running.id).expires_at == 10.0  # type: ignore[attr-defined]
 
 
 def test_version_1_databases_are_migrated(tmp_path: Path) -> None:
     import sqlite3 as sq
 
-    from triomcp.taskqueue.store import MIGRATIONS
+    from triomcp.taskqueue.schema import MIGRATIONS
     path = tmp_path / "old.db"
     db = sq.connect(path)
     db.executescript(MIGRATIONS[0])
@@ -172,10 +174,10 @@ def test_disk_full_is_a_clear_error_and_nothing_is_half_written(tmp_path: Path) 
 
     with mock.patch.object(store, "_db", FullDisk()), pytest.raises(StoreUnavailable, match="disk is full"):
         submit(store, payload={"lost": True})
-    tasks, _ = store.list()
+    tasks, _ = store.list_tasks()
     assert len(tasks) == 1
     submit(store, payload={"after": True})  # the store keeps working
-    assert len(store.list()[0]) == 2
+    assert len(store.list_tasks()[0]) == 2
 
 
 def test_locked_database_is_a_clear_error(tmp_path: Path) -> None:
@@ -191,7 +193,7 @@ def test_locked_database_is_a_clear_error(tmp_path: Path) -> None:
         other.execute("ROLLBACK")
         other.close()
     submit(store)
-    assert len(store.list()[0]) == 1
+    assert len(store.list_tasks()[0]) == 1
 
 
 def test_batch_commits_together_and_refuses_one_alone(tmp_path: Path) -> None:
@@ -205,7 +207,7 @@ def test_batch_commits_together_and_refuses_one_alone(tmp_path: Path) -> None:
     results = store.batch(ops)
     assert [ok for ok, _ in results] == [True, False, True]
     assert isinstance(results[1][1], InvalidTransition)
-    assert len(store.list()[0]) == 3
+    assert len(store.list_tasks()[0]) == 3
 
 
 def test_a_task_without_a_payload_is_stored_with_a_null_payload(tmp_path: Path) -> None:
@@ -231,6 +233,27 @@ def test_a_failed_constraint_is_an_integrity_error_never_store_unavailable(tmp_p
         results = store.batch([lambda: submit(store), lambda: store.get(first.id)])  # type: ignore[attr-defined]
     assert not isinstance(refused.value, StoreUnavailable) and refused.value.code == "store_integrity_error"
     assert isinstance(results[0][1], StoreIntegrityError) and results[1] == (True, store.get(first.id))  # type: ignore[attr-defined]
-    assert len(store.list()[0]) == 1
+    assert len(store.list_tasks()[0]) == 1
     submit(store)  # the store keeps working
-    assert len(store.list()[0]) == 2
+    assert len(store.list_tasks()[0]) == 2
+
+
+def test_a_task_is_stored_and_read_back_column_for_column(tmp_path: Path) -> None:
+    every_field = Task(
+        id="t", type="x", payload={"ü": [1, None]}, priority=3, seq=7, state=TaskState.LEASED, submitter="p",
+        idempotency_key="k", attempts=2, max_attempts=5, not_before=1.5, lease_holder="w", lease_token="tok",
+        lease_expires_at=9.5, cancel_requested=True, progress=0.25, progress_message="a quarter",
+        result={"r": 1}, error={"code": "e"}, created_at=1.0, updated_at=2.0, finished_at=3.0, version=4,
+        expires_at=8.0, input={"requests": {}, "responses": {"q": "a"}},
+    )
+    assert set(schema.COLUMNS) == {f.name for f in dataclasses.fields(Task)}  # one column per field, no more
+    assert schema.decode(schema.encode(every_field)) == every_field
+    assert schema.decode(schema.encode(dataclasses.replace(every_field, payload=None))).payload is None
+    store = Store(tmp_path / "q.db")
+    with store._transaction() as db:
+        db.execute(schema.INSERT, schema.encode(every_field))
+    assert store.get("t") == every_field
+    changed = dataclasses.replace(every_field, state=TaskState.QUEUED, lease_holder=None, lease_token=None,
+                                  lease_expires_at=None, cancel_requested=False, result=None, version=5)
+    assert store.change("t", lambda _: changed) == changed and store.get("t") == changed
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,7 +12,7 @@ from triomcp.mcp import content
 from triomcp.mcp.context import ToolContext
 from triomcp.mcp.registry import ToolResult
 
-__all__ = ["Fixture", "NoArguments", "text_result"]
+__all__ = ["Fixture", "NoArguments", "compact_json", "text_result"]
 
 Fixture = Callable[[Any, ToolContext], Awaitable[ToolResult]]
 """A fixture tool: ``async (arguments model, context) -> ToolResult``."""
@@ -24,3 +25,8 @@ class NoArguments(BaseModel):
 def text_result(value: str) -> ToolResult:
     """An unstructured result of one text block."""
     return ToolResult(content=[content.text(value)])
+
+
+def compact_json(value: Any) -> str:
+    """``value`` as compact JSON (no spaces, non-ASCII kept), as the scenarios expect it in text."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

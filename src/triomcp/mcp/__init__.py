@@ -4,8 +4,9 @@ The public facade for tool authors and transports.
 """
 
 from triomcp.mcp import content
+from triomcp.mcp.config import EngineConfig, EngineHooks, Forwarder
 from triomcp.mcp.context import ToolContext
-from triomcp.mcp.engine import Engine, EngineConfig, EngineStatistics
+from triomcp.mcp.engine import Engine, EngineStatistics
 from triomcp.mcp.outcomes import Call, HttpRequest, Listen, Reply, StreamGrant
 from triomcp.mcp.plugins import PLUGIN_GROUP, Plugin, load_plugins
 from triomcp.mcp.registry import Registry, ToolDef, ToolResult
@@ -19,8 +20,10 @@ __all__ = [
     "Call",
     "Engine",
     "EngineConfig",
+    "EngineHooks",
     "EngineStatistics",
     "Era",
+    "Forwarder",
     "HttpRequest",
     "Listen",
     "Plugin",

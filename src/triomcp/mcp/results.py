@@ -65,16 +65,17 @@ def tool_failure(code: str, message: str, data: Any = None, *, structured: bool 
 
 
 def unwrap_tool_result(result: dict[str, Any], *, where: str = "") -> dict[str, Any]:
-    """The structured data of a successful result (without ``ok``); raises ToolError with the
-    tool's own code and message when it failed. ``where`` prefixes the message (``"on peer X: "``)."""
+    """The structured data of a successful result (without ``ok``; ``{"content": [...]}`` for a tool
+    that answers unstructured); raises ToolError with the tool's own code and message when it
+    failed. ``where`` prefixes the message (``"on peer X: "``)."""
     structured = result.get("structuredContent")
     if result.get("isError"):
         error = (structured or {}).get("error") if isinstance(structured, dict) else None
         error = error if isinstance(error, dict) else {}
         text = error.get("message") or _first_text(result) or "failed"
         raise ToolError(f"{where}{text}", code=str(error.get("code") or "remote_error"))
-    if not isinstance(structured, dict):
-        raise ToolError(f"{where}the tool answered without structured content", code="remote_error")
+    if not isinstance(structured, dict):  # an unstructured tool: its content blocks are its answer
+        return {"content": list(result.get("content") or [])}
     if structured.get("ok") is False:
         failed = structured.get("error")
         failed = failed if isinstance(failed, dict) else {}

@@ -15,7 +15,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from triomcp import __version__
-from triomcp.mcp.engine import Engine, EngineConfig
+from triomcp.mcp.config import EngineConfig, EngineHooks
+from triomcp.mcp.engine import Engine
 from triomcp.mcp.plugins import load_plugins
 from triomcp.mcp.registry import Registry
 from triomcp.server.auth import METADATA_PATH, Authenticator
@@ -26,6 +27,7 @@ from triomcp.server.mcp_tasks import QueueTaskBackend
 from triomcp.server.metrics import CONTENT_TYPE, Metrics
 from triomcp.server.services import Services
 from triomcp.server.tools import register_builtin_tools
+from triomcp.server.upstream import LocalNodeForwarder
 from triomcp.settings import Settings, load_settings
 
 __all__ = ["NOT_TRIO_MESSAGE", "build_services", "create_app"]
@@ -66,41 +68,25 @@ def build_services(settings: Settings, *, configure: Callable[[Registry], None] 
         conformance.register(registry)
     if configure is not None:
         configure(registry)
-    services = Services(settings=settings, engine=Engine(registry, _engine_config(settings)))
-    services.engine.methods.app_state = services
+    services = Services(settings=settings)
     services.metrics = Metrics()
-    services.metrics.watch(services)
-    services.engine.methods.call_observer = services.metrics.observe_tool_call
-    if settings.taskqueue.enabled and settings.p2p.mode == "embedded":
-        backend = QueueTaskBackend(services)
-        services.engine.methods.enable_tasks(backend)
-        services.extras["mcp_tasks"] = backend
     services.auth = Authenticator(settings.auth, settings.data_dir)
-    if services.auth.enabled:
-        services.engine.methods.tool_guard = services.auth.tool_guard
+    backend = None
+    if settings.taskqueue.enabled and settings.p2p.mode == "embedded":
+        backend = services.extras["mcp_tasks"] = QueueTaskBackend(services)
+    forward = None
+    if settings.p2p.mode == "local-node":
+        forward = services.extras["forwarder"] = LocalNodeForwarder()
+    hooks = EngineHooks(app_state=services, tasks=backend, forward=forward,
+                        observe_call=services.metrics.observe_tool_call,
+                        guard_tool=services.auth.tool_guard if services.auth.enabled else None)
+    services.engine = Engine(registry, _engine_config(settings), hooks=hooks)
+    services.metrics.watch(services)
     return services
 
 
-def create_app(
-    settings: Settings | None = None,
-    *,
-    configure: Callable[[Registry], None] | None = None,
-) -> Starlette:
-    """Build the app. ``configure`` may add tools, resources and prompts (tests, embedding)."""
-    services = build_services(settings or load_settings(), configure=configure)
-    settings = services.settings
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        library = sniffio.current_async_library()
-        if library != "trio":
-            raise RuntimeError(NOT_TRIO_MESSAGE.format(library=library))
-        await trio.to_thread.run_sync(services.auth.load)
-        async with running_services(services), trio.open_nursery() as nursery:
-            await nursery.start(endpoint.watchers.run)
-            log.info("triomcp %s ready", __version__)
-            yield {"services": services}
-            nursery.cancel_scope.cancel()
+def _service_routes(services: Services) -> list[Route]:
+    """Health, readiness, metrics and the OAuth protected-resource metadata."""
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "alive", "version": __version__})
@@ -125,31 +111,45 @@ def create_app(
         return JSONResponse(services.auth.metadata(request.url.scheme, host),
                             headers={"cache-control": "max-age=300"})
 
-    endpoint = McpEndpoint(
-        services.engine, max_body_bytes=settings.http.max_body_bytes, stopping=services.stopping
-    )
-    app = Starlette(
-        routes=[
-            Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            Route(METADATA_PATH, resource_metadata, methods=["GET"]),
-            Route(METADATA_PATH + "/mcp", resource_metadata, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route(METADATA_PATH, resource_metadata, methods=["GET"]),
+        Route(METADATA_PATH + "/mcp", resource_metadata, methods=["GET"]),
+    ]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    configure: Callable[[Registry], None] | None = None,
+) -> Starlette:
+    """Build the app. ``configure`` may add tools, resources and prompts (tests, embedding)."""
+    services = build_services(settings or load_settings(), configure=configure)
+    settings = services.settings
+    endpoint = McpEndpoint(services.engine, max_body_bytes=settings.http.max_body_bytes, stopping=services.stopping)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        library = sniffio.current_async_library()
+        if library != "trio":
+            raise RuntimeError(NOT_TRIO_MESSAGE.format(library=library))
+        await trio.to_thread.run_sync(services.auth.load)
+        async with running_services(services), trio.open_nursery() as nursery:
+            await nursery.start(endpoint.watchers.run)
+            log.info("triomcp %s ready", __version__)
+            yield {"services": services}
+            nursery.cancel_scope.cancel()
+
+    app = Starlette(routes=[Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"]), *_service_routes(services)],
+                    lifespan=lifespan)
     app.state.services = services
     # Starlette runs the middleware added last first: request id, Host/Origin, rate limit, auth.
     app.add_middleware(AuthMiddleware, engine=services.engine, auth=services.auth)
     app.add_middleware(RateLimitMiddleware, engine=services.engine, rate=settings.http.rate_limit_per_second,
                        burst=settings.http.rate_limit_burst)
-    app.add_middleware(
-        GuardMiddleware,
-        engine=services.engine,
-        allowed_hosts=settings.http.allowed_hosts,
-        allowed_origins=settings.http.allowed_origins,
-    )
+    app.add_middleware(GuardMiddleware, engine=services.engine, allowed_hosts=settings.http.allowed_hosts,
+                       allowed_origins=settings.http.allowed_origins)
     app.add_middleware(ObserveMiddleware, metrics=services.metrics)
     return app
-

@@ -9,6 +9,8 @@ Who may reach what:
   naming the scopes that would do (in both eras: the refusal is an HTTP answer).
 - The principal (``token:<name>`` or ``oauth:<sub>``) binds legacy sessions and queue tasks.
   Tokens themselves are never logged, stored or passed to peers.
+
+Size: three concepts that only serve each other (the token file, the JWKS, the authenticator).
 """
 
 from __future__ import annotations
@@ -108,6 +110,15 @@ class TokenFile:
             log.warning("auth.tokens_file %s is readable by group or others; chmod 600 it", self.path)
         self._entries = parse_tokens(self.path.read_text(), str(self.path))
         self._mtime = stat.st_mtime
+
+    def append(self, principal: str, scopes: list[str]) -> str:
+        """Add a new token for ``principal`` with ``scopes`` (creating the file, mode 0600); returns
+        the token, of which only the hash is stored (``triomcp tokens new``)."""
+        token = new_token()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with os.fdopen(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a") as out:
+            out.write(f"{principal} {','.join(scopes)} {hash_token(token)}\n")
+        return token
 
     async def _maybe_reload(self) -> None:
         now = trio.current_time()

@@ -19,7 +19,7 @@ from triomcp.logs import REQUEST_ID, new_request_id, valid_request_id
 from triomcp.mcp.engine import Engine
 from triomcp.p2p.rpc import TokenBucket
 from triomcp.server.auth import Authenticator
-from triomcp.server.mcp_endpoint import send_reply
+from triomcp.server.http_io import send_reply
 from triomcp.server.metrics import Metrics
 
 __all__ = ["AuthMiddleware", "GuardMiddleware", "ObserveMiddleware", "RateLimitMiddleware", "host_allowed",

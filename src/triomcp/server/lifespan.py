@@ -18,9 +18,10 @@ import trio
 
 from triomcp.p2p import open_node
 from triomcp.server.mcp_tasks import MCP_TOOL_CALL
-from triomcp.server.mesh import TOOL_CALL, make_tool_call_handler, run_mesh_workers
+from triomcp.server.mesh import run_mesh_workers
 from triomcp.server.peer_mcp import PeerMcpHandler
 from triomcp.server.services import Services
+from triomcp.server.tool_tasks import TOOL_CALL, make_tool_call_handler
 from triomcp.server.upstream import running_upstream
 from triomcp.taskqueue import HandlerRegistry, Task, open_task_queue, run_workers
 
@@ -103,7 +104,7 @@ async def running_services(services: Services) -> AsyncIterator[None]:
                     finally:
                         services.ready = False
                         services.stopping.set()
-                        services.engine.methods.close_listeners()
+                        services.engine.close_listeners()
                         workers.cancel_scope.cancel()  # running leases are released while the node is up
             services.node = None  # the host is closed
             nursery.cancel_scope.cancel()

@@ -48,8 +48,9 @@ def record_of(task: Task) -> TaskRecord:
             message = "cancellation requested"
     elif status == "failed":
         err = task.error or {}
-        data = err.get("data") if isinstance(err.get("data"), dict) else {}
-        error = data.get("jsonrpc") if isinstance(data.get("jsonrpc"), dict) else None
+        data = err.get("data")
+        passed = data.get("jsonrpc") if isinstance(data, dict) else None
+        error = passed if isinstance(passed, dict) else None
         message = str(err.get("message") or "the task failed")
         if error is None:
             error = {"code": -32603, "message": message}
@@ -104,7 +105,7 @@ class QueueTaskBackend:
 
     async def list(self, principal: str | None, cursor: str | None, limit: int) -> tuple[list[TaskRecord], str | None]:
         try:
-            tasks, next_cursor = await self._queue().list(task_type=MCP_TOOL_CALL, submitter=principal,
+            tasks, next_cursor = await self._queue().list_tasks(task_type=MCP_TOOL_CALL, submitter=principal,
                                                           cursor=cursor, limit=limit)
         except ValueError as exc:
             raise InvalidParams(f"Invalid cursor: {exc}") from None
@@ -132,4 +133,4 @@ class QueueTaskBackend:
         session_id = self.sessions.get(task.id)
         if task.finished:
             self.sessions.pop(task.id, None)
-        self.services.engine.methods.task_changed(record_of(task), session_id)
+        self.services.engine.task_changed(record_of(task), session_id)

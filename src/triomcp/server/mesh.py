@@ -20,28 +20,21 @@ from typing import Any
 
 import trio
 
-from triomcp.errors import LeaseLost, PeerError, RemoteError, ToolError
-from triomcp.mcp import jsonrpc
-from triomcp.mcp.engine import Engine
-from triomcp.mcp.outcomes import Call, Reply
-from triomcp.mcp.versions import LATEST_MODERN_VERSION
+from triomcp.errors import LeaseLost, PeerError, RemoteError
 from triomcp.p2p.mcp_client import call_peer_tool
+from triomcp.server.seams import MeshNode
 from triomcp.taskqueue import (
     HandlerRegistry,
     Lease,
-    NeedsInput,
-    NonRetryable,
     Task,
-    TaskContext,
     TaskState,
     run_workers,
 )
 
-__all__ = ["TOOL_CALL", "RemoteSource", "make_tool_call_handler", "run_mesh_workers"]
+__all__ = ["RemoteSource", "run_mesh_workers"]
 
 log = logging.getLogger("triomcp.mesh")
 
-TOOL_CALL = "tool.call"
 CLAIM_WAIT_SECONDS = 55.0
 """A mesh worker's long-poll on a peer (the peer answers at once when work arrives); longer means
 less idle traffic: a mesh of N nodes re-issues about N x (N-1) x types of them per period."""
@@ -58,74 +51,6 @@ def _task_from_dict(data: dict[str, Any], token: str | None) -> Task:
     return Task(**{k: v for k, v in fields.items() if k in Task.__dataclass_fields__})
 
 
-def make_tool_call_handler(engine: Engine, *, full_result: bool = False) -> Any:
-    """``tool.call``: run a registered MCP tool (payload ``{tool, arguments}``) as the submitter.
-
-    With ``full_result`` (MCP tasks, ``mcp.tool_call``) the task's result is the whole
-    ``CallToolResult``, an ``isError`` result included (the extension calls that *completed*), and
-    a JSON-RPC error fails the task with that error. Without it, the result is the structured
-    content and an ``isError`` result fails the task.
-    """
-
-    async def handle(task: Task, ctx: TaskContext) -> Any:
-        payload = task.payload if isinstance(task.payload, dict) else {}
-        tool, arguments = payload.get("tool"), payload.get("arguments") or {}
-        if not isinstance(tool, str) or engine.registry.get_tool(tool) is None:
-            raise NonRetryable(f"{task.type}: no tool {tool!r} on this node",
-                               data={"jsonrpc": {"code": -32602, "message": f"Unknown tool: {tool}"}})
-        capabilities = payload.get("capabilities")
-        earlier = payload.get("responses")
-        params: dict[str, Any] = {
-            "name": tool, "arguments": arguments,
-            "_meta": {"io.modelcontextprotocol/protocolVersion": LATEST_MODERN_VERSION,
-                      "io.modelcontextprotocol/clientCapabilities":
-                          capabilities if isinstance(capabilities, dict) else {},
-                      "progressToken": task.id}}
-        responses = {**(earlier if isinstance(earlier, dict) else {}), **task.responses}
-        if responses:
-            params["inputResponses"] = responses  # every answer so far: the handler runs again from the start
-        message = jsonrpc.request(1, "tools/call", params)
-        outcome = engine.handle_frame(message, principal=task.submitter, executing_task=True)
-        if isinstance(outcome, Reply):
-            body = outcome.body if isinstance(outcome.body, dict) else {}
-            raise NonRetryable(f"{task.type} refused: {body.get('error', body)}", data={"jsonrpc": body.get("error")})
-        assert isinstance(outcome, Call)
-
-        class Progress:
-            async def send(self, note: dict[str, Any]) -> None:
-                params = note.get("params") or {}
-                total = params.get("total")
-                if note.get("method") == "notifications/progress" and total:
-                    await ctx.report_progress(min(1.0, float(params["progress"]) / float(total)), params.get("message"))
-
-            async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-                raise ToolError("a task cannot ask its client for input", code="no_back_channel")
-
-            async def close_stream(self) -> None:
-                """A task has no response stream."""
-
-        response = await outcome.run(Progress())
-        assert response is not None
-        if "error" in response:
-            raise NonRetryable(f"{task.type} {tool}: {response['error'].get('message')}",
-                               data={"jsonrpc": response["error"]})
-        result = response["result"]
-        if result.get("resultType") == "input_required":
-            # The handler asked its client for input: the task waits (input_required) for tasks/update.
-            raise NeedsInput(dict(result.get("inputRequests") or {}))
-        if full_result:
-            result.pop("resultType", None)
-            result.pop("_meta", None)
-            return result
-        structured = result.get("structuredContent")
-        if result.get("isError"):
-            error = (structured or {}).get("error") or {}
-            raise NonRetryable(f"{tool}: {error.get('message', 'failed')}", data={"code": error.get("code")})
-        return structured
-
-    return handle
-
-
 def _lease_from_dict(lease: dict[str, Any]) -> Lease:
     return Lease(_task_from_dict(lease["task"], lease["token"]), lease["token"], lease["expires_at"])
 
@@ -133,7 +58,7 @@ def _lease_from_dict(lease: dict[str, Any]) -> Lease:
 class RemoteSource:
     """A peer's queue, worked through its ``taskqueue_*`` tools (a ``TaskSource``)."""
 
-    def __init__(self, node: Any, peer_id: str) -> None:
+    def __init__(self, node: MeshNode, peer_id: str) -> None:
         self.node = node
         self.peer_id = peer_id
         self.name = f"peer:{peer_id}"
@@ -231,7 +156,7 @@ class RemoteSource:
 
 
 async def run_mesh_workers(
-    node: Any,
+    node: MeshNode,
     registry: HandlerRegistry,
     *,
     concurrency: dict[str, int],

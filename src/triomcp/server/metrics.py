@@ -35,7 +35,7 @@ class _StateCollector(Collector):
         sessions.add_metric([], len(s.engine.sessions))
         yield sessions
         inflight = GaugeMetricFamily("triomcp_mcp_requests_in_flight", "MCP requests being handled now.")
-        inflight.add_metric([], s.engine.methods.inflight)
+        inflight.add_metric([], s.engine.statistics().inflight_calls)
         yield inflight
         if s.queue is not None:
             stats = s.queue.statistics()

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import signal
 from pathlib import Path
+from typing import cast
 
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
+from hypercorn.typing import ASGIFramework
 
 from triomcp.errors import ConfigError
 from triomcp.server.app import create_app
@@ -76,7 +78,7 @@ async def run_server(settings: Settings, config: Config) -> None:
                          config.graceful_timeout)
                 notify("STOPPING=1")
                 services.stopping.set()
-                services.engine.methods.close_listeners()
+                services.engine.close_listeners()
                 shutdown.set()
                 return
 
@@ -84,7 +86,8 @@ async def run_server(settings: Settings, config: Config) -> None:
 
     async def run_serve(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
         try:
-            await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)
+            # Starlette's ASGI signature is looser than hypercorn's own ASGIFramework protocol; it is one.
+            await serve(cast(ASGIFramework, app), config, shutdown_trigger=shutdown.wait, task_status=task_status)
         finally:
             served.set()
 

@@ -1,4 +1,7 @@
-"""The services the lifespan starts, shared with every request through ``app.state``."""
+"""The services the lifespan starts, shared with every request through ``app.state``.
+
+Tools reach them with :func:`services_of` (the engine hands them over as ``ctx.app_state``).
+"""
 
 from __future__ import annotations
 
@@ -9,42 +12,60 @@ from typing import Any
 import trio
 
 from triomcp.errors import ToolError
+from triomcp.mcp.context import ToolContext
 from triomcp.mcp.engine import Engine
+from triomcp.server.auth import Authenticator
 from triomcp.server.cache import TtlCache
+from triomcp.server.metrics import Metrics
+from triomcp.server.seams import MeshNode, WorkQueue
 from triomcp.settings import Settings
 
-__all__ = ["Services"]
+__all__ = ["Services", "services_of"]
 
 
 @dataclass
 class Services:
     settings: Settings
-    engine: Engine
+    engine: Engine = field(init=False)
+    """Set once built: the engine's hooks name these services, so it comes second."""
     started_at: float = field(default_factory=time.time)
     ready: bool = False
     stopping: trio.Event = field(default_factory=trio.Event)
     """Set when the node begins to drain: long-lived streams end, readiness turns false."""
-    node: Any = None
+    node: MeshNode | None = None
     """The libp2p node (``triomcp.p2p.Node``) once started, when p2p is enabled."""
-    queue: Any = None
+    queue: WorkQueue | None = None
     """The task queue (``triomcp.taskqueue.TaskQueue``) once opened, when enabled."""
     cache: TtlCache = field(default_factory=TtlCache)
-    metrics: Any = None
-    """``triomcp.server.metrics.Metrics``: the app's Prometheus registry."""
-    auth: Any = None
-    """``triomcp.server.auth.Authenticator``."""
+    metrics: Metrics = field(default_factory=Metrics)
+    """The app's Prometheus registry."""
+    auth: Authenticator = field(init=False)
+    """Who may call what over HTTP (``settings.auth``; it lets everyone in when auth is off)."""
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.auth = Authenticator(self.settings.auth, self.settings.data_dir)
 
     def uptime(self) -> float:
         return time.time() - self.started_at
 
-    def require_node(self) -> Any:
+    def require_node(self) -> MeshNode:
         if self.node is None:
             raise ToolError("the P2P node is not running on this server (p2p.enabled = false)", code="p2p_disabled")
         return self.node
 
-    def require_queue(self) -> Any:
+    def require_queue(self) -> WorkQueue:
         if self.queue is None:
             raise ToolError("the task queue is not running on this server (taskqueue.enabled = false)",
                             code="taskqueue_disabled")
         return self.queue
+
+
+def services_of(ctx: ToolContext) -> Services:
+    """The node's services, as the engine hands them to a tool (``ctx.app_state``)."""
+    state = ctx.app_state
+    if not isinstance(state, Services):
+        raise TypeError(f"this tool needs the node's Services as its context's app_state, not "
+                        f"{type(state).__name__}: serve it from an engine built by "
+                        "triomcp.server.app.build_services")
+    return state

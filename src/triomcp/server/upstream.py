@@ -16,12 +16,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
-from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
-from mcp_types.version import LATEST_MODERN_VERSION
 
 from triomcp.errors import ConfigError, PeerError, RemoteError, ToolError
 from triomcp.logs import REQUEST_ID
 from triomcp.mcp.context import ToolContext
+from triomcp.mcp.results import modern_meta, strip_modern
 from triomcp.p2p import FRONTEND_IDENTITY_FILE, Node, open_node, peer_id_in, read_announce
 from triomcp.p2p.mcp_client import ON_BEHALF_OF_META_KEY, REQUEST_ID_META_KEY, call_peer_tool
 from triomcp.server.services import Services
@@ -88,21 +87,34 @@ class Upstream:
                                           on_behalf_of=ctx.principal or "local", on_progress=relay)
         except RemoteError as err:
             raise ToolError(f"the local node refused {name}: {err}", code=err.code) from None
-        result.pop("resultType", None)
-        result.pop("_meta", None)
-        return result
+        return strip_modern(result)
 
     async def read_resource(self, uri: str, principal: str | None) -> dict[str, Any]:
-        meta: dict[str, Any] = {PROTOCOL_VERSION_META_KEY: LATEST_MODERN_VERSION, CLIENT_CAPABILITIES_META_KEY: {},
-                                ON_BEHALF_OF_META_KEY: principal or "local"}
+        meta = modern_meta()
+        meta[ON_BEHALF_OF_META_KEY] = principal or "local"
         if REQUEST_ID.get():
             meta[REQUEST_ID_META_KEY] = REQUEST_ID.get()
         result = await self.node.call(self._peer(), "resources/read", {"uri": uri, "_meta": meta})
-        result.pop("resultType", None)
-        result.pop("_meta", None)
-        result.pop("ttlMs", None)
-        result.pop("cacheScope", None)
-        return result
+        return strip_modern(result)
+
+
+class LocalNodeForwarder:
+    """The engine's :class:`~triomcp.mcp.config.Forwarder` in ``local-node`` mode: every tool call and
+    resource read goes to the local node, through the :class:`Upstream` while one is running."""
+
+    def __init__(self) -> None:
+        self.upstream: Upstream | None = None
+
+    def _running(self) -> Upstream:
+        if self.upstream is None:
+            raise PeerError("the connection to the local node is not running (the server is starting or stopping)")
+        return self.upstream
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        return await self._running().call_tool(name, arguments, ctx)
+
+    async def read_resource(self, uri: str, principal: str | None) -> dict[str, Any]:
+        return await self._running().read_resource(uri, principal)
 
 
 @contextlib.asynccontextmanager
@@ -112,14 +124,12 @@ async def running_upstream(services: Services) -> AsyncIterator[Upstream]:
     p2p = settings.p2p.model_copy(update={"listen": ["/ip4/127.0.0.1/tcp/0"], "mdns": False, "bootstrap": []})
     async with open_node(p2p, settings.data_dir, identity_file=FRONTEND_IDENTITY_FILE, announce=False) as node:
         upstream = Upstream(node, services)
-        methods = services.engine.methods
-        methods.forward_tool = upstream.call_tool
-        methods.forward_resource = upstream.read_resource
+        forwarder: LocalNodeForwarder = services.extras["forwarder"]
+        forwarder.upstream = upstream
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(upstream.keep_connected)
                 yield upstream
                 nursery.cancel_scope.cancel()
         finally:
-            methods.forward_tool = None
-            methods.forward_resource = None
+            forwarder.upstream = None

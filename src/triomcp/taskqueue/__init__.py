@@ -3,24 +3,16 @@
 It knows nothing of MCP, HTTP or libp2p.
 """
 
-from triomcp.taskqueue.machine import TRANSITIONS, Backoff
+from triomcp.errors import NeedsInput, NonRetryable
+from triomcp.taskqueue.machine import TRANSITIONS
 from triomcp.taskqueue.model import FINISHED, Lease, QueueStatistics, Task, TaskState
 from triomcp.taskqueue.queue import TaskQueue, open_task_queue
-from triomcp.taskqueue.workers import (
-    Handler,
-    HandlerRegistry,
-    NeedsInput,
-    NonRetryable,
-    TaskContext,
-    TaskSource,
-    run_one,
-    run_workers,
-)
+from triomcp.taskqueue.source import TaskSource
+from triomcp.taskqueue.workers import Handler, HandlerRegistry, TaskContext, run_one, run_workers
 
 __all__ = [
     "FINISHED",
     "TRANSITIONS",
-    "Backoff",
     "Handler",
     "HandlerRegistry",
     "Lease",

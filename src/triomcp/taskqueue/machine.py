@@ -24,15 +24,15 @@ what these functions return. ::
 
 from __future__ import annotations
 
-import random
 import secrets
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypedDict
 
+from triomcp._retry import Backoff
 from triomcp.errors import InvalidTransition, LeaseLost
 from triomcp.taskqueue.model import Task, TaskState
 
-__all__ = ["TRANSITIONS", "Backoff", "attempts_left", "expire", "transition"]
+__all__ = ["TRANSITIONS", "attempts_left", "expire", "fail", "transition"]
 
 Q, L, W = TaskState.QUEUED, TaskState.LEASED, TaskState.WAITING
 TRANSITIONS: dict[tuple[TaskState, str], TaskState] = {
@@ -52,21 +52,28 @@ TRANSITIONS: dict[tuple[TaskState, str], TaskState] = {
     (W, "provide"): W,
     (W, "cancel"): TaskState.CANCELLED,
 }
-HOLDER_EVENTS = frozenset({"renew", "progress", "complete", "fail_retry", "fail_final", "exhausted", "release",
-                           "cancelled", "suspend"})
+HOLDER_EVENTS = frozenset({"renew", "progress", "complete", "fail_retry", "fail_final", "exhausted",
+                           "release", "cancelled", "suspend"})
 """Events only the current lease holder may cause (checked by token)."""
 
 
-class Backoff:
-    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2 ** (attempt - 1)))."""
+class _Step(TypedDict):
+    """What every transition changes."""
 
-    def __init__(self, base: float = 1.0, cap: float = 300.0, rng: random.Random | None = None) -> None:
-        self.base = base
-        self.cap = cap
-        self._rng = rng or random.Random()
+    state: TaskState
+    updated_at: float
+    version: int
 
-    def delay(self, attempt: int) -> float:
-        return self._rng.uniform(0.0, min(self.cap, self.base * 2 ** max(0, attempt - 1)))
+
+class _NoLease(TypedDict):
+    """What every transition that ends the lease clears."""
+
+    lease_holder: None
+    lease_token: None
+    lease_expires_at: None
+
+
+_NO_LEASE: _NoLease = {"lease_holder": None, "lease_token": None, "lease_expires_at": None}
 
 
 def attempts_left(task: Task) -> bool:
@@ -91,8 +98,7 @@ def transition(
     new_state = TRANSITIONS[key]
     if event == "provide":
         return _provide(task, data["responses"], now=now)
-    common: dict[str, Any] = {"state": new_state, "updated_at": now, "version": task.version + 1}
-    no_lease = {"lease_holder": None, "lease_token": None, "lease_expires_at": None}
+    common: _Step = {"state": new_state, "updated_at": now, "version": task.version + 1}
     if event == "claim":
         return replace(task, **common, attempts=task.attempts + 1, lease_holder=data["holder"],
                        lease_token=secrets.token_urlsafe(18), lease_expires_at=now + data["lease_seconds"],
@@ -102,23 +108,23 @@ def transition(
     if event == "progress":
         return replace(task, **common, progress=data["fraction"], progress_message=data.get("message"))
     if event == "complete":
-        return replace(task, **common, **no_lease, result=data.get("result"), error=None, finished_at=now,
+        return replace(task, **common, **_NO_LEASE, result=data.get("result"), error=None, finished_at=now,
                        progress=1.0)
     if event == "fail_retry":
-        return replace(task, **common, **no_lease, error=data["error"], not_before=now + data["delay"])
+        return replace(task, **common, **_NO_LEASE, error=data["error"], not_before=now + data["delay"])
     if event in ("fail_final", "exhausted"):
-        return replace(task, **common, **no_lease, error=data.get("error", task.error), finished_at=now)
+        return replace(task, **common, **_NO_LEASE, error=data.get("error", task.error), finished_at=now)
     if event == "expire":
-        return replace(task, **common, **no_lease, not_before=now + data.get("delay", 0.0),
+        return replace(task, **common, **_NO_LEASE, not_before=now + data.get("delay", 0.0),
                        error={"code": "lease_expired", "message": f"lease of {task.lease_holder} expired"})
     if event == "release":
-        return replace(task, **common, **no_lease, attempts=max(0, task.attempts - 1))
+        return replace(task, **common, **_NO_LEASE, attempts=max(0, task.attempts - 1))
     if event == "suspend":
         answered = task.responses
         requests = {k: v for k, v in dict(data["requests"]).items() if k not in answered}
         if not requests:
             raise InvalidTransition(f"task {task.id}: suspended without an unanswered input request")
-        return replace(task, **common, **no_lease, attempts=max(0, task.attempts - 1),
+        return replace(task, **common, **_NO_LEASE, attempts=max(0, task.attempts - 1),
                        input={"requests": requests, "responses": answered})
     if event == "cancel":
         if new_state is TaskState.CANCELLED:
@@ -127,7 +133,7 @@ def transition(
                            error={"code": "cancelled", "message": why})
         return replace(task, **common, cancel_requested=True)
     if event == "cancelled":
-        return replace(task, **common, **no_lease, finished_at=now,
+        return replace(task, **common, **_NO_LEASE, finished_at=now,
                        error={"code": "cancelled", "message": "cancelled while running"})
     raise AssertionError(event)  # pragma: no cover - the table and this function agree
 
@@ -142,6 +148,17 @@ def _provide(task: Task, responses: dict[str, Any], *, now: float) -> Task:
     state = TaskState.WAITING if still else TaskState.QUEUED
     return replace(task, state=state, updated_at=now, version=task.version + 1, not_before=now,
                    input={"requests": still, "responses": {**task.responses, **answered}})
+
+
+def fail(task: Task, *, now: float, token: str, error: dict[str, Any], retry: bool, backoff: Backoff) -> Task:
+    """What a failed attempt becomes: failed for good (``retry=False``), queued again after a backoff,
+    or dead-lettered when no attempt is left."""
+    if not retry:
+        return transition(task, "fail_final", now=now, token=token, error=error)
+    if attempts_left(task):
+        delay = backoff.delay(task.attempts)
+        return transition(task, "fail_retry", now=now, token=token, error=error, delay=delay)
+    return transition(task, "exhausted", now=now, token=token, error=error)
 
 
 def expire(task: Task, *, now: float, backoff: Backoff) -> Task:

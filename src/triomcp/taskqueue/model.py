@@ -99,8 +99,6 @@ class Lease:
 @dataclass(frozen=True, slots=True)
 class QueueStatistics:
     by_state: dict[str, int] = field(default_factory=dict)
-    by_type: dict[str, int] = field(default_factory=dict)
-    """Unfinished tasks by type (backlog)."""
     submitted: int = 0
     lease_expiries: int = 0
     retries: int = 0

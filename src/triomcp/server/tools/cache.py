@@ -11,9 +11,10 @@ from pydantic import BaseModel, Field
 from triomcp.mcp.context import ToolContext
 from triomcp.mcp.registry import AnyJson, Registry
 from triomcp.p2p.mcp_client import call_peer_tool
-from triomcp.server.services import Services
+from triomcp.server.services import services_of
+from triomcp.server.tools.toolset import BuiltinTool, add_tools
 
-__all__ = ["register"]
+__all__ = ["TOOLS", "cache_delete", "cache_get", "cache_set", "register"]
 
 log = logging.getLogger("triomcp.cache")
 REPLICATE_TIMEOUT = 2.0
@@ -54,8 +55,7 @@ class Deleted(BaseModel):
 
 
 async def _replicate(ctx: ToolContext, tool: str, arguments: dict[str, Any]) -> tuple[list[str], list[str]]:
-    services: Services = ctx.app_state
-    node = services.node
+    node = services_of(ctx).node
     if node is None:
         return [], []
     targets = [p for p in node.connected_peers() if node.authorized.is_authorized(p)]
@@ -77,28 +77,37 @@ async def _replicate(ctx: ToolContext, tool: str, arguments: dict[str, Any]) -> 
     return sorted(done), sorted(failed)
 
 
+async def cache_get(args: GetArgs, ctx: ToolContext) -> Got:
+    found, value, left = services_of(ctx).cache.get(args.key)
+    return Got(found=found, value=value, ttl_left_s=None if left is None else round(left, 3))
+
+
+async def cache_set(args: SetArgs, ctx: ToolContext) -> Stored:
+    services_of(ctx).cache.set(args.key, args.value, args.ttl_s)
+    done: list[str] = []
+    failed: list[str] = []
+    if args.replicate:
+        done, failed = await _replicate(ctx, "cache_set", {"key": args.key, "value": args.value,
+                                                           "ttl_s": args.ttl_s})
+    return Stored(key=args.key, replicated_to=done, replication_failed=failed)
+
+
+async def cache_delete(args: DeleteArgs, ctx: ToolContext) -> Deleted:
+    deleted = services_of(ctx).cache.delete(args.key)
+    done: list[str] = []
+    if args.replicate:
+        done, _ = await _replicate(ctx, "cache_delete", {"key": args.key})
+    return Deleted(deleted=deleted, replicated_to=done)
+
+
+TOOLS = [
+    BuiltinTool(cache_get, "Read a cached value.", group="cache", read_only=True),
+    BuiltinTool(cache_set, "Store a JSON value for ttl_s seconds (optionally on every connected peer).",
+                group="cache", idempotent=True),
+    BuiltinTool(cache_delete, "Delete a cached value (optionally on every connected peer).", group="cache",
+                destructive=True, idempotent=True),
+]
+
+
 def register(registry: Registry) -> None:
-    @registry.tool(description="Read a cached value.", read_only=True, group="cache")
-    async def cache_get(args: GetArgs, ctx: ToolContext) -> Got:
-        found, value, left = ctx.app_state.cache.get(args.key)
-        return Got(found=found, value=value, ttl_left_s=None if left is None else round(left, 3))
-
-    @registry.tool(description="Store a JSON value for ttl_s seconds (optionally on every connected peer).",
-                   group="cache", idempotent=True)
-    async def cache_set(args: SetArgs, ctx: ToolContext) -> Stored:
-        ctx.app_state.cache.set(args.key, args.value, args.ttl_s)
-        done: list[str] = []
-        failed: list[str] = []
-        if args.replicate:
-            done, failed = await _replicate(ctx, "cache_set", {"key": args.key, "value": args.value,
-                                                               "ttl_s": args.ttl_s})
-        return Stored(key=args.key, replicated_to=done, replication_failed=failed)
-
-    @registry.tool(description="Delete a cached value (optionally on every connected peer).", group="cache",
-                   destructive=True, idempotent=True)
-    async def cache_delete(args: DeleteArgs, ctx: ToolContext) -> Deleted:
-        deleted = ctx.app_state.cache.delete(args.key)
-        done: list[str] = []
-        if args.replicate:
-            done, _ = await _replicate(ctx, "cache_delete", {"key": args.key})
-        return Deleted(deleted=deleted, replicated_to=done)
+    add_tools(registry, TOOLS)

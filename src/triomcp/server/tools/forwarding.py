@@ -2,30 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from triomcp.errors import RemoteError, ToolError
 from triomcp.mcp.context import ToolContext
+from triomcp.mcp.results import unwrap_tool_result
 from triomcp.p2p.mcp_client import call_peer_tool
-from triomcp.server.services import Services
+from triomcp.server.services import Services, services_of
 
-__all__ = ["forward", "is_remote"]
+__all__ = ["forward", "is_remote", "on_peer"]
+
+Out = TypeVar("Out", bound=BaseModel)
 
 
 def is_remote(services: Services, peer: str | None) -> bool:
     return bool(peer) and (services.node is None or peer != services.node.peer_id)
 
 
-async def forward(ctx: ToolContext, peer: str, tool: str, args: BaseModel, *, drop: tuple[str, ...] = ("peer",)) -> dict[str, Any]:
+async def on_peer(ctx: ToolContext, tool: str, args: BaseModel, out: type[Out]) -> Out | None:
+    """``tool``'s answer, as ``out``, from the node that ``args.peer`` names; None when that is this
+    node (or ``args`` names none), and the tool runs here."""
+    peer: str | None = getattr(args, "peer", None)
+    if peer is None or not is_remote(services_of(ctx), peer):
+        return None
+    return out(**await forward(ctx, peer, tool, args))
+
+
+async def forward(ctx: ToolContext, peer: str, tool: str, args: BaseModel, *,
+                  drop: tuple[str, ...] = ("peer",)) -> dict[str, Any]:
     """Call ``tool`` on ``peer`` with ``args`` (minus ``drop``); returns the peer's structured result.
 
     Progress from the peer is relayed to this call's client. A failure on the peer
     raises a ToolError with the peer's code, so the caller sees the same error shape.
     """
-    services: Services = ctx.app_state
-    node = services.require_node()
+    node = services_of(ctx).require_node()
     arguments = args.model_dump(mode="json", exclude=set(drop), exclude_none=True)
 
     async def relay(progress: float, total: float | None, message: str | None) -> None:
@@ -36,10 +48,4 @@ async def forward(ctx: ToolContext, peer: str, tool: str, args: BaseModel, *, dr
                                       on_progress=relay)
     except RemoteError as err:
         raise ToolError(str(err), code=err.code) from None
-    structured = result.get("structuredContent")
-    if not isinstance(structured, dict):
-        raise ToolError(f"peer {peer} answered {tool} without structured content", code="remote_error")
-    if result.get("isError") or not structured.get("ok", False):
-        error = structured.get("error") or {}
-        raise ToolError(f"on peer {peer}: {error.get('message', 'failed')}", code=error.get("code", "remote_error"))
-    return {k: v for k, v in structured.items() if k != "ok"}
+    return unwrap_tool_result(result, where=f"on peer {peer}: ")

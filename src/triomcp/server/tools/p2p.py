@@ -12,9 +12,11 @@ from triomcp.errors import RemoteError, ToolError
 from triomcp.mcp.context import ToolContext
 from triomcp.mcp.registry import Registry, ToolResult
 from triomcp.p2p.mcp_client import call_peer_tool
-from triomcp.server.services import Services
+from triomcp.server.services import services_of
+from triomcp.server.tools.toolset import BuiltinTool, add_tools
 
-__all__ = ["register"]
+__all__ = ["TOOLS", "p2p_call_tool", "p2p_connect", "p2p_peers", "p2p_ping", "p2p_status", "peers_resource",
+           "register"]
 
 PEER_ID = Field(description="base58 peer id, e.g. 12D3KooW...", min_length=10, max_length=128)
 
@@ -57,7 +59,8 @@ class CallArgs(BaseModel):
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
-def _status(services: Services) -> Status:
+async def p2p_status(args: NoArguments, ctx: ToolContext) -> Status:
+    services = services_of(ctx)
     node = services.require_node()
     queue = services.queue.statistics() if services.queue is not None else None
     return Status(
@@ -70,50 +73,60 @@ def _status(services: Services) -> Status:
     )
 
 
+async def p2p_peers(args: NoArguments, ctx: ToolContext) -> Peers:
+    return Peers(peers=services_of(ctx).require_node().known_peers())
+
+
+async def p2p_connect(args: ConnectArgs, ctx: ToolContext) -> Connected:
+    return Connected(peer_id=await services_of(ctx).require_node().connect(args.multiaddr))
+
+
+async def p2p_ping(args: PingArgs, ctx: ToolContext) -> Pong:
+    rtt = await services_of(ctx).require_node().ping(args.peer)
+    return Pong(peer=args.peer, rtt_ms=round(rtt * 1000, 3))
+
+
+async def p2p_call_tool(args: CallArgs, ctx: ToolContext) -> ToolResult:
+    services = services_of(ctx)
+    node = services.require_node()
+    timeout = services.settings.p2p.call_timeout
+
+    async def relay(progress: float, total: float | None, message: str | None) -> None:
+        await ctx.report_progress(progress, total, message)
+
+    try:
+        with trio.fail_after(timeout):
+            result = await call_peer_tool(node, args.peer, args.tool, args.arguments,
+                                          on_behalf_of=ctx.principal or "local", on_progress=relay)
+    except trio.TooSlowError:
+        raise ToolError(f"{args.tool} on {args.peer} took longer than p2p.call_timeout ({timeout}s)",
+                        code="peer_timeout") from None
+    except RemoteError as err:
+        raise ToolError(str(err), code=err.code) from None
+    # The peer's result travels as data, a failed one included (is_error): the call itself worked.
+    return ToolResult(data={"peer": args.peer, "tool": args.tool, "is_error": bool(result.get("isError")),
+                            "result": result.get("structuredContent")})
+
+
+async def peers_resource(ctx: ToolContext) -> str:
+    return json.dumps(services_of(ctx).require_node().known_peers(), indent=2)
+
+
+TOOLS = [
+    BuiltinTool(p2p_status, "This node's peer id, listen multiaddrs, connected peers and queue statistics.",
+                group="status", read_only=True),
+    BuiltinTool(p2p_peers, "Peers this node knows, with addresses and whether they are connected and "
+                "authorized.", group="status", read_only=True),
+    BuiltinTool(p2p_connect, "Dial a peer by multiaddr (…/p2p/<peer id>).", group="p2p", open_world=True),
+    BuiltinTool(p2p_ping, "Round-trip time to a peer over libp2p.", group="status", read_only=True,
+                open_world=True),
+    BuiltinTool(p2p_call_tool, "Call an MCP tool on another peer and return its result (progress is relayed). "
+                "Offered as a durable task to clients that speak MCP tasks.", group="p2p", open_world=True,
+                task_support="optional"),
+]
+
+
 def register(registry: Registry) -> None:
-    @registry.tool(description="This node's peer id, listen multiaddrs, connected peers and queue statistics.",
-                   read_only=True, group="status")
-    async def p2p_status(args: NoArguments, ctx: ToolContext) -> Status:
-        return _status(ctx.app_state)
-
-    @registry.tool(description="Peers this node knows, with addresses and whether they are connected and "
-                   "authorized.", read_only=True, group="status")
-    async def p2p_peers(args: NoArguments, ctx: ToolContext) -> Peers:
-        return Peers(peers=ctx.app_state.require_node().known_peers())
-
-    @registry.tool(description="Dial a peer by multiaddr (…/p2p/<peer id>).", group="p2p", open_world=True)
-    async def p2p_connect(args: ConnectArgs, ctx: ToolContext) -> Connected:
-        return Connected(peer_id=await ctx.app_state.require_node().connect(args.multiaddr))
-
-    @registry.tool(description="Round-trip time to a peer over libp2p.", read_only=True, group="status",
-                   open_world=True)
-    async def p2p_ping(args: PingArgs, ctx: ToolContext) -> Pong:
-        rtt = await ctx.app_state.require_node().ping(args.peer)
-        return Pong(peer=args.peer, rtt_ms=round(rtt * 1000, 3))
-
-    @registry.tool(description="Call an MCP tool on another peer and return its result (progress is relayed). "
-                               "Offered as a durable task to clients that speak MCP tasks.",
-                   group="p2p", open_world=True, task_support="optional")
-    async def p2p_call_tool(args: CallArgs, ctx: ToolContext) -> ToolResult:
-        services: Services = ctx.app_state
-        node = services.require_node()
-
-        async def relay(progress: float, total: float | None, message: str | None) -> None:
-            await ctx.report_progress(progress, total, message)
-
-        try:
-            with trio.fail_after(services.settings.p2p.call_timeout):
-                result = await call_peer_tool(node, args.peer, args.tool, args.arguments,
-                                              on_behalf_of=ctx.principal or "local", on_progress=relay)
-        except trio.TooSlowError:
-            raise ToolError(f"{args.tool} on {args.peer} took longer than p2p.call_timeout "
-                            f"({services.settings.p2p.call_timeout}s)", code="peer_timeout") from None
-        except RemoteError as err:
-            raise ToolError(str(err), code=err.code) from None
-        return ToolResult(data={"peer": args.peer, "tool": args.tool, "is_error": bool(result.get("isError")),
-                                "result": result.get("structuredContent")})
-
-    @registry.resource("triomcp://peers", name="peers", description="Known peers of this node.",
-                       mime_type="application/json")
-    async def peers_resource(ctx: ToolContext) -> str:
-        return json.dumps(ctx.app_state.require_node().known_peers(), indent=2)
+    add_tools(registry, TOOLS)
+    registry.resource("triomcp://peers", name="peers", description="Known peers of this node.",
+                      mime_type="application/json")(peers_resource)

@@ -8,9 +8,10 @@ from triomcp import __version__
 from triomcp.mcp.context import ToolContext
 from triomcp.mcp.registry import Registry
 from triomcp.mcp.versions import LEGACY_VERSIONS, MODERN_VERSIONS
-from triomcp.server.services import Services
+from triomcp.server.services import services_of
+from triomcp.server.tools.toolset import BuiltinTool, add_tools
 
-__all__ = ["ServerStatus", "register"]
+__all__ = ["TOOLS", "NoArguments", "ServerStatus", "register", "server_status"]
 
 
 class NoArguments(BaseModel):
@@ -26,17 +27,24 @@ class ServerStatus(BaseModel):
     listeners: int = Field(description="modern subscriptions/listen streams open now")
 
 
+async def server_status(args: NoArguments, ctx: ToolContext) -> ServerStatus:
+    services = services_of(ctx)
+    stats = services.engine.statistics()
+    return ServerStatus(
+        version=__version__,
+        uptime_s=round(services.uptime(), 3),
+        eras={"legacy": list(LEGACY_VERSIONS), "modern": list(MODERN_VERSIONS)},
+        open_sessions=stats.open_sessions,
+        inflight_calls=stats.inflight_calls,
+        listeners=stats.listeners,
+    )
+
+
+TOOLS = [
+    BuiltinTool(server_status, "Version, uptime, protocol eras served, open sessions and in-flight calls of "
+                "this server.", group="status", read_only=True, idempotent=True),
+]
+
+
 def register(registry: Registry) -> None:
-    @registry.tool(name="server_status", description="Version, uptime, protocol eras served, open sessions "
-                   "and in-flight calls of this server.", read_only=True, idempotent=True, group="status")
-    async def server_status(args: NoArguments, ctx: ToolContext) -> ServerStatus:
-        services: Services = ctx.app_state
-        stats = services.engine.statistics()
-        return ServerStatus(
-            version=__version__,
-            uptime_s=round(services.uptime(), 3),
-            eras={"legacy": list(LEGACY_VERSIONS), "modern": list(MODERN_VERSIONS)},
-            open_sessions=stats.open_sessions,
-            inflight_calls=stats.inflight_calls,
-            listeners=stats.listeners,
-        )
+    add_tools(registry, TOOLS)

@@ -2,7 +2,7 @@
 local tool = os.getenv("TOOL")
 local args = os.getenv("ARGS")
 local counter = 0
-local failures = 0
+failures = 0  -- a global: done() reads each thread's copy with thread:get("failures")
 local threads = {}
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"

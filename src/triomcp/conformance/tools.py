@@ -1,11 +1,8 @@
-"""Fixtures of the suite's feature scenarios: tools, resources, templates, prompts, completions.
+"""Fixtures of the suite's tool scenarios: content of every kind, notifications, asking the client.
 
 One fixture per requirement the scenarios print under "Server Implementation Requirements"
 (``tools-*``, ``elicitation-sep1034-defaults``, ``elicitation-sep1330-enums``,
-``json-schema-2020-12``, ``resources-*``, ``prompts-*``, ``completion-complete``), under the names
-and with the answers they expect. The fixtures that probe the protocol itself (``server-stateless``,
-``server-sse-polling``, ``http-custom-header-server-validation``) are in
-:mod:`triomcp.conformance.diagnostics`; :func:`register` adds both.
+``json-schema-2020-12``), under the names and with the answers they expect.
 
 Tools here are unstructured (``structured=False``): their result is exactly the content blocks the
 scenario names, as an ordinary MCP server would answer.
@@ -13,14 +10,12 @@ scenario names, as an ordinary MCP server would answer.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 import trio
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from triomcp.conformance import diagnostics
-from triomcp.conformance.common import Fixture, NoArguments, text_result
+from triomcp.conformance.common import Fixture, NoArguments, compact_json, text_result
 from triomcp.conformance.media import RED_PIXEL_PNG, SILENCE_WAV
 from triomcp.errors import ToolError
 from triomcp.mcp import content
@@ -32,7 +27,6 @@ __all__ = [
     "ENUMS_SCHEMA",
     "JSON_SCHEMA_2020_12",
     "SCHEMA_2020_12_TOOL",
-    "TEMPLATE_URI",
     "USER_DETAILS_SCHEMA",
     "ContactDetails",
     "ElicitMessage",
@@ -40,7 +34,6 @@ __all__ = [
     "register",
 ]
 
-TEMPLATE_URI = "test://template/{id}/data"
 STEP_DELAY = 0.05
 """Seconds between the log and progress notifications of one call (the scenarios ask for ~50 ms)."""
 
@@ -51,10 +44,6 @@ class SamplingPrompt(BaseModel):
 
 class ElicitMessage(BaseModel):
     message: str = Field(description="The message to show the user")
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 # -- tools: content of every kind ------------------------------------------------------------
@@ -79,7 +68,7 @@ async def multiple_content_types(args: NoArguments, ctx: ToolContext) -> ToolRes
     return ToolResult(content=[
         content.text("Multiple content types test:"),
         content.image(RED_PIXEL_PNG, "image/png"),
-        content.embedded_resource("test://mixed-content-resource", text=_compact({"test": "data", "value": 123}),
+        content.embedded_resource("test://mixed-content-resource", text=compact_json({"test": "data", "value": 123}),
                                   mime_type="application/json"),
     ])
 
@@ -112,7 +101,7 @@ async def sampling(args: SamplingPrompt, ctx: ToolContext) -> ToolResult:
     answer = await ctx.sample([{"role": "user", "content": {"type": "text", "text": args.prompt}}], max_tokens=100)
     block = answer.get("content")
     reply = block.get("text") if isinstance(block, dict) else None
-    return text_result(f"LLM response: {reply if isinstance(reply, str) else _compact(block)}")
+    return text_result(f"LLM response: {reply if isinstance(reply, str) else compact_json(block)}")
 
 
 USER_DETAILS_SCHEMA: dict[str, Any] = {
@@ -126,7 +115,7 @@ USER_DETAILS_SCHEMA: dict[str, Any] = {
 
 
 def _elicited(prefix: str, answer: dict[str, Any]) -> ToolResult:
-    return text_result(f"{prefix}: action={answer.get('action')}, content={_compact(answer.get('content') or {})}")
+    return text_result(f"{prefix}: action={answer.get('action')}, content={compact_json(answer.get('content') or {})}")
 
 
 async def elicitation(args: ElicitMessage, ctx: ToolContext) -> ToolResult:
@@ -243,66 +232,9 @@ async def json_schema_2020_12(args: ContactDetails, ctx: ToolContext) -> ToolRes
     return text_result(f"Contact {args.name or 'someone'} at {how}")
 
 
-# -- resources -------------------------------------------------------------------------------------
-async def static_text(ctx: ToolContext) -> str:
-    return "This is the content of the static text resource."
-
-
-async def static_binary(ctx: ToolContext) -> bytes:
-    return RED_PIXEL_PNG
-
-
-async def watched_resource(ctx: ToolContext) -> str:
-    return "A resource clients subscribe to."
-
-
-async def template_data(variables: dict[str, str], ctx: ToolContext) -> str:
-    ident = variables["id"]
-    return _compact({"id": ident, "templateTest": True, "data": f"Data for ID: {ident}"})
-
-
-# -- prompts ---------------------------------------------------------------------------------------
-def _user(block: dict[str, Any]) -> dict[str, Any]:
-    return {"role": "user", "content": block}
-
-
-async def simple_prompt(arguments: dict[str, str], ctx: ToolContext) -> list[dict[str, Any]]:
-    return [_user(content.text("This is a simple prompt for testing."))]
-
-
-async def prompt_with_arguments(arguments: dict[str, str], ctx: ToolContext) -> list[dict[str, Any]]:
-    return [_user(content.text(
-        f"Prompt with arguments: arg1='{arguments['arg1']}', arg2='{arguments['arg2']}'"))]
-
-
-async def prompt_with_embedded_resource(arguments: dict[str, str], ctx: ToolContext) -> list[dict[str, Any]]:
-    return [
-        _user(content.embedded_resource(arguments["resourceUri"], text="Embedded resource content for testing.",
-                                        mime_type="text/plain")),
-        _user(content.text("Please process the embedded resource above.")),
-    ]
-
-
-async def prompt_with_image(arguments: dict[str, str], ctx: ToolContext) -> list[dict[str, Any]]:
-    return [_user(content.image(RED_PIXEL_PNG, "image/png")), _user(content.text("Please analyze the image above."))]
-
-
-# -- completions -----------------------------------------------------------------------------------
-ARGUMENT_CANDIDATES = ("paris", "park", "party", "test", "testValue1", "testValue2")
-ID_CANDIDATES = ("1", "12", "123", "1234")
-
-
-async def complete_argument(value: str, other: dict[str, str]) -> list[str]:
-    return [c for c in ARGUMENT_CANDIDATES if c.startswith(value)]
-
-
-async def complete_id(value: str, other: dict[str, str]) -> list[str]:
-    return [c for c in ID_CANDIDATES if c.startswith(value)]
-
-
 # -- registration ----------------------------------------------------------------------------------
 def register(registry: Registry) -> None:
-    """Add the feature fixtures and the diagnostic ones (:mod:`triomcp.conformance.diagnostics`)."""
+    """Add the tool fixtures."""
     tools: list[tuple[str, str, Fixture]] = [
         ("test_simple_text", "Returns one text block.", simple_text),
         ("test_image_content", "Returns a PNG image (one red pixel).", image_content),
@@ -323,26 +255,3 @@ def register(registry: Registry) -> None:
     registry.add_tool(ToolDef(
         name=SCHEMA_2020_12_TOOL, description="Tool with JSON Schema 2020-12 features", fn=json_schema_2020_12,
         input_model=ContactDetails, output_model=None, structured=False, raw_input_schema=JSON_SCHEMA_2020_12))
-
-    registry.resource("test://static-text", name="static-text", description="A static text resource.",
-                      mime_type="text/plain")(static_text)
-    registry.resource("test://static-binary", name="static-binary", description="A static PNG image.",
-                      mime_type="image/png")(static_binary)
-    registry.resource("test://watched-resource", name="watched-resource",
-                      description="A resource to subscribe to.", mime_type="text/plain")(watched_resource)
-    registry.resource_template(TEMPLATE_URI, name="template-data", description="JSON data for an id.",
-                               mime_type="application/json")(template_data)
-
-    registry.prompt("test_simple_prompt", description="A prompt without arguments.")(simple_prompt)
-    registry.prompt("test_prompt_with_arguments", description="A prompt with two arguments.",
-                    arguments=[("arg1", "First test argument", True),
-                               ("arg2", "Second test argument", True)])(prompt_with_arguments)
-    registry.prompt("test_prompt_with_embedded_resource", description="A prompt embedding a resource.",
-                    arguments=[("resourceUri", "URI of the resource to embed", True)])(prompt_with_embedded_resource)
-    registry.prompt("test_prompt_with_image", description="A prompt with an image.")(prompt_with_image)
-
-    for argument in ("arg1", "arg2"):
-        registry.completion("ref/prompt", "test_prompt_with_arguments", argument)(complete_argument)
-    registry.completion("ref/resource", TEMPLATE_URI, "id")(complete_id)
-
-    diagnostics.register(registry)

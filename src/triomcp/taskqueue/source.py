@@ -1,0 +1,26 @@
+"""Where a worker gets tasks and reports outcomes: the local queue, or a peer's (over libp2p)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from triomcp.taskqueue.model import Lease
+
+__all__ = ["TaskSource"]
+
+
+class TaskSource(Protocol):
+    """Where a worker gets tasks and reports outcomes (the local queue, or a peer's)."""
+
+    name: str
+
+    async def wait_claim(self, holder: str, task_types: Sequence[str]) -> Lease: ...
+    async def renew(self, task_id: str, token: str) -> Lease: ...
+    async def report_progress(self, task_id: str, token: str, fraction: float,
+                              message: str | None = None) -> Any: ...
+    async def complete(self, task_id: str, token: str, result: Any) -> Any: ...
+    async def fail(self, task_id: str, token: str, error: dict[str, Any], *, retry: bool = True) -> Any: ...
+    async def release(self, task_id: str, token: str) -> Any: ...
+    async def confirm_cancelled(self, task_id: str, token: str) -> Any: ...
+    async def suspend(self, task_id: str, token: str, requests: dict[str, Any]) -> Any: ...
