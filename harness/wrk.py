@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CALL_SCRIPT", "WrkResult", "call_tool", "parse", "run"]
+__all__ = ["CALL_SCRIPT", "WrkResult", "call_tool", "parse", "report", "run"]
 
 CALL_SCRIPT = Path(__file__).with_name("wrk_call.lua")
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -61,16 +61,23 @@ def parse(out: str) -> WrkResult:
         socket_errors=dict(zip(_SOCKET_ERRORS, (int(n) for n in sockets.groups()), strict=True)) if sockets else {})
 
 
-def run(base_url: str, script: Path, *, connections: int, seconds: float, env: Mapping[str, str] | None = None,
-        request_timeout: float | None = None) -> WrkResult:
+def report(base_url: str, script: Path, *, connections: int, seconds: float, env: Mapping[str, str] | None = None,
+           request_timeout: float | None = None) -> str:
     """One thread, ``connections`` connections, for ``seconds`` (at least 1) against ``base_url``
-    (the script picks the path); ``env`` is added to the script's environment."""
+    (the script picks the path); ``env`` is added to the script's environment. wrk's report as it
+    printed it, with what the script's ``done`` wrote (:func:`run` parses it)."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, int(seconds))}s", "--latency", "-s", str(script)]
     if request_timeout is not None:
         argv += ["--timeout", f"{request_timeout:g}s"]
-    out = subprocess.run([*argv, base_url], env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                         timeout=seconds + 60, check=True).stdout
-    return parse(out)
+    return subprocess.run([*argv, base_url], env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=seconds + 60, check=True).stdout
+
+
+def run(base_url: str, script: Path, *, connections: int, seconds: float, env: Mapping[str, str] | None = None,
+        request_timeout: float | None = None) -> WrkResult:
+    """:func:`report`, parsed."""
+    return parse(report(base_url, script, connections=connections, seconds=seconds, env=env,
+                        request_timeout=request_timeout))
 
 
 def call_tool(base_url: str, tool: str, arguments: dict[str, Any], *, connections: int, seconds: float,

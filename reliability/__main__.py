@@ -1,10 +1,17 @@
-"""``python -m reliability [--quick]``: bounded long runs against real processes, one table, results.json."""
+"""``python -m reliability [--quick]``: bounded long runs against real processes, one table, results.json.
+
+While it runs it says what it is doing on stderr (:mod:`harness.progress`): the section, the
+step, how far (inputs done of the total, the load step, the fault round), the elapsed time, and
+the resident memory of the process under test; a line every 5 s, or one line redrawn in place on
+a terminal. ``--replay SEED:INDEX`` with ``--only http`` or ``--only p2p`` sends one fuzz input
+again, alone, to a fresh server, and prints the exchange."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
 import json
+import logging
 import shutil
 import sys
 import tempfile
@@ -17,7 +24,8 @@ import trio
 from harness import wrk
 from harness.measure import rss_kib
 from harness.procs import env_for, free_port, started, wait_for_announce, wait_http
-from reliability import faults, http_fuzz, load, p2p_fuzz
+from harness.progress import Progress, clock
+from reliability import faults, http_fuzz, http_inputs, load, p2p_fuzz, p2p_inputs
 from reliability.checks import answers_valid_call
 from reliability.faults import QUIET
 
@@ -26,41 +34,136 @@ MAX_BODY = 65536
 MAX_FRAME = 65536
 
 
-def http_section(base: Path, n: int) -> dict[str, Any]:
+HTTP_SEED = 20260728
+P2P_SEED = 1
+HTTP_CONCURRENCY = 32
+"""Fuzzer connections at once: past about 32 the one-core server is saturated and only latency grows."""
+P2P_STREAMS = 16
+"""Streams at once on the fuzzer's one connection to the node."""
+FUZZ_INPUTS = (100_000, 3_000)
+"""Inputs per fuzzer: a full run, ``--quick``."""
+
+
+def _http_env(base: Path) -> dict[str, str]:
+    return env_for(base / "http", "fuzz", log_level=QUIET, p2p={"enabled": False}, http={"max_body_bytes": MAX_BODY})
+
+
+def http_section(base: Path, n: int, seed: int, progress: Progress) -> dict[str, Any]:
+    progress.section("http fuzz")
+    progress.step("starting the server")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = env_for(base / "http", "fuzz", log_level=QUIET, p2p={"enabled": False}, http={"max_body_bytes": MAX_BODY})
-    with started(["serve", "--bind", f"127.0.0.1:{port}"], env, base / "http.log") as proc:
+    with started(["serve", "--bind", f"127.0.0.1:{port}"], _http_env(base), base / "http.log") as proc:
         wait_http(url, proc)
         before = rss_kib(proc.pid)
+        progress.watch(proc.pid, "server")
+        progress.step(f"seed {seed}, {HTTP_CONCURRENCY} connections", total=n, unit="inputs")
         t0 = time.monotonic()
-        tally = trio.run(http_fuzz.run, url, http_fuzz.generate(n, 20260728, MAX_BODY))
-        out = http_fuzz.summary(tally, time.monotonic() - t0)
+        tally = trio.run(lambda: http_fuzz.run(url, http_inputs.generate(n, seed, MAX_BODY),
+                                               concurrency=HTTP_CONCURRENCY, progress=progress))
+        seconds = time.monotonic() - t0
+        out = {"seed": seed, "concurrency": HTTP_CONCURRENCY, **http_fuzz.summary(tally, seconds)}
         out.update(alive_after=proc.poll() is None and answers_valid_call(url), rss_kib_before=before,
-                   rss_kib_after=rss_kib(proc.pid))
+                   rss_kib_after=rss_kib(proc.pid), rss_kib_peak_sampled=progress.peak_rss_kib)
+        progress.watch(None)
+    progress.say(f"http fuzz: {out['inputs']} inputs in {clock(seconds)} ({out['inputs_per_s']}/s): "
+                 f"unexpected 5xx {out['server_errors_5xx']}, hung {out['hung']}, 503 {out['overloaded_503']}, "
+                 f"other failures {tally.bad - tally.server_errors - tally.hung}; server RSS "
+                 f"{_mib(before)} -> {_mib(out['rss_kib_after'])} MiB")
     return out
 
 
-def p2p_section(base: Path, batches: int, flood: int) -> dict[str, Any]:
+def p2p_section(base: Path, n: int, flood: int, seed: int, progress: Progress) -> dict[str, Any]:
+    progress.section("p2p fuzz")
+    progress.step("starting the node")
     data = base / "p2p"
     env = env_for(data, "node", log_level=QUIET, p2p={"max_frame_bytes": MAX_FRAME})
     with started(["node"], env, base / "p2p.log") as proc:
         info = wait_for_announce(data, proc)
         before = rss_kib(proc.pid)
-        tally = trio.run(lambda: p2p_fuzz.fuzz_node(data, info["multiaddrs"][0], batches=batches, flood=flood,
-                                                    seed=1, max_frame_bytes=MAX_FRAME))
-        out = p2p_fuzz.summary(tally)
-        out.update(crashes=0 if proc.poll() is None else 1, rss_kib_before=before, rss_kib_after=rss_kib(proc.pid))
+        progress.watch(proc.pid)
+        progress.step(f"seed {seed}, {P2P_STREAMS} streams", total=n, unit="inputs")
+        t0 = time.monotonic()
+        tally = trio.run(lambda: p2p_fuzz.fuzz_node(data, info["multiaddrs"][0], inputs=n, flood=flood, seed=seed,
+                                                    max_frame_bytes=MAX_FRAME, streams=P2P_STREAMS,
+                                                    progress=progress))
+        seconds = time.monotonic() - t0
+        out = {"seed": seed, "streams_at_once": P2P_STREAMS, **p2p_fuzz.summary(tally, seconds)}
+        out.update(crashes=0 if proc.poll() is None else 1, rss_kib_before=before, rss_kib_after=rss_kib(proc.pid),
+                   rss_kib_peak_sampled=progress.peak_rss_kib)
+        progress.watch(None)
     log = (base / "p2p.log").read_text(errors="replace")
     out["stream_handler_failures_logged"] = log.count("MCP stream handler failed")
+    out["tracebacks_logged"] = log.count("Traceback")
+    progress.say(f"p2p fuzz: {tally.inputs} inputs in {clock(tally.fuzz_seconds)} ({out['inputs_per_s']}/s): crashes "
+                 f"{out['crashes']}, hung {tally.hung}, streams killed {tally.streams_killed}, connections lost "
+                 f"{len(tally.connection_losses)}, other failures {tally.bad - tally.hung - tally.streams_killed}; "
+                 f"node RSS {_mib(before)} -> {_mib(out['rss_kib_after'])} MiB")
     return out
+
+
+def _mib(kib: int | None) -> str:
+    return "?" if kib is None else f"{kib / 1024:.0f}"
+
+
+def _ref(text: str) -> tuple[int, int]:
+    seed, _, index = text.partition(":")
+    if not (seed.isdigit() and index.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not SEED:INDEX")
+    return int(seed), int(index)
+
+
+def replay(fuzzer: str, seed: int, index: int, base: Path) -> int:
+    """Regenerate input ``index`` of ``seed``, send it alone to a fresh server, print the exchange."""
+    if fuzzer == "http":
+        c = http_inputs.case(seed, index, MAX_BODY)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        with started(["serve", "--bind", f"127.0.0.1:{port}"], _http_env(base), base / "http.log") as proc:
+            wait_http(url, proc)
+            chunks, answer = trio.run(http_fuzz.replay, url, c)
+            alive = proc.poll() is None and answers_valid_call(url)
+        written = b"".join(chunks)
+        print(f"http input {c.ref} ({c.kind}): {len(written)} bytes in {len(chunks)} chunk(s)"
+              f"{f', {c.drip:g} s apart' if c.drip else ''}{', then EOF' if c.raw is not None else ''}:")
+        print(f"  {written[:4000]!r}{' ...' if len(written) > 4000 else ''}")
+        if answer is None:
+            print(f"answer: none within {http_fuzz.DEADLINE:g} s (hung)")
+        for status, headers, body in answer.responses if answer else []:
+            print(f"answer: {status} {headers}\n  {body[:2000]!r}")
+        if answer is not None and not answer.responses:
+            print(f"answer: none, the connection closed{f' ({answer.protocol_error})' if answer.protocol_error else ''}")
+        print(f"server alive and answering after it: {alive}")
+        return 0
+    item = p2p_inputs.frame_input(seed, index, MAX_FRAME)
+    data = base / "p2p"
+    env = env_for(data, "node", log_level=QUIET, p2p={"max_frame_bytes": MAX_FRAME})
+    with started(["node"], env, base / "p2p.log") as proc:
+        info = wait_for_announce(data, proc)
+        replies = trio.run(lambda: p2p_fuzz.send_one(data, info["multiaddrs"][0], item.data, ending=item.ending))
+        alive = proc.poll() is None
+        serving = alive and trio.run(p2p_fuzz.still_serving, data, info["multiaddrs"][0])
+    first = index - index % p2p_inputs.STREAM_INPUTS
+    print(f"p2p input {item.ref} ({item.kind}; in a run it is on stream {index // p2p_inputs.STREAM_INPUTS}, "
+          f"inputs {first}-{first + p2p_inputs.STREAM_INPUTS - 1}): {len(item.data)} bytes"
+          f"{f', then {item.ending}' if item.ending else ', then a probe'}; replies owed {item.owed}"
+          f"{' (JSON-RPC owes one more, which the node does not give: a notifications/cancelled with an id)' if item.known_silent else ''}:")
+    print(f"  {item.data[:4000]!r}{' ...' if len(item.data) > 4000 else ''}")
+    for reply in replies:
+        print(f"reply: {json.dumps(reply, default=repr)[:500]}")
+    print(f"node alive: {alive}; a fresh client served after it: {serving}")
+    return 0
 
 
 SOAK_GROWTH_KIB = 5 * 1024
 """Most RSS growth allowed over the soak's last rounds (after the first has warmed every cache)."""
 
 
-def load_section(base: Path, steps: list[int], seconds: float, soak_rounds: int) -> dict[str, Any]:
+def load_section(base: Path, steps: list[int], seconds: float, soak_rounds: int,
+                 progress: Progress | None = None) -> dict[str, Any]:
+    progress = progress if progress is not None else Progress.silent()
+    progress.section("load")
+    progress.step("starting the server")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     max_sessions = max(steps)
@@ -68,21 +171,27 @@ def load_section(base: Path, steps: list[int], seconds: float, soak_rounds: int)
     with started(["serve", "--bind", f"127.0.0.1:{port}"], env, base / "load.log") as proc:
         wait_http(url, proc)
         before = rss_kib(proc.pid)
-        runs = [trio.run(load.run, url, c, seconds) for c in steps]
+        progress.watch(proc.pid, "server")
+        runs = []
+        for k, c in enumerate(steps):
+            progress.step(f"step {k + 1}/{len(steps)}: {c} Python clients", seconds=seconds)
+            runs.append(trio.run(load.run, url, c, seconds))
         # The same steps from wrk (C, its own process): the Python clients above saturate their own
         # process past a few hundred connections, so these say what the server itself sustains.
         wrk_runs = []
         if shutil.which("wrk"):
-            for c in steps:
-                step = wrk.call_tool(url, "server_status", {}, connections=c, seconds=seconds)
-                wrk_runs.append({"connections": c, **step.to_dict(), "rss_kib_after": rss_kib(proc.pid)})
+            for c in [*steps, 2 * steps[-1]]:  # and past it: admission control refuses with 503, -32010
+                progress.step(f"wrk, {c} connections", seconds=seconds)
+                wrk_runs.append({**load.wrk_overload(url, c, seconds), "rss_kib_after": rss_kib(proc.pid)})
         # Soak: the first step again and again; a leak shows as RSS that keeps growing.
         soak_rss = []
         if shutil.which("wrk"):
-            for _ in range(soak_rounds):
+            for r in range(soak_rounds):
+                progress.step(f"soak round {r + 1}/{soak_rounds}: wrk, {steps[0]} connections", seconds=seconds)
                 wrk.call_tool(url, "server_status", {}, connections=steps[0], seconds=seconds)
                 soak_rss.append(rss_kib(proc.pid))
         after = rss_kib(proc.pid)
+        progress.step(f"past max_sessions: {2 * max_sessions} legacy sessions")
         over = trio.run(load.past_the_limit, url, 2 * max_sessions)
         alive = proc.poll() is None and answers_valid_call(url)
     return {"steps": runs, "wrk_steps": wrk_runs, "soak_connections": steps[0], "soak_rss_kib": soak_rss,
@@ -98,21 +207,30 @@ def table(results: dict[str, Any]) -> str:
     rows = [("check", "inputs", "bad", "verdict", "figures")]
     h = results.get("http_fuzz")
     if h:
+        bad = (h["server_errors_5xx"] + h["hung"] + h["dropped"] + h["bad_responses"] + h["malformed_error_bodies"]
+               + h["pipelined_missing"] + h["connect_errors"])
         rows.append(_row("http fuzz", h["inputs"], f"5xx={h['server_errors_5xx']} hung={h['hung']}",
-                         h["server_errors_5xx"] == 0 and h["hung"] == 0 and h["alive_after"]
-                         and h["malformed_error_bodies"] == 0,
-                         f"503={h['overloaded_503']} closed={h['closed_without_response']} "
-                         f"bad-error-bodies={h['malformed_error_bodies']} alive={h['alive_after']} "
-                         f"rss {h['rss_kib_before']}->{h['rss_kib_after']} KiB"))
+                         bad == 0 and h["alive_after"],
+                         f"seed {h['seed']}, {h['inputs_per_s']}/s over {h['concurrency']} connections; "
+                         f"503+Retry-After={h['overloaded_503']} dropped={h['dropped']} "
+                         f"bad-responses={h['bad_responses']} bad-error-bodies={h['malformed_error_bodies']} "
+                         f"pipelined-missing={h['pipelined_missing']} closed(raw)={h['closed_without_response']} "
+                         f"alive={h['alive_after']} rss {h['rss_kib_before']}->{h['rss_kib_after']} KiB"))
     p = results.get("p2p_fuzz")
     if p:
-        rows.append(_row("p2p frame fuzz", p["frames_sent"], f"crashes={p['crashes']}",
-                         p["crashes"] == 0 and p["serving_after"] and p["streams_failed"] == 0,
-                         f"replies={p['replies']} errors={p['error_replies']} probes {p['probes_answered']}/"
-                         f"{p['probes_sent']} streams-failed={p['streams_failed']}/{p['streams']} "
+        bad = (p["hung"] + p["streams_killed"] + p["unanswered"] + p["internal_errors"] + p["malformed_replies"]
+               + p["streams_failed"] + p["connection_lost"] + len(p["connection_losses"]))
+        rows.append(_row("p2p frame fuzz", p["inputs"], f"crashes={p['crashes']} hung={p['hung']}",
+                         p["crashes"] == 0 and bad == 0 and p["serving_after"]
+                         and p["stream_handler_failures_logged"] == 0 and p["flood_answered"] == p["flood_sent"],
+                         f"seed {p['seed']}, {p['inputs_per_s']}/s over {p['streams_at_once']} streams; "
+                         f"killed={p['streams_killed']} connections-lost={len(p['connection_losses'])} "
+                         f"unanswered={p['unanswered']} internal-errors={p['internal_errors']} "
+                         f"malformed={p['malformed_replies']} probes {p['probes_answered']}+{p['probes_refused']}"
+                         f"(-32010)/{p['probes_sent']} streams {p['streams']} (failed {p['streams_failed']}) "
                          f"handler-failures={p['stream_handler_failures_logged']} "
                          f"flood {p['flood_answered']}/{p['flood_sent']} (-32010: {p['flood_rate_limited']}) "
-                         f"serving-after={p['serving_after']}"))
+                         f"serving-after={p['serving_after']} rss {p['rss_kib_before']}->{p['rss_kib_after']} KiB"))
     for key, name in (("worker_kill", "worker SIGKILL"), ("owner_kill", "owner SIGKILL")):
         f = results.get(key)
         if f:
@@ -136,7 +254,10 @@ def table(results: dict[str, Any]) -> str:
         for step in lo.get("wrk_steps", []):
             bad = step["failed"] + step["socket_errors_total"]
             rows.append(_row(f"load {step['connections']} conns (wrk)", f"{step['rps']:.0f}/s", f"errors={bad:.0f}",
-                             bad == 0, f"p50={step['p50_ms']}ms p99={step['p99_ms']}ms socket errors {step.get('socket_errors', {})}"))
+                             bad == 0, f"served {step.get('served_per_s')}/s p50={step.get('served_p50_ms')}ms "
+                             f"p99={step.get('served_p99_ms')}ms; refused (503) {step.get('refused_per_s')}/s "
+                             f"p50={step.get('refusal_p50_ms')}ms p99={step.get('refusal_p99_ms')}ms; another "
+                             f"address p50={step.get('other_served_p50_ms')}ms; socket errors {step['socket_errors']}"))
         soak = lo.get("soak_rss_kib") or []
         if len(soak) >= 2:
             growth = soak[-1] - soak[0]
@@ -158,27 +279,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=["http", "p2p", "faults", "load"],
                         help="run only these sections (repeatable)")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--seed", type=int, help=f"the fuzzers' seed (default: http {HTTP_SEED}, p2p {P2P_SEED})")
+    parser.add_argument("--fuzz-inputs", type=int, metavar="N",
+                        help=f"inputs per fuzzer (default {FUZZ_INPUTS[0]}, {FUZZ_INPUTS[1]} with --quick)")
+    parser.add_argument("--replay", type=_ref, metavar="SEED:INDEX",
+                        help="send one fuzz input again to a fresh server and print the exchange "
+                             "(with --only http or --only p2p)")
     args = parser.parse_args(argv)
+    # The p2p fuzzer's client host is py-libp2p: when the fuzz breaks a connection it logs each failed
+    # stream at length. The fuzzer counts those failures itself (results.json); keep stderr to progress.
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)
     quick = args.quick
     only = set(args.only or ["http", "p2p", "faults", "load"])
+    if args.replay is not None:
+        if len(only) != 1 or not only <= {"http", "p2p"}:
+            parser.error("--replay needs --only http or --only p2p")
+        seed, index = args.replay
+        with tempfile.TemporaryDirectory(prefix="triomcp-replay-") as tmp:
+            return replay(only.pop(), seed, index, Path(tmp))
+    n = args.fuzz_inputs if args.fuzz_inputs is not None else FUZZ_INPUTS[1 if quick else 0]
     results: dict[str, Any] = {"command": " ".join(["python -m reliability", *(argv if argv is not None
                                                                                  else sys.argv[1:])]),
                                "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                                "quick": quick}
-    with tempfile.TemporaryDirectory(prefix="triomcp-reliability-") as tmp:
+    started_at = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="triomcp-reliability-") as tmp, Progress() as progress:
         base = Path(tmp)
         if "http" in only:
-            results["http_fuzz"] = http_section(base, 300 if quick else 3000)
+            results["http_fuzz"] = http_section(base, n, HTTP_SEED if args.seed is None else args.seed, progress)
         if "p2p" in only:
-            results["p2p_fuzz"] = p2p_section(base, 8 if quick else 80, 1500 if quick else 5000)
+            results["p2p_fuzz"] = p2p_section(base, n, 1500 if quick else 5000,
+                                              P2P_SEED if args.seed is None else args.seed, progress)
         if "faults" in only:
-            results["worker_kill"] = faults.worker_killed_mid_task(base / "wk", 3 if quick else 20)
+            progress.section("faults")
+            results["worker_kill"] = faults.worker_killed_mid_task(base / "wk", 3 if quick else 20, progress=progress)
             results["owner_kill"] = faults.owner_killed_after_ack(base / "ok", 40 if quick else 200,
-                                                                  rounds=1 if quick else 3)
-            results["sigterm"] = faults.sigterm_under_load(base / "st", 20 if quick else 100)
+                                                                  rounds=1 if quick else 3, progress=progress)
+            results["sigterm"] = faults.sigterm_under_load(base / "st", 20 if quick else 100, progress=progress)
+            progress.say("faults: done")
         if "load" in only:
             results["load"] = load_section(base, [50] if quick else [200, 400, 800], 5.0 if quick else 20.0,
-                                           soak_rounds=2 if quick else 6)
+                                           soak_rounds=2 if quick else 6, progress=progress)
+            progress.say("load: done")
+    results["seconds"] = round(time.monotonic() - started_at)
     rendered = table(results)
     results["table"] = rendered.splitlines()
     args.output.write_text(json.dumps(results, indent=2) + "\n")

@@ -17,6 +17,7 @@ import httpx
 
 from harness.mcp_http import call, modern_call, structured
 from harness.procs import env_for, free_port, run_cli, started, wait_for_announce, wait_http
+from harness.progress import Progress
 from reliability.handlers import HANDLERS, read_log
 
 FINAL = ("succeeded", "failed", "dead", "cancelled")
@@ -43,8 +44,11 @@ def submit(url: str, log: Path, seconds: float, **extra: Any) -> str:
     return str(out["task_id"])
 
 
-def worker_killed_mid_task(base: Path, rounds: int, *, lease: float = 1.5, seconds: float = 2.0) -> dict[str, Any]:
+def worker_killed_mid_task(base: Path, rounds: int, *, lease: float = 1.5, seconds: float = 2.0,
+                           progress: Progress | None = None) -> dict[str, Any]:
     """An owner that runs nothing itself, two workers; each round SIGKILLs the worker holding the task."""
+    progress = progress if progress is not None else Progress.silent()
+    progress.step("worker SIGKILL mid-task: starting an owner and two workers")
     log = base / "runs.log"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -72,7 +76,9 @@ def worker_killed_mid_task(base: Path, rounds: int, *, lease: float = 1.5, secon
                 procs[name] = cm.__enter__()
                 stack.append(cm)
                 wait_for_announce(dirs[name], procs[name])
+            progress.step("worker SIGKILL mid-task", total=rounds, unit="faults")
             for _ in range(rounds):
+                progress.figures(lost=len(result["not_finished"]))
                 result["submitted"] += 1
                 task_id = submit(url, log, seconds)
                 result["acknowledged"] += 1
@@ -99,6 +105,7 @@ def worker_killed_mid_task(base: Path, rounds: int, *, lease: float = 1.5, secon
                 procs[victim] = cm.__enter__()
                 stack.append(cm)
                 wait_for_announce(dirs[victim], procs[victim])
+                progress.advance()
         finally:
             for cm in reversed(stack):
                 cm.__exit__(None, None, None)
@@ -120,9 +127,10 @@ def _outcomes(url: str, task_ids: list[str], log: Path) -> dict[str, Any]:
     }
 
 
-def owner_killed_after_ack(base: Path, tasks: int, *, rounds: int = 1) -> dict[str, Any]:
+def owner_killed_after_ack(base: Path, tasks: int, *, rounds: int = 1, progress: Progress | None = None) -> dict[str, Any]:
     """Submit ``tasks`` (nothing runs them), SIGKILL the owner right after the last ack, restart it
     with the same data dir and a worker for the type: every acknowledged task must run."""
+    progress = progress if progress is not None else Progress.silent()
     log = base / "runs.log"
     data = base / "owner"
     result: dict[str, Any] = {"faults": 0, "submitted": 0, "acknowledged": 0}
@@ -134,6 +142,8 @@ def owner_killed_after_ack(base: Path, tasks: int, *, rounds: int = 1) -> dict[s
             "handlers": HANDLERS, "concurrency": {"*": 1, "rel.record": 0}})
         with started(["serve", "--bind", f"127.0.0.1:{port}"], env, base / f"owner-{r}.log") as owner:
             wait_http(url, owner)
+            progress.step(f"owner SIGKILL after ack: round {r + 1}/{rounds}, submitting", total=4 * (tasks // 4 + 1),
+                          unit="tasks")
             headers, _ = modern_call("taskqueue_submit", {})
             lock = threading.Lock()
 
@@ -152,6 +162,7 @@ def owner_killed_after_ack(base: Path, tasks: int, *, rounds: int = 1) -> dict[s
                             continue
                         with lock:
                             acked.append(task_id)
+                        progress.advance()
 
             threads = [threading.Thread(target=submitter, args=(k * tasks, tasks // 4 + 1)) for k in range(4)]
             for t in threads:
@@ -168,9 +179,12 @@ def owner_killed_after_ack(base: Path, tasks: int, *, rounds: int = 1) -> dict[s
                   taskqueue={"handlers": HANDLERS, "concurrency": {"*": 4}})
     with started(["serve", "--bind", f"127.0.0.1:{port}"], env, base / "owner-restart.log") as owner:
         wait_http(url, owner)
+        progress.step("owner SIGKILL after ack: restarted, every acknowledged task runs", total=len(acked),
+                      unit="tasks")
         present = 0
         deadline = time.monotonic() + 120
         for task_id in acked:
+            progress.advance()
             try:
                 task = get_task(url, task_id)
             except Exception:
@@ -186,9 +200,11 @@ def owner_killed_after_ack(base: Path, tasks: int, *, rounds: int = 1) -> dict[s
     return result
 
 
-def sigterm_under_load(base: Path, clients: int, *, hold: float = 1.0) -> dict[str, Any]:
+def sigterm_under_load(base: Path, clients: int, *, hold: float = 1.0, progress: Progress | None = None) -> dict[str, Any]:
     """``clients`` threads keep calls in flight (half ``taskqueue_wait`` of ``hold`` s, half
     ``server_status``); SIGTERM lands mid-load: exit code 0 and every call in flight answered."""
+    progress = progress if progress is not None else Progress.silent()
+    progress.step(f"SIGTERM under load: {clients} clients")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = env_for(base / "drain", "drain", log_level=QUIET, p2p={"enabled": False}, http={"graceful_timeout": 10.0})
@@ -219,7 +235,9 @@ def sigterm_under_load(base: Path, clients: int, *, hold: float = 1.0) -> dict[s
         threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
         for t in threads:
             t.start()
+        progress.step(f"SIGTERM under load: {clients} clients calling", seconds=1.5 * hold + 0.5)
         time.sleep(1.5 * hold + 0.5)
+        progress.step("SIGTERM under load: signalled, draining")
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)

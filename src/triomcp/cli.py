@@ -214,17 +214,24 @@ def peers() -> None:
 @peers.command("authorize")
 @click.argument("peer_id")
 @click.option("--label", default="", help="a note kept beside the id")
-def peers_authorize(peer_id: str, label: str) -> None:
+@click.option("--delegate/--no-delegate", default=None,
+              help="let PEER_ID act for peers this node does not list (a relay or front node); "
+                   "on an authorized peer, sets or clears the option")
+def peers_authorize(peer_id: str, label: str, delegate: bool | None) -> None:
     """Allow PEER_ID to submit, claim, complete and call tools on this node."""
     from triomcp.p2p import AuthorizedPeers
     from triomcp.p2p.node import AUTHORIZED_FILE
 
     settings = _settings()
+    peers = AuthorizedPeers(settings.data_dir / AUTHORIZED_FILE)
     try:
-        added = AuthorizedPeers(settings.data_dir / AUTHORIZED_FILE).authorize(peer_id, label)
+        known = peers.is_listed(peer_id)
+        changed = peers.authorize(peer_id, label, delegate=delegate)
     except ConfigError as err:
         _fail(err)
-    click.echo(f"{'authorized' if added else 'already authorized'}: {peer_id}")
+    role = " (delegate)" if peers.is_delegate(peer_id) else ""
+    said = "authorized" if not known else ("updated" if changed else "already authorized")
+    click.echo(f"{said}: {peer_id}{role}")
 
 
 @peers.command("list")
@@ -235,7 +242,7 @@ def peers_list() -> None:
 
     settings = _settings()
     for entry in AuthorizedPeers(settings.data_dir / AUTHORIZED_FILE).entries():
-        click.echo(f"{entry.peer_id} {entry.label}".rstrip())
+        click.echo(entry.line())  # as in the file: [delegate] <peer id> [label]
 
 
 def _with_peer(target: str | None, action: Callable[[Node, str], Awaitable[None]]) -> None:

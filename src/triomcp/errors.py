@@ -25,10 +25,12 @@ small class per error; splitting it would split the tree drawn below.
     │   ├── HeaderMismatch          -32020  modern header disagrees with the body
     │   ├── MissingCapability       -32021  client did not declare a capability
     │   ├── UnsupportedVersion      -32022  protocol version not served
+    │   ├── Overloaded              -32010  the node is full: calls in flight, legacy sessions (HTTP 503)
+    │   │   └── TooManyRequests     -32010  a peer over its request budget or in-flight cap (libp2p)
     │   ├── TaskFailed              (the task's own code)  a failed MCP task's error, passed through
     │   └── McpError                (the answer's code)  a JSON-RPC error a client received (triomcp.testing)
     ├── ToolError                   a tool failed: becomes an isError result
-    ├── NotAuthorized               the principal may not do this
+    ├── NotAuthorized               -32001  the principal may not do this
     ├── TaskQueueError
     │   ├── TaskNotFound
     │   ├── IdempotencyConflict     same key, different payload
@@ -83,6 +85,7 @@ __all__ = [
     "TaskFailed",
     "TaskNotFound",
     "TaskQueueError",
+    "TooManyRequests",
     "ToolError",
     "TriomcpError",
     "UnsupportedVersion",
@@ -215,9 +218,21 @@ class SessionNotFound(ProtocolError):
 
 
 class Overloaded(ProtocolError):
+    """The node is full (HTTP 503 with ``Retry-After``): too many MCP calls in flight, or legacy
+    sessions open. -32010, the code libp2p answers a peer over its budget."""
+
     code = "overloaded"
-    jsonrpc_code = -32603
+    jsonrpc_code = -32010
     http_status = 503
+
+
+class TooManyRequests(Overloaded):
+    """A peer over its request budget or its cap on requests in flight, answered at once over libp2p
+    (HTTP's per-client rate limit answers 429 through :class:`HttpError`)."""
+
+    code = "too_many_requests"
+    jsonrpc_code = -32010
+    http_status = 429
 
 
 class HttpError(ProtocolError):
@@ -245,6 +260,7 @@ class ToolError(TriomcpError):
 
 class NotAuthorized(TriomcpError):
     code = "not_authorized"
+    jsonrpc_code = -32001
     http_status = 403
 
 

@@ -48,6 +48,21 @@ class HttpSettings(_Section):
     ``Retry-After``. Off by default (the default bind is loopback); set it when exposed."""
     rate_limit_burst: int = Field(default=200, gt=0)
     """Requests a client address may send in a burst above the sustained rate."""
+    max_calls_in_flight: int = Field(default=256, gt=0)
+    """MCP calls (``tools/call``, ``resources/read``, ...) running at once; past it a call waits up to
+    ``admission_wait``, then gets 503 with ``Retry-After`` and JSON-RPC error -32010. Health,
+    metrics, streams and a task's outcome tools (``taskqueue_renew``, ``_complete``, ...) are never
+    counted or refused."""
+    max_calls_in_flight_per_principal: int = Field(default=64, gt=0)
+    """A principal's guaranteed share: the last this many free slots are kept for principals
+    holding fewer; one holding more is refused at once when only those are left. A principal is
+    the authenticated one, or with authorization off the client's address (an IPv6 client's /64;
+    all clients of a unix socket or of a proxy share one: raise it to ``max_calls_in_flight`` there)."""
+    admission_wait: float = Field(default=0.05, ge=0)
+    """Seconds a call may wait for a free slot before it is refused (0: refuse at once)."""
+    backlog: int = Field(default=1024, gt=0)
+    """Listen backlog: connections the kernel queues before they are accepted (used when no
+    Hypercorn TOML is given; capped by ``net.core.somaxconn``)."""
     keep_alive_timeout: float = 75.0
     """Seconds an idle keep-alive connection stays open (used when no Hypercorn TOML is given)."""
     access_log: bool = False

@@ -215,7 +215,7 @@ async def test_peer_exchange_fills_in_the_mesh_from_one_bootstrap_node(tmp_path:
         # the exchange answers only authorized askers, and never with unlisted peers
         with pytest.raises(PeerError):
             await stranger.exchange_peers(b.peer_id)
-        assert {p["peer_id"] for p in a._exchange_view(b.peer_id)} == {c.peer_id}
+        assert {p["peer_id"] for p in a.exchange.view(b.peer_id)} == {c.peer_id}
 
 
 async def test_a_restarted_node_redials_the_peers_it_remembers(tmp_path: Path) -> None:

@@ -105,6 +105,12 @@ class Allowed:
     def is_listed(self, peer_id: str) -> bool:
         return peer_id in self.peers
 
+    def is_delegate(self, peer_id: str) -> bool:
+        return False
+
+    def is_local(self, peer_id: str) -> bool:
+        return False
+
 
 class FakeNode:
     """A :class:`~triomcp.server.seams.MeshNode` in memory: peers answer ``tools/call`` from ``answers``."""

@@ -70,13 +70,16 @@ class Dispatcher:
             handler = self._extension[req.era].get(method)
             if handler is None:
                 raise MethodNotFound(f"Method not found: {method}")
-        guard = self.core.hooks.guard_tool
-        if method == "tools/call" and guard is not None:
-            tool = self.core.registry.get_tool(str(req.params.get("name")))
-            if tool is not None:
-                guard(req, tool)
+        name = None
+        if method == "tools/call":
+            name = str(req.params.get("name"))
+            guard = self.core.hooks.guard_tool
+            if guard is not None:
+                tool = self.core.registry.get_tool(name)
+                if tool is not None:
+                    guard(req, tool)
         return Call(era=req.era, version=req.version, request_id=req.id, method=method, accepts_sse=accepts_sse,
-                    session=req.session, headers=req.headers, _runner=self._runner(req, handler))
+                    session=req.session, headers=req.headers, _runner=self._runner(req, handler), tool=name)
 
     @staticmethod
     def _validate(req: Request) -> None:

@@ -53,6 +53,8 @@ class Call:
     headers: dict[str, str]
     _runner: Callable[[Outbound], Awaitable[dict[str, Any] | None]]
     stream: ReplayStream | None = None
+    tool: str | None = None
+    """The tool a ``tools/call`` names (the transport's admission control exempts some)."""
 
     async def run(self, outbound: Outbound) -> dict[str, Any] | None:
         """The JSON-RPC response, or None when the client cancelled the request (send nothing)."""

@@ -6,14 +6,9 @@ It knows nothing of HTTP.
 from triomcp.p2p.authz import AuthorizedPeers
 from triomcp.p2p.discovery import peer_id_in, read_announce
 from triomcp.p2p.framing import FrameDecoder, encode_frame
-from triomcp.p2p.node import (
-    CLI_IDENTITY_FILE,
-    FRONTEND_IDENTITY_FILE,
-    IDENTITY_FILE,
-    Node,
-    NodeStatistics,
-    open_node,
-)
+from triomcp.p2p.host import open_node
+from triomcp.p2p.identity import CLI_IDENTITY_FILE, FRONTEND_IDENTITY_FILE, IDENTITY_FILE
+from triomcp.p2p.node import Node, NodeStatistics
 from triomcp.p2p.rpc import MCP_PROTOCOL, FrameHandler, PeerChannel, serve_stream
 
 __all__ = [

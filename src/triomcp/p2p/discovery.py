@@ -1,9 +1,9 @@
 """Finding and keeping peers — one code path for the server and the CLI.
 
-Sources, in order: explicit multiaddrs, the bootstrap list (kept connected with
-exponential backoff and jitter), the peers remembered from earlier runs, the
-announce file of a node on the same machine, and mDNS (opt-in; it starts
-zeroconf threads and multicasts, so it is off by default).
+Sources, in order: explicit multiaddrs, the bootstrap list (kept connected by
+:func:`keep_connected`, the one reconnect loop, with exponential backoff and full jitter),
+the peers remembered from earlier runs, the announce file of a node on the same machine, and
+mDNS (opt-in; it starts zeroconf threads and multicasts, so it is off by default).
 
 py-libp2p's mDNS only fills the peerstore and fires a process-wide event, from a
 zeroconf thread; ``MdnsFinds`` hands those finds to Trio and ``dial_found`` dials
@@ -17,7 +17,6 @@ import ipaddress
 import json
 import logging
 import os
-import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,11 @@ import trio
 from libp2p.discovery.events.peerDiscovery import peerDiscovery
 from libp2p.peer.peerinfo import PeerInfo
 
+from triomcp._retry import Backoff
 from triomcp.errors import ConfigError, PeerError
 
-__all__ = ["ANNOUNCE_FILE", "MdnsFinds", "dial_found", "keep_connected", "peer_id_in", "reachable_from_elsewhere",
-           "read_announce", "write_announce"]
+__all__ = ["ANNOUNCE_FILE", "MdnsFinds", "dial_found", "keep_bootstrap_connected", "keep_connected",
+           "peer_id_in", "reachable_from_elsewhere", "read_announce", "write_announce"]
 
 log = logging.getLogger("triomcp.p2p")
 
@@ -69,31 +69,53 @@ def read_announce(data_dir: Path) -> dict[str, Any] | None:
 
 
 async def keep_connected(
-    multiaddr: str,
+    target: Callable[[], Awaitable[str]],
     connect: Callable[[str], Awaitable[str]],
     is_connected: Callable[[str], bool],
     wait_changed: Callable[[], Awaitable[None]],
     *,
-    base: float = 0.5,
-    cap: float = 60.0,
+    what: str,
+    peer_id: str | None = None,
+    transient: tuple[type[Exception], ...] = (PeerError,),
+    backoff: Backoff | None = None,
+    logger: logging.Logger = log,
 ) -> None:
-    """Dial ``multiaddr`` until connected; redial when the connection drops (woken by the node's
-    connection events, not by polling), with exponential backoff and jitter between failures."""
-    peer_id = peer_id_in(multiaddr)
+    """Dial ``await target()`` (a multiaddr) until connected; redial when the connection drops
+    (woken by the node's connection events, not by polling), with :class:`~triomcp._retry.Backoff`
+    between failures. ``transient`` errors (from ``target`` or ``connect``) are retried; others end
+    the loop. ``peer_id``: whom ``target`` names, if known before the first dial (else the id
+    ``connect`` returns). ``what`` names the peer in the logs. The one reconnect loop: bootstrap
+    peers (:func:`keep_bootstrap_connected`) and the local node of ``p2p.mode = "local-node"``."""
+    backoff = backoff or Backoff(base=1.0, cap=60.0)
     failures = 0
     while True:
-        if not is_connected(peer_id):
+        if peer_id is None or not is_connected(peer_id):
             try:
-                await connect(multiaddr)
-                log.info("connected to bootstrap peer %s", multiaddr)
-                failures = 0
-            except PeerError as exc:
+                multiaddr = await target()
+                peer_id = await connect(multiaddr)
+            except transient as exc:
                 failures += 1
-                delay = random.uniform(0, min(cap, base * 2 ** failures))
-                log.info("bootstrap peer %s unreachable (%s); retrying in %.1fs", multiaddr, exc, delay)
+                delay = backoff.delay(failures)
+                logger.info("%s unreachable (%s); retrying in %.1fs", what, exc, delay)
                 await trio.sleep(delay)
                 continue
+            logger.info("connected to %s %s", what, multiaddr)
+            failures = 0
         await wait_changed()
+
+
+async def keep_bootstrap_connected(
+    multiaddr: str,
+    connect: Callable[[str], Awaitable[str]],
+    is_connected: Callable[[str], bool],
+    wait_changed: Callable[[], Awaitable[None]],
+) -> None:
+    """Keep one bootstrap peer connected: full jitter up to 1, 2, 4 ... 60 s between failed dials."""
+    async def target() -> str:
+        return multiaddr
+
+    await keep_connected(target, connect, is_connected, wait_changed, what="bootstrap peer",
+                         peer_id=peer_id_in(multiaddr))
 
 
 def _ip_of(multiaddr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from triomcp.errors import FrameError
+from triomcp.errors import FrameError, InvalidRequest, ParseError
 
 __all__ = ["FatalFrameError", "FrameDecoder", "FrameIssue", "encode_frame"]
 
@@ -78,7 +78,8 @@ class FrameDecoder:
             if length > self.max_frame_bytes:
                 del self._buffer[: HEADER.size]
                 self._skip = length
-                out.append(FrameIssue(-32600, f"frame of {length} bytes exceeds the limit of {self.max_frame_bytes}"))
+                out.append(FrameIssue(InvalidRequest.jsonrpc_code,
+                                      f"frame of {length} bytes exceeds the limit of {self.max_frame_bytes}"))
                 continue
             if len(self._buffer) < HEADER.size + length:
                 break
@@ -97,11 +98,11 @@ class FrameDecoder:
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            return FrameIssue(-32700, "frame is not valid UTF-8")
+            return FrameIssue(ParseError.jsonrpc_code, "frame is not valid UTF-8")
         try:
             value = json.loads(text)
         except (ValueError, RecursionError):
-            return FrameIssue(-32700, "frame is not valid JSON")
+            return FrameIssue(ParseError.jsonrpc_code, "frame is not valid JSON")
         if not isinstance(value, dict):
-            return FrameIssue(-32600, "frame must hold one JSON-RPC object")
+            return FrameIssue(InvalidRequest.jsonrpc_code, "frame must hold one JSON-RPC object")
         return value

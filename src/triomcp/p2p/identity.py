@@ -12,7 +12,15 @@ from libp2p.peer.id import ID
 
 from triomcp.errors import ConfigError
 
-__all__ = ["load_or_create_identity", "peer_id_of"]
+__all__ = ["CLI_IDENTITY_FILE", "FRONTEND_IDENTITY_FILE", "IDENTITY_FILE", "load_or_create_identity",
+           "peer_id_of"]
+
+IDENTITY_FILE = "identity.key"
+"""A node's identity (``triomcp serve`` or ``triomcp node``), in its data dir."""
+CLI_IDENTITY_FILE = "identity-cli.key"
+"""The CLI's identity in the same data dir (the node always allows it)."""
+FRONTEND_IDENTITY_FILE = "identity-frontend.key"
+"""The HTTP server's identity when it fronts a standalone node (``p2p.mode = "local-node"``)."""
 
 
 def load_or_create_identity(path: Path) -> KeyPair:

@@ -14,7 +14,10 @@ from triomcp.logs import REQUEST_ID
 __all__ = ["ON_BEHALF_OF_META_KEY", "REQUEST_ID_META_KEY", "PeerCaller", "call_peer_tool"]
 
 ON_BEHALF_OF_META_KEY = "triomcp/onBehalfOf"
-"""The caller of the node that forwards a request (tasks stay bound to who asked)."""
+"""The caller of the node that forwards a request (tasks stay bound to who asked): its principal
+there, ``peer:<id>|...`` for a peer, so it names every peer the request came through. The
+receiving node checks those peers (:func:`triomcp.p2p.authz.forwarding_refusal`); a forwarding
+node computes the value with :func:`triomcp.p2p.authz.on_behalf_of`."""
 REQUEST_ID_META_KEY = "triomcp/requestId"
 """The id of the HTTP request that caused this peer call, so both nodes' logs name it."""
 

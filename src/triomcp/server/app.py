@@ -19,6 +19,7 @@ from triomcp.mcp.config import EngineConfig, EngineHooks
 from triomcp.mcp.engine import Engine
 from triomcp.mcp.plugins import load_plugins
 from triomcp.mcp.registry import Registry
+from triomcp.server.admission import Admission
 from triomcp.server.auth import METADATA_PATH, Authenticator
 from triomcp.server.guard import AuthMiddleware, GuardMiddleware, ObserveMiddleware, RateLimitMiddleware
 from triomcp.server.lifespan import running_services
@@ -128,7 +129,11 @@ def create_app(
     """Build the app. ``configure`` may add tools, resources and prompts (tests, embedding)."""
     services = build_services(settings or load_settings(), configure=configure)
     settings = services.settings
-    endpoint = McpEndpoint(services.engine, max_body_bytes=settings.http.max_body_bytes, stopping=services.stopping)
+    http = settings.http
+    services.admission = Admission(http.max_calls_in_flight, http.max_calls_in_flight_per_principal,
+                                   http.admission_wait)
+    endpoint = McpEndpoint(services.engine, max_body_bytes=http.max_body_bytes, stopping=services.stopping,
+                           admission=services.admission)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from triomcp._ratelimit import TokenBucket
 from triomcp.errors import HttpError
 from triomcp.logs import REQUEST_ID, new_request_id, valid_request_id
 from triomcp.mcp.engine import Engine
-from triomcp.p2p.rpc import TokenBucket
 from triomcp.server.auth import Authenticator
 from triomcp.server.http_io import send_reply
 from triomcp.server.metrics import Metrics

@@ -60,7 +60,8 @@ async def _maybe_node(services: Services) -> AsyncIterator[Any]:
             services.extras["upstream"] = upstream
             yield None  # this process has no node of its own: the local node serves the tools
         return
-    async with open_node(settings.p2p, settings.data_dir, frame_handler=PeerMcpHandler(services.engine)) as node:
+    async with open_node(settings.p2p, settings.data_dir, frame_handler=PeerMcpHandler(
+            services.engine, node=lambda: services.node)) as node:
         yield node
 
 

@@ -8,6 +8,9 @@ disconnects and runs handlers in a cancel scope:
 - a legacy-era disconnect does not: events go on being numbered and buffered
   in the session so a ``GET`` with ``Last-Event-ID`` can resume the stream;
 - a legacy ``notifications/cancelled`` cancels the handler and no response is sent.
+
+A call runs only once :class:`~triomcp.server.admission.Admission` gives it a slot (held until the
+handler ends, however it ends); a refused call is answered 503 at once.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from typing import Any
 import trio
 from starlette.types import Receive, Scope, Send
 
-from triomcp.errors import HttpError
+from triomcp.errors import HttpError, Overloaded
+from triomcp.mcp import jsonrpc
 from triomcp.mcp.engine import Engine
 from triomcp.mcp.outcomes import Call, HttpRequest, Listen, Reply, StreamGrant
 from triomcp.mcp.session import SseEvent
 from triomcp.mcp.versions import Era
+from triomcp.server.admission import NEVER_REFUSED, RETRY_AFTER_SECONDS, Admission, Refusal, principal_key
 from triomcp.server.call_writer import CallWriter
 from triomcp.server.http_io import SSE_HEADERS, read_body, send_reply, sse
 from triomcp.server.late_watchers import LateWatchers
@@ -34,6 +39,21 @@ __all__ = ["McpEndpoint"]
 log = logging.getLogger("triomcp.http")
 
 KEEPALIVE_SECONDS = 15.0
+_RETRY_AFTER = {"retry-after": str(RETRY_AFTER_SECONDS)}
+_REFUSED = {
+    "capacity": "Server overloaded: {limit} MCP calls are in flight (http.max_calls_in_flight); retry after {retry} s",
+    "principal": "Too many calls in flight for this client: {limit} (http.max_calls_in_flight_per_principal); "
+                 "retry after {retry} s",
+}
+
+
+def refused_reply(call: Call, refusal: Refusal) -> Reply:
+    """503, ``Retry-After`` and JSON-RPC error -32010 (with the request's id) for a refused call."""
+    message = _REFUSED[refusal.reason].format(limit=refusal.limit, retry=RETRY_AFTER_SECONDS)
+    err = Overloaded(message, data={"reason": refusal.reason, "limit": refusal.limit})
+    return Reply(err.http_status, jsonrpc.error_response(call.request_id, err), _RETRY_AFTER)
+
+
 class McpEndpoint:
     """ASGI app for ``/mcp``."""
 
@@ -43,10 +63,12 @@ class McpEndpoint:
         *,
         max_body_bytes: int,
         stopping: trio.Event,
+        admission: Admission | None = None,
     ) -> None:
         self.engine = engine
         self.max_body_bytes = max_body_bytes
         self.stopping = stopping
+        self.admission = admission
         self.watchers = LateWatchers()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -66,7 +88,19 @@ class McpEndpoint:
         if isinstance(outcome, Reply):
             await send_reply(send, outcome)
         elif isinstance(outcome, Call):
-            await self._call(outcome, receive, send)
+            admission = self.admission
+            if admission is None or outcome.tool in NEVER_REFUSED:
+                await self._call(outcome, receive, send)
+                return
+            principal = principal_key(scope)
+            refusal = await admission.enter(principal)
+            if refusal is not None:
+                await send_reply(send, refused_reply(outcome, refusal))
+                return
+            try:
+                await self._call(outcome, receive, send)
+            finally:
+                admission.leave(principal)
         elif isinstance(outcome, StreamGrant):
             await self._stream(outcome, receive, send)
         else:

@@ -57,14 +57,42 @@ class _StateCollector(Collector):
             peers = GaugeMetricFamily("triomcp_p2p_connected_peers", "Peers with an open libp2p connection.")
             peers.add_metric([], node.connected_peers)
             yield peers
+            pending = GaugeMetricFamily("triomcp_p2p_inbound_unauthenticated",
+                                        "Inbound libp2p connections now between accept and authentication.")
+            pending.add_metric([], node.inbound_unauthenticated)
+            yield pending
             for name, value, doc in (
                 ("triomcp_p2p_dial_failures", node.dial_failures, "Dials that failed or timed out."),
                 ("triomcp_p2p_frame_errors", node.frame_errors, "Malformed or oversized frames received."),
                 ("triomcp_p2p_calls_served", node.calls_served, "MCP requests served to peers."),
+                ("triomcp_p2p_inbound_refused", node.inbound_refused,
+                 "Inbound libp2p connections refused by p2p.max_unauthenticated_* before authentication."),
             ):
                 counter = CounterMetricFamily(name, doc)
                 counter.add_metric([], value)
                 yield counter
+        admission = s.admission
+        if admission is not None:
+            seen = admission.statistics()
+            for name, value, doc in (
+                ("triomcp_http_calls_in_flight", seen.in_flight, "MCP calls over HTTP holding an admission slot."),
+                ("triomcp_http_calls_waiting", seen.waiting, "MCP calls over HTTP waiting for an admission slot."),
+            ):
+                gauge = GaugeMetricFamily(name, doc)
+                gauge.add_metric([], value)
+                yield gauge
+            admitted = CounterMetricFamily("triomcp_http_calls_admitted",
+                                           "MCP calls over HTTP admitted, by whether they waited for a slot.",
+                                           labels=["waited"])
+            admitted.add_metric(["false"], seen.admitted - seen.waited)
+            admitted.add_metric(["true"], seen.waited)
+            yield admitted
+            refused = CounterMetricFamily("triomcp_http_calls_refused",
+                                          "MCP calls over HTTP refused with 503 (capacity: no slot freed within "
+                                          "http.admission_wait; principal: over its share).", labels=["reason"])
+            refused.add_metric(["capacity"], seen.refused_capacity)
+            refused.add_metric(["principal"], seen.refused_principal)
+            yield refused
         auth = s.auth
         if auth is not None and auth.enabled:
             refused = CounterMetricFamily("triomcp_auth_refusals", "HTTP requests refused by authorization.",

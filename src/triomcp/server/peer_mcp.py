@@ -2,7 +2,10 @@
 
 Server half: :class:`PeerMcpHandler` is the ``FrameHandler`` the node runs for every
 JSON-RPC frame a peer sends on ``/triomcp/mcp/1.0.0``: it is the same engine that serves
-HTTP, in the modern era, with the peer id as the principal.
+HTTP, in the modern era, with the peer id as the principal. The stream has already refused
+peers that are not authorized; a frame that acts on behalf of other peers (a forwarded one) is
+checked here as well, by :func:`triomcp.p2p.authz.forwarding_refusal` (docs/security.md,
+"Forwarding and delegation").
 
 The client half is :func:`triomcp.p2p.mcp_client.call_peer_tool`.
 """
@@ -13,21 +16,22 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from triomcp.errors import MethodNotFound, ToolError
+from triomcp.errors import MethodNotFound, NotAuthorized, ToolError
 from triomcp.logs import REQUEST_ID, valid_request_id
 from triomcp.mcp import jsonrpc
 from triomcp.mcp.engine import Engine
 from triomcp.mcp.outcomes import Call, Reply
+from triomcp.p2p.authz import forwarding_refusal, peer_principal
 from triomcp.p2p.mcp_client import ON_BEHALF_OF_META_KEY, REQUEST_ID_META_KEY
+from triomcp.server.seams import MeshNode
 
 __all__ = ["PeerMcpHandler", "peer_principal"]
 
 log = logging.getLogger("triomcp.p2p.mcp")
 
 
-def peer_principal(peer_id: str, on_behalf_of: str | None = None) -> str:
-    """The principal of a request that arrived from a peer."""
-    return f"peer:{peer_id}" if not on_behalf_of else f"peer:{peer_id}|{on_behalf_of}"
+def _nobody(peer_id: str) -> bool:
+    return False
 
 
 class _FrameOutbound:
@@ -46,10 +50,29 @@ class _FrameOutbound:
 
 
 class PeerMcpHandler:
-    """``async (message, *, peer_id, notify) -> response | None`` for the node's MCP protocol."""
+    """``async (message, *, peer_id, notify) -> response | None`` for the node's MCP protocol.
 
-    def __init__(self, engine: Engine) -> None:
+    ``node`` returns the node whose ``authorized_peers`` decides on forwarded frames (None while it
+    is starting, or in a test without one: forwarded frames are then refused).
+    """
+
+    def __init__(self, engine: Engine, *, node: Callable[[], MeshNode | None] = lambda: None) -> None:
         self.engine = engine
+        self._node = node
+
+    def refusal(self, peer_id: str, on_behalf_of: str | None) -> str | None:
+        """Why a frame from ``peer_id`` acting for ``on_behalf_of`` may not be served; None if it may."""
+        node = self._node()
+        if node is None:
+            if forwarding_refusal(peer_id, on_behalf_of, authorized=_nobody, delegate=_nobody) is None:
+                return None
+            return "not authorized: this node is starting and cannot check forwarded requests yet"
+        allowed = node.authorized
+
+        def authorized(peer: str) -> bool:
+            return peer == node.peer_id or allowed.is_authorized(peer)  # itself, as a caller further back
+
+        return forwarding_refusal(peer_id, on_behalf_of, authorized=authorized, delegate=allowed.is_delegate)
 
     async def __call__(
         self,
@@ -67,12 +90,19 @@ class PeerMcpHandler:
             if isinstance(request_id, str) and valid_request_id(request_id):
                 # Each frame is served in its own task: setting the context here stays in that task.
                 REQUEST_ID.set(request_id)
+        ident = message.get("id") if isinstance(message, dict) else None
+        refused = self.refusal(peer_id, on_behalf_of)
+        if refused is not None:
+            log.info("peer %s: refused %s: %s", peer_id[:16], message.get("method"), refused)
+            if "id" not in message:
+                return None
+            return {"jsonrpc": "2.0", "id": ident if isinstance(ident, (str, int)) else None,
+                    "error": {"code": NotAuthorized.jsonrpc_code, "message": refused}}
         outcome = self.engine.handle_frame(message, principal=peer_principal(peer_id, on_behalf_of))
         if isinstance(outcome, Reply):
             return outcome.body if isinstance(outcome.body, dict) else None
         if isinstance(outcome, Call):
             return await outcome.run(_FrameOutbound(notify))
-        ident = message.get("id") if isinstance(message, dict) else None
         return jsonrpc.error_response(
             ident if isinstance(ident, (str, int)) else None,
             MethodNotFound("subscriptions/listen is not served over libp2p"),

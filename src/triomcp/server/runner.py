@@ -3,7 +3,9 @@
 Why not the ``hypercorn`` CLI: its master process exits 0 when the worker
 dies, and a process-group SIGTERM (systemd's default) kills the worker with no
 drain. Here one process serves, SIGTERM/SIGINT drain in-flight requests within
-``graceful_timeout`` and run the lifespan exit, and the exit code is honest.
+``graceful_timeout`` and run the lifespan exit, and the exit code is honest. It serves with
+:func:`triomcp.server.serving.serve`: Hypercorn's Trio server with listeners that take every
+waiting connection per turn, not one (see that module).
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from typing import cast
 
 import trio
 from hypercorn.config import Config
-from hypercorn.trio import serve
 from hypercorn.typing import ASGIFramework
 
 from triomcp.errors import ConfigError
 from triomcp.server.app import create_app
 from triomcp.server.heap import settle_heap
 from triomcp.server.sdnotify import notify
+from triomcp.server.serving import serve
 from triomcp.settings import Settings
 
 __all__ = ["hypercorn_config", "run_server"]
@@ -50,6 +52,7 @@ def hypercorn_config(settings: Settings, config_path: Path | None, bind: list[st
         config.bind = list(settings.http.bind)
         config.graceful_timeout = settings.http.graceful_timeout
         config.keep_alive_timeout = settings.http.keep_alive_timeout
+        config.backlog = settings.http.backlog
         config.include_server_header = False
         config.errorlog = None  # hypercorn.error propagates to our root handler
         if settings.http.access_log:

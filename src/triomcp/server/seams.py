@@ -35,6 +35,14 @@ class AllowList(Protocol):
         """Is ``peer_id`` in the file itself (the peers this node's mesh workers claim from)?"""
         ...
 
+    def is_delegate(self, peer_id: str) -> bool:
+        """Listed as a ``delegate``: may act for peers this node does not authorize itself?"""
+        ...
+
+    def is_local(self, peer_id: str) -> bool:
+        """One of this node's own identities (its CLI's, its HTTP front end's)?"""
+        ...
+
 
 class MeshNode(PeerCaller, Protocol):
     """A libp2p node: identity, peers, dialing, pings and MCP calls (the caller owns timeouts)."""

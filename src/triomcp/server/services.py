@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -19,6 +19,9 @@ from triomcp.server.cache import TtlCache
 from triomcp.server.metrics import Metrics
 from triomcp.server.seams import MeshNode, WorkQueue
 from triomcp.settings import Settings
+
+if TYPE_CHECKING:  # admission names the task tools, which import this module
+    from triomcp.server.admission import Admission
 
 __all__ = ["Services", "services_of"]
 
@@ -41,6 +44,8 @@ class Services:
     """The app's Prometheus registry."""
     auth: Authenticator = field(init=False)
     """Who may call what over HTTP (``settings.auth``; it lets everyone in when auth is off)."""
+    admission: Admission | None = None
+    """How many MCP calls may run over HTTP, and how many per principal (set by the HTTP app)."""
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

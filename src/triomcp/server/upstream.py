@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
 
+from triomcp._retry import Backoff
 from triomcp.errors import ConfigError, PeerError, RemoteError, ToolError
 from triomcp.logs import REQUEST_ID
 from triomcp.mcp.context import ToolContext
 from triomcp.mcp.results import modern_meta, strip_modern
-from triomcp.p2p import FRONTEND_IDENTITY_FILE, Node, open_node, peer_id_in, read_announce
+from triomcp.p2p import FRONTEND_IDENTITY_FILE, Node, open_node, read_announce
+from triomcp.p2p.discovery import keep_connected
 from triomcp.p2p.mcp_client import ON_BEHALF_OF_META_KEY, REQUEST_ID_META_KEY, call_peer_tool
 from triomcp.server.services import Services
 
@@ -48,25 +49,18 @@ class Upstream:
             raise ConfigError(f"no node announced in {self.services.settings.data_dir} yet")
         return str(announced["multiaddrs"][0])
 
+    async def _connect(self, multiaddr: str) -> str:
+        self.peer_id = await self.node.connect(multiaddr)
+        self.connected.set()
+        return self.peer_id
+
     async def keep_connected(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Dial the node until connected, and again whenever the connection drops (with backoff)."""
+        """Dial the node until connected, and again whenever the connection drops (with backoff:
+        full jitter up to 0.4, 0.8 ... 5 s; the node may not have announced itself yet)."""
         task_status.started()
-        failures = 0
-        while True:
-            if self.peer_id is None or not self.node.is_connected(self.peer_id):
-                try:
-                    target = await self._target()
-                    self.peer_id = await self.node.connect(target)
-                    self.connected.set()
-                    log.info("connected to the local node %s", peer_id_in(target))
-                    failures = 0
-                except (PeerError, ConfigError) as exc:
-                    failures += 1
-                    delay = random.uniform(0.1, min(5.0, 0.2 * 2 ** failures))
-                    log.info("local node not reachable (%s); retrying in %.1fs", exc, delay)
-                    await trio.sleep(delay)
-                    continue
-            await self.node.wait_peers_changed()
+        await keep_connected(self._target, self._connect, self.node.is_connected, self.node.wait_peers_changed,
+                             what="the local node", transient=(PeerError, ConfigError),
+                             backoff=Backoff(base=0.4, cap=5.0), logger=log)
 
     def is_connected(self) -> bool:
         return self.peer_id is not None and self.node.is_connected(self.peer_id)

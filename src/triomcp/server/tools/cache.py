@@ -12,6 +12,7 @@ from triomcp.mcp.context import ToolContext
 from triomcp.mcp.registry import AnyJson, Registry
 from triomcp.p2p.mcp_client import call_peer_tool
 from triomcp.server.services import services_of
+from triomcp.server.tools.forwarding import acting_for
 from triomcp.server.tools.toolset import BuiltinTool, add_tools
 
 __all__ = ["TOOLS", "cache_delete", "cache_get", "cache_set", "register"]
@@ -65,7 +66,7 @@ async def _replicate(ctx: ToolContext, tool: str, arguments: dict[str, Any]) -> 
     async def one(peer: str) -> None:
         try:
             with trio.fail_after(REPLICATE_TIMEOUT):
-                result = await call_peer_tool(node, peer, tool, arguments, on_behalf_of=ctx.principal or "local")
+                result = await call_peer_tool(node, peer, tool, arguments, on_behalf_of=acting_for(ctx))
             (done if not result.get("isError") else failed).append(peer)
         except Exception as exc:  # one slow or unauthorized peer must not fail the local write
             log.info("cache replication to %s failed: %s", peer, exc)

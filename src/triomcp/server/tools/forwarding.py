@@ -1,4 +1,9 @@
-"""Running a tool on another node: the same tool, over MCP over libp2p, for the same caller."""
+"""Running a tool on another node: the same tool, over MCP over libp2p, for the same caller.
+
+The peer is told whom the call is for (:func:`acting_for`): the caller's principal, which names
+every peer the request came through, so the peer can refuse one it never authorized (unless this
+node is its delegate; docs/security.md, "Forwarding and delegation").
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,22 @@ from pydantic import BaseModel
 from triomcp.errors import RemoteError, ToolError
 from triomcp.mcp.context import ToolContext
 from triomcp.mcp.results import unwrap_tool_result
+from triomcp.p2p.authz import on_behalf_of
 from triomcp.p2p.mcp_client import call_peer_tool
 from triomcp.server.services import Services, services_of
 
-__all__ = ["forward", "is_remote", "on_peer"]
+__all__ = ["acting_for", "forward", "is_remote", "on_peer"]
 
 Out = TypeVar("Out", bound=BaseModel)
+
+
+def acting_for(ctx: ToolContext) -> str:
+    """The ``onBehalfOf`` of a call this node makes to a peer for ``ctx``'s caller: its principal (which
+    names the peers it came through), or this node itself for its own CLI or HTTP front end."""
+    node = services_of(ctx).node
+    if node is None:
+        return on_behalf_of(ctx.principal, is_local=lambda peer: False)
+    return on_behalf_of(ctx.principal, is_local=node.authorized.is_local)
 
 
 def is_remote(services: Services, peer: str | None) -> bool:
@@ -44,7 +59,7 @@ async def forward(ctx: ToolContext, peer: str, tool: str, args: BaseModel, *,
         await ctx.report_progress(progress, total, message)
 
     try:
-        result = await call_peer_tool(node, peer, tool, arguments, on_behalf_of=ctx.principal or "local",
+        result = await call_peer_tool(node, peer, tool, arguments, on_behalf_of=acting_for(ctx),
                                       on_progress=relay)
     except RemoteError as err:
         raise ToolError(str(err), code=err.code) from None

@@ -13,6 +13,7 @@ from triomcp.mcp.context import ToolContext
 from triomcp.mcp.registry import Registry, ToolResult
 from triomcp.p2p.mcp_client import call_peer_tool
 from triomcp.server.services import services_of
+from triomcp.server.tools.forwarding import acting_for
 from triomcp.server.tools.toolset import BuiltinTool, add_tools
 
 __all__ = ["TOOLS", "p2p_call_tool", "p2p_connect", "p2p_peers", "p2p_ping", "p2p_status", "peers_resource",
@@ -97,7 +98,7 @@ async def p2p_call_tool(args: CallArgs, ctx: ToolContext) -> ToolResult:
     try:
         with trio.fail_after(timeout):
             result = await call_peer_tool(node, args.peer, args.tool, args.arguments,
-                                          on_behalf_of=ctx.principal or "local", on_progress=relay)
+                                          on_behalf_of=acting_for(ctx), on_progress=relay)
     except trio.TooSlowError:
         raise ToolError(f"{args.tool} on {args.peer} took longer than p2p.call_timeout ({timeout}s)",
                         code="peer_timeout") from None

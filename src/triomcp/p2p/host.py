@@ -1,0 +1,204 @@
+"""The libp2p host: built, run and closed by :func:`open_node`, one for the life of the process.
+
+Rules learned by measurement (see docs/architecture.md):
+
+- TCP + Noise only: a plaintext, secio or TLS-only dialer is refused;
+- yamux only (py-libp2p 0.8.1's mplex stalls answers while a read is pending; its "YAMUX"
+  preference still offers and accepts mplex as a fallback, so the muxers are given explicitly);
+  ``max_connections_per_peer=1`` (otherwise every dial waits 250 ms);
+- before authentication: capped connections overall and per source, one deadline, multistream
+  reads capped (admission.py, hardening.py);
+- libp2p's auto-connector is stopped: the node dials whom it is told to, no one else;
+- ``host.run()`` swallows exceptions raised in its body: the body's error is raised again after;
+- the host is closed before anything is cancelled (leaving ``run()`` alone
+  leaves the listener open and leaks sockets).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import multiaddr as ma
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.network.config import ConnectionConfig
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL
+from libp2p.stream_muxer.yamux.yamux import Yamux
+
+from triomcp.errors import ConfigError
+from triomcp.p2p import hardening
+from triomcp.p2p.admission import InboundGate
+from triomcp.p2p.authz import AuthorizedPeers
+from triomcp.p2p.discovery import (
+    MdnsFinds,
+    dial_found,
+    keep_bootstrap_connected,
+    reachable_from_elsewhere,
+    write_announce,
+)
+from triomcp.p2p.exchange import PEERS_PROTOCOL
+from triomcp.p2p.identity import (
+    CLI_IDENTITY_FILE,
+    FRONTEND_IDENTITY_FILE,
+    IDENTITY_FILE,
+    load_or_create_identity,
+)
+from triomcp.p2p.node import AUTHORIZED_FILE, Node
+from triomcp.p2p.peerstore import PEERS_FILE, KnownPeers
+from triomcp.p2p.rpc import MCP_PROTOCOL, FrameHandler
+from triomcp.settings import P2PSettings
+
+__all__ = ["open_node"]
+
+log = logging.getLogger("triomcp.p2p")
+
+INBOUND_SLOTS = 10_000_000
+
+
+class _Notifee:
+    """libp2p network events -> a Trio signal (event-driven reconnects, no polling)."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    async def opened_stream(self, network: Any, stream: Any) -> None:
+        pass
+
+    async def closed_stream(self, network: Any, stream: Any) -> None:
+        pass
+
+    async def connected(self, network: Any, conn: Any) -> None:
+        self._node._fire_peers_changed()
+
+    async def disconnected(self, network: Any, conn: Any) -> None:
+        self._node._fire_peers_changed()
+
+    async def listen(self, network: Any, multiaddr: Any) -> None:
+        pass
+
+    async def listen_close(self, network: Any, multiaddr: Any) -> None:
+        pass
+
+
+def _new_host(key_pair: KeyPair, settings: P2PSettings, *, mdns: bool, listen: list[ma.Multiaddr]) -> IHost:
+    return new_host(
+        key_pair=key_pair,
+        sec_opt={NOISE_PROTOCOL: NoiseTransport(key_pair, noise_privkey=x25519_key_pair().private_key)},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL): Yamux},
+        # max_connections: py-libp2p 0.8.1 keeps every inbound connection's handler (and its slot
+        # in an inbound limiter of max_connections - min_connections) alive until the host stops,
+        # even after the connection closed; with the default (300 - 50) a node refuses every
+        # inbound connection after its 250th, CLI calls included. Slots are cheap (measured in
+        # docs/architecture.md); the connections this node keeps are bounded elsewhere (one per
+        # peer, authorized peers only).
+        # inbound_upgrade_timeout: one absolute deadline from the start of multistream-select to
+        # the agreed muxer (measured: it ends silent and trickling peers too; admission.py).
+        connection_config=ConnectionConfig(max_connections_per_peer=1, max_connections=INBOUND_SLOTS,
+                                           inbound_upgrade_timeout=settings.handshake_timeout),
+        enable_mDNS=mdns,
+        listen_addrs=listen if mdns else None,
+    )
+
+
+@asynccontextmanager
+async def open_node(
+    settings: P2PSettings,
+    data_dir: Path,
+    *,
+    frame_handler: FrameHandler | None = None,
+    identity_file: str = IDENTITY_FILE,
+    announce: bool = True,
+) -> AsyncIterator[Node]:
+    """Start a node, yield it once it listens, close it on the way out (before any cancel)."""
+    await trio.to_thread.run_sync(lambda: data_dir.mkdir(mode=0o700, parents=True, exist_ok=True))
+    key_pair = await trio.to_thread.run_sync(load_or_create_identity, data_dir / identity_file)
+    local_keys = [data_dir / f for f in (CLI_IDENTITY_FILE, FRONTEND_IDENTITY_FILE) if f != identity_file]
+    authorized = AuthorizedPeers(data_dir / AUTHORIZED_FILE, local_keys=local_keys)
+    try:
+        listen = [ma.Multiaddr(a) for a in settings.listen]
+    except Exception as exc:
+        raise ConfigError(f"p2p.listen: {exc}") from None
+    # mDNS browses from the moment the host is built: catch its finds from then on.
+    finds = MdnsFinds() if settings.mdns else None
+    hardening.apply()  # GHSA-hmjq-g7pp-rw3x, until libp2p>=0.8.2 (idempotent; logs once)
+    try:
+        host = _new_host(key_pair, settings, mdns=settings.mdns, listen=listen)
+        gate = InboundGate(max_total=settings.max_unauthenticated_inbound,
+                           max_per_source=settings.max_unauthenticated_per_source)
+        gate.install(host.get_network())
+        new_node = functools.partial(Node, host, key_pair, settings, data_dir, authorized, admission=gate)
+        async with _serving(new_node, listen, finds, frame_handler=frame_handler, announce=announce) as node:
+            yield node
+    finally:
+        if finds is not None:
+            finds.close()
+
+
+@asynccontextmanager
+async def _serving(new_node: Callable[[trio.Nursery], Node], listen: list[ma.Multiaddr],
+                   finds: MdnsFinds | None, *, frame_handler: FrameHandler | None,
+                   announce: bool) -> AsyncIterator[Node]:
+    """Run the host with the node's handlers and services; on the way out close the host first,
+    then cancel the node's nursery."""
+    async with trio.open_nursery() as nursery:
+        node = new_node(nursery)
+        node.frame_handler = frame_handler
+        if announce:  # a node (server or `triomcp node`), not a CLI or front-end host
+            node.known = await trio.to_thread.run_sync(KnownPeers, node.data_dir / PEERS_FILE)
+        host = node.host
+        if frame_handler is not None:
+            host.set_stream_handler(TProtocol(MCP_PROTOCOL), node._on_mcp_stream)
+        host.set_stream_handler(TProtocol(PEERS_PROTOCOL), node.exchange.serve)
+        host.get_network().register_notifee(_Notifee(node))  # type: ignore[arg-type]
+        # libp2p's host.run() swallows exceptions raised in its body (its background-service
+        # manager does): keep the body's error and raise it again once run() has exited.
+        # Cancellation needs no such care: Trio re-delivers it at the next checkpoint.
+        failure: list[Exception] = []
+        async with host.run(listen):
+            try:
+                await _start_services(node, nursery, finds, announce=announce)
+                log.info("p2p node %s listening on %s", node.peer_id, ", ".join(node.listen_addrs()))
+                yield node
+            except Exception as exc:
+                failure.append(exc)
+            finally:
+                await node.aclose()  # close the host first: leaving run() alone leaks the listener
+                nursery.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
+
+
+async def _start_services(node: Node, nursery: trio.Nursery, finds: MdnsFinds | None, *,
+                          announce: bool) -> None:
+    """Once the host listens: the announce file, and the tasks that find and keep peers."""
+    # libp2p's auto-connector dials every peerstore entry to reach 150 connections;
+    # this node dials who it is told to (explicit, bootstrap, announce) and no one else.
+    connector = getattr(node.host.get_network(), "auto_connector", None)
+    if connector is not None:
+        await connector.stop()
+    if announce:
+        await trio.to_thread.run_sync(write_announce, node.data_dir, node.peer_id, node.listen_addrs())
+    for bootstrap in node.settings.bootstrap:
+        nursery.start_soon(keep_bootstrap_connected, bootstrap, node.connect, node.is_connected,
+                           node.wait_peers_changed)
+    if node.settings.peer_exchange and announce:
+        nursery.start_soon(node.run_peer_exchange)
+    if node.known is not None:
+        nursery.start_soon(node.redial_known)
+    if finds is not None:
+        if not any(reachable_from_elsewhere(a) for a in node.listen_addrs()):
+            log.warning("p2p.mdns is on, but this node listens on no address another machine can "
+                        "dial (%s): set p2p.listen to an interface address, e.g. "
+                        "/ip4/192.168.1.10/tcp/4001", ", ".join(node.listen_addrs()))
+        nursery.start_soon(dial_found, finds, node.connect, node.should_dial_found)

@@ -1,0 +1,132 @@
+"""Hypercorn's Trio server, with listeners that take every waiting connection each time they run.
+
+Why (measured, docs/reliability.md "Why some connections waited seconds"): ``trio.serve_listeners``
+accepts one connection, starts its handler, and accepts the next; every accept that succeeds ends
+in a checkpoint, so a busy loop takes **one new connection per scheduler batch**. With 800 wrk
+connections a batch ran about 430 task steps and lasted 30 ms (p50), so connections were taken at
+33 a second while the kernel's accept queue stayed full: the last of wrk's connections was taken
+19.5 s after it connected, its first request timed out, and a ``/healthz`` on a new connection
+waited 2.1 s (p50) in the queue while the same request on an open connection took 0.2 s. Nothing
+in the app sees a connection before it is accepted, so no admission control could refuse it.
+Trio knows the trade-off (python-trio/trio#14, "do we need batched accept?", open); asyncio's
+selector loop, by contrast, accepts up to ``backlog`` connections per readiness event.
+
+:class:`DrainingListener` accepts the first connection the way Trio does (one checkpoint) and then
+every other connection already waiting, up to the listen backlog, without blocking; the following
+``accept()`` calls hand those out without a checkpoint, so ``serve_listeners`` starts all their
+handlers in the same turn. :func:`serve` is ``hypercorn.trio.serve`` (0.18, ``worker_serve``) with
+these listeners in place of ``trio.SocketListener``: the same lifespan, connection handling,
+graceful shutdown and task-status protocol. ``hypercorn triomcp.app:app`` still works, with
+Hypercorn's own one-per-turn accept.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.statsd import StatsdLogger
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.udp_server import UDPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState, Framework, LifespanState
+from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
+
+__all__ = ["DrainingListener", "serve"]
+
+
+class DrainingListener(trio.abc.Listener[trio.SocketStream]):
+    """A listening socket whose ``accept()`` takes, each time it has to wait, every connection
+    already waiting (at most ``max_batch``), and hands them out without further checkpoints."""
+
+    def __init__(self, sock: socket.socket, *, max_batch: int) -> None:
+        self._listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        self._sock = sock  # the same socket, non-blocking now
+        self._max_batch = max(1, max_batch)
+        self._ready: deque[trio.SocketStream] = deque()
+
+    async def accept(self) -> trio.SocketStream:
+        if self._ready:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return self._ready.popleft()
+        stream = await self._listener.accept()  # waits when nothing is there: the batch's one checkpoint
+        while len(self._ready) < self._max_batch - 1:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                # EAGAIN: all taken. Anything else (a reset connection, EMFILE): stop here and let
+                # trio's accept() deal with it the next time, as it would have.
+                break
+            self._ready.append(trio.SocketStream(trio.socket.from_stdlib_socket(conn)))
+        return stream
+
+    async def aclose(self) -> None:
+        ready, self._ready = self._ready, deque()
+        for stream in ready:  # taken from the kernel but never handed to a handler: close them
+            stream.socket.close()
+        await self._listener.aclose()
+
+
+async def serve(
+    app: Framework,
+    config: Config,
+    *,
+    shutdown_trigger: Callable[..., Awaitable[Any]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``hypercorn.trio.serve(app, config, ...)`` with :class:`DrainingListener` listeners."""
+    wrapped = wrap_app(app, config.wsgi_max_body_size, None)
+    config.set_statsd_logger_class(StatsdLogger)
+    lifespan_state: LifespanState = {}
+    lifespan = Lifespan(wrapped, config, lifespan_state)
+    max_requests = None
+    if config.max_requests is not None:
+        max_requests = config.max_requests + random.randint(0, config.max_requests_jitter)
+    context = WorkerContext(max_requests)
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as server_nursery:
+            sockets = config.create_sockets()
+            for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+                sock.listen(config.backlog)
+            ssl_context = config.create_ssl_context()
+            listeners: list[trio.abc.Listener[Any]] = []
+            binds = []
+            for sock in sockets.secure_sockets:
+                assert ssl_context is not None  # there are secure sockets only when TLS is configured
+                listeners.append(trio.SSLListener(DrainingListener(sock, max_batch=config.backlog), ssl_context,
+                                                  https_compatible=True))
+                binds.append(f"https://{repr_socket_addr(sock.family, sock.getsockname())}")
+            for sock in sockets.insecure_sockets:
+                listeners.append(DrainingListener(sock, max_batch=config.backlog))
+                binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
+            for bind in binds:
+                await config.log.info(f"Running on {bind} (CTRL + C to quit)")
+            for sock in sockets.quic_sockets:
+                await server_nursery.start(
+                    UDPServer(wrapped, config, context, ConnectionState(lifespan_state.copy()), sock).run)
+            task_status.started(binds)
+            try:
+                async with trio.open_nursery(strict_exception_groups=True) as nursery:
+                    if shutdown_trigger is not None:
+                        nursery.start_soon(raise_shutdown, shutdown_trigger)
+                    nursery.start_soon(raise_shutdown, context.terminate.wait)
+                    handler = partial(TCPServer, wrapped, config, context, ConnectionState(lifespan_state.copy()))
+                    nursery.start_soon(partial(trio.serve_listeners, handler, listeners,
+                                               handler_nursery=server_nursery))
+                    await trio.sleep_forever()
+            except* ShutdownError:
+                pass  # the shutdown trigger fired: drain
+            finally:
+                await context.terminated.set()
+                server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
