@@ -147,6 +147,15 @@ class ToolDef:
         return tool
 
 
+def _resource_shape(out: dict[str, Any], description: str | None, mime_type: str | None) -> dict[str, Any]:
+    """A ``Resource`` or ``ResourceTemplate``: the identifying fields, then the optional ones."""
+    if description:
+        out["description"] = description
+    if mime_type:
+        out["mimeType"] = mime_type
+    return out
+
+
 @dataclass(frozen=True)
 class ResourceDef:
     uri: str
@@ -156,12 +165,7 @@ class ResourceDef:
     mime_type: str | None = None
 
     def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"uri": self.uri, "name": self.name}
-        if self.description:
-            out["description"] = self.description
-        if self.mime_type:
-            out["mimeType"] = self.mime_type
-        return out
+        return _resource_shape({"uri": self.uri, "name": self.name}, self.description, self.mime_type)
 
 
 @dataclass(frozen=True)
@@ -187,12 +191,8 @@ class ResourceTemplateDef:
         return m.groupdict() if m else None
 
     def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"uriTemplate": self.uri_template, "name": self.name}
-        if self.description:
-            out["description"] = self.description
-        if self.mime_type:
-            out["mimeType"] = self.mime_type
-        return out
+        return _resource_shape({"uriTemplate": self.uri_template, "name": self.name}, self.description,
+                               self.mime_type)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ class _StateCollector(Collector):
         self.services = services
 
     def collect(self) -> Iterator[Metric]:
+        """Every gauge read from the services at scrape time. Long (about 70 lines) but flat: one
+        family after another, in the order /metrics shows them; splitting it per service would
+        only move the list."""
         s = self.services
         sessions = GaugeMetricFamily("triomcp_mcp_sessions_open", "Open legacy-era MCP sessions.")
         sessions.add_metric([], len(s.engine.sessions))
