@@ -162,7 +162,8 @@ class Progress:
             parts.append(count)
             if self._done and step_elapsed > 0:
                 rate = self._done / step_elapsed
-                parts.append(f"{rate:.0f}/s")
+                if rate >= 1:
+                    parts.append(f"{rate:.0f}/s")
                 if self._total > self._done:
                     parts.append(f"eta {clock((self._total - self._done) / rate)}")
         elif self._done:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from harness import mcp_http, wrk
 from harness.procs import PORTS, REPO, env_for, free_port
+from harness.progress import Progress, clock
 from triomcp.mcp.results import modern_meta
 
 WRK_REPORT = """\
@@ -81,3 +83,33 @@ def test_a_modern_call_carries_the_servers_own_meta_and_routing_headers() -> Non
     assert headers == {"content-type": "application/json", "accept": mcp_http.ACCEPT,
                        "mcp-protocol-version": mcp_http.MODERN, "mcp-method": "tools/call", "mcp-name": "echo"}
     assert mcp_http.tool_call("echo", {})["params"] == {"name": "echo", "arguments": {}}  # legacy: no _meta
+
+
+def test_progress_says_the_section_the_step_how_far_and_the_figures() -> None:
+    out = io.StringIO()
+    progress = Progress(out, live=False)
+    progress.section("http fuzz")
+    progress.step("seed 7", total=200, unit="inputs")
+    progress.advance(50)
+    progress.figures(hung=0, **{"5xx": 1})
+    line = progress.line()
+    assert line.startswith("[ 0:00] http fuzz 0:00  seed 7  50/200 inputs (25%)")
+    assert line.endswith("hung=0 5xx=1") and "eta" in line
+    progress.step("wrk, 400 connections", seconds=20)
+    assert progress.line().endswith("wrk, 400 connections  0/20 s")  # a new step: no count, no figures
+    progress.say("http fuzz: done")
+    assert out.getvalue() == "[ 0:00] http fuzz: done\n"
+
+
+def test_live_progress_redraws_one_line_and_silent_progress_writes_nothing() -> None:
+    out = io.StringIO()
+    progress = Progress(out, live=True)
+    progress.section("load")
+    progress.say("load: done")
+    assert out.getvalue() == "\r[ 0:00] load: done\x1b[K\n"
+    quiet = io.StringIO()
+    silent = Progress(quiet, enabled=False)
+    with silent:
+        silent.say("nothing")
+    assert quiet.getvalue() == ""
+    assert clock(59) == "0:59" and clock(61) == "1:01" and clock(3725) == "1:02:05"
