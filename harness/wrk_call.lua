@@ -1,8 +1,10 @@
--- One MCP tools/call (modern era) of TOOL with the JSON arguments ARGS; counts results that are errors.
+-- One MCP tools/call (modern era) of TOOL with the JSON arguments ARGS per request. Sorts the answers:
+-- served (200 with a result), refused (503 with JSON-RPC -32010: admission control) and failed
+-- (anything else); prints ANSWERS with the three counts and FAILED_RESULTS (every answer not served).
 local tool = os.getenv("TOOL")
 local args = os.getenv("ARGS")
 local counter = 0
-failures = 0  -- a global: done() reads each thread's copy with thread:get("failures")
+served, refused, failed = 0, 0, 0  -- globals: done() reads each thread's copy with thread:get()
 local threads = {}
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -21,14 +23,21 @@ request = function()
   return wrk.format(nil, "/mcp", nil, body)
 end
 response = function(status, headers, body)
-  if status ~= 200 or string.find(body, '"isError":true', 1, true) or string.find(body, '"error":', 1, true) then
-    failures = failures + 1
+  if status == 200 and not string.find(body, '"isError":true', 1, true) and not string.find(body, '"error":', 1, true) then
+    served = served + 1
+  elseif status == 503 and string.find(body, '"code":-32010', 1, true) then
+    refused = refused + 1
+  else
+    failed = failed + 1
   end
 end
 done = function(summary, latency, requests)
-  local total = 0
+  local s, r, f = 0, 0, 0
   for _, thread in ipairs(threads) do
-    total = total + (thread:get("failures") or 0)
+    s = s + (thread:get("served") or 0)
+    r = r + (thread:get("refused") or 0)
+    f = f + (thread:get("failed") or 0)
   end
-  io.write(string.format("FAILED_RESULTS %d\n", total))
+  io.write(string.format("ANSWERS served %d refused %d failed %d\n", s, r, f))
+  io.write(string.format("FAILED_RESULTS %d\n", r + f))
 end

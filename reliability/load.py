@@ -9,7 +9,6 @@ import json
 import re
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +24,8 @@ from harness.mcp_http import (
     tool_call,
 )
 
-OVERLOAD_SCRIPT = Path(__file__).with_name("wrk_overload.lua")
+OVERLOAD_SCRIPT = wrk.CALL_SCRIPT
+"""The same script as every wrk call: it also sorts answers into served, refused and failed."""
 PROBE_CONNECTIONS = 4
 """Keep-alive connections per probe, each sending one call after another."""
 OTHER_ADDRESS = "127.0.0.2"

@@ -25,7 +25,7 @@ from triomcp.mcp.registry import Registry
 from triomcp.server.app import create_app
 from triomcp.settings import Settings
 
-pytest_plugins = ["triomcp.testing.plugin"]
+pytest_plugins = ["triomcp.testing.plugin", "tests.helpers.cli"]  # the latter: the data_dir fixture of the CLI tests
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -5,27 +5,13 @@ What needs a running node is in ``test_processes.py``.
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from triomcp.cli import main
+from tests.helpers.cli import run
 from triomcp.server.auth import TokenFile
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for key in [k for k in os.environ if k.startswith("TRIOMCP_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("TRIOMCP_DATA_DIR", str(tmp_path / "data"))
-    return tmp_path / "data"
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
 
 
 async def test_tokens_new_appends_a_token_the_server_accepts(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

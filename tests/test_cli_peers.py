@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner, Result
 from libp2p.crypto.ed25519 import create_new_key_pair
 
-from triomcp.cli import main
+from tests.helpers.cli import run
 from triomcp.p2p.identity import peer_id_of
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for key in [k for k in os.environ if k.startswith("TRIOMCP_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("TRIOMCP_DATA_DIR", str(tmp_path / "data"))
-    return tmp_path / "data"
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
 
 
 def test_authorize_a_delegate_and_list_it_as_in_the_file(data_dir: Path) -> None:
