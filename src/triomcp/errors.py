@@ -27,6 +27,7 @@ small class per error; splitting it would split the tree drawn below.
     │   ├── UnsupportedVersion      -32022  protocol version not served
     │   ├── Overloaded              -32010  the node is full: calls in flight, legacy sessions (HTTP 503)
     │   │   └── TooManyRequests     -32010  a peer over its request budget or in-flight cap (libp2p)
+    │   ├── OwnerUnavailable        -32011  the mesh node holding the task or state is unreachable (HTTP 503)
     │   ├── TaskFailed              (the task's own code)  a failed MCP task's error, passed through
     │   └── McpError                (the answer's code)  a JSON-RPC error a client received (triomcp.testing)
     ├── ToolError                   a tool failed: becomes an isError result
@@ -233,6 +234,16 @@ class TooManyRequests(Overloaded):
     code = "too_many_requests"
     jsonrpc_code = -32010
     http_status = 429
+
+
+class OwnerUnavailable(ProtocolError):
+    """The request names a task or ``requestState`` held by another node of the mesh, and that node
+    cannot be reached now (HTTP 503 with ``Retry-After``; ``data`` says which node and why). Retry:
+    a node that comes back serves what it holds again."""
+
+    code = "owner_unavailable"
+    jsonrpc_code = -32011
+    http_status = 503
 
 
 class HttpError(ProtocolError):

@@ -30,6 +30,8 @@ class EngineConfig:
     page_size: int = 100
     list_ttl_ms: int = 0
     request_state_key: bytes | None = None
+    owner_tag: str = ""
+    """This node's tag (:mod:`triomcp._owner`), in front of the session ids and ``requestState`` it mints."""
 
 
 class Forwarder(Protocol):

@@ -77,7 +77,7 @@ class Core:
         self.sessions = sessions
         self.config = config
         self.hooks = hooks
-        self.signer = RequestStateSigner(config.request_state_key)
+        self.signer = RequestStateSigner(config.request_state_key, owner_tag=config.owner_tag)
         self.wall_clock = wall_clock
         self.inflight = 0
 

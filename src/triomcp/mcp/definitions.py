@@ -72,6 +72,11 @@ class ToolDef:
     task_start: Literal["call", "handler"] = "call"
     """When a call that may be a task becomes one: at once (``"call"``), or when the handler awaits
     ``ctx.run_as_task()`` (``"handler"``: it runs inline until then, and may ask for input first)."""
+    owner_argument: str | None = None
+    """An argument holding an id minted by one node of a mesh (``task_id``): the call is served by
+    the node the id names (:mod:`triomcp.mcp.routing`), unless :attr:`peer_argument` names another."""
+    peer_argument: str | None = None
+    """An argument naming, by peer id, the node of the mesh that serves the call (``peer``)."""
     structured: bool = True
     """False: the tool's result is exactly the content blocks it returns (``ToolResult.content``), with
     no ``structuredContent`` and no ``outputSchema``; a failure is an ``isError`` text block."""

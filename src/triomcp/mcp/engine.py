@@ -42,6 +42,7 @@ from triomcp.mcp.negotiation import (
 )
 from triomcp.mcp.outcomes import Call, HttpRequest, Listen, Reply, StreamGrant
 from triomcp.mcp.registry import Registry
+from triomcp.mcp.routing import OwnerRoute, owner_named
 from triomcp.mcp.session import SessionStore
 from triomcp.mcp.tasks import TaskRecord
 from triomcp.mcp.versions import LEGACY_VERSIONS, MODERN_VERSIONS, SUPPORTED_VERSIONS, Era
@@ -74,7 +75,8 @@ class Engine:
         self.clock = clock
         self.sessions = SessionStore(idle_timeout=self.config.session_idle_timeout,
                                      max_sessions=self.config.max_sessions,
-                                     replay_limit=self.config.replay_buffer_events)
+                                     replay_limit=self.config.replay_buffer_events,
+                                     owner_tag=self.config.owner_tag)
         self._core = Core(registry=registry, sessions=self.sessions, config=self.config,
                           hooks=hooks or EngineHooks(), wall_clock=wall_clock)
         self._dispatch = Dispatcher(self._core)
@@ -108,6 +110,11 @@ class Engine:
         except ProtocolError as err:
             ident = obj.get("id") if isinstance(obj, dict) else None
             return self.error_reply(err, ident if isinstance(ident, (str, int)) else None)
+
+    def owner_named(self, req: HttpRequest) -> OwnerRoute | None:
+        """The other node of the mesh holding the session, task or ``requestState`` ``req`` names
+        (:mod:`triomcp.mcp.routing`); None: this node serves it."""
+        return owner_named(req, own_tag=self.config.owner_tag, registry=self.registry)
 
     def statistics(self) -> EngineStatistics:
         return EngineStatistics(open_sessions=len(self.sessions), inflight_calls=self._core.inflight,

@@ -121,6 +121,8 @@ class Registry:
         structured: bool = True,
         input_model: type[BaseModel] | None = None,
         output_model: type[BaseModel] | None = None,
+        owner_argument: str | None = None,
+        peer_argument: str | None = None,
     ) -> Callable[[ToolFn], ToolFn]:
         """Register ``async def fn(args: InModel, ctx: ToolContext) -> OutModel``.
 
@@ -136,7 +138,8 @@ class Registry:
             self.add_tool(ToolDef(
                 name=name or fn.__name__, description=description or (fn.__doc__ or "").strip(), fn=fn,
                 input_model=in_model, output_model=out_model, title=title, annotations=annotations or None,
-                group=group, task_support=task_support, task_start=task_start, structured=structured))
+                group=group, task_support=task_support, task_start=task_start, structured=structured,
+                owner_argument=owner_argument, peer_argument=peer_argument))
             return fn
 
         return decorate

@@ -15,6 +15,7 @@ import json
 import secrets
 from typing import Any
 
+from triomcp._owner import tag_of, tagged
 from triomcp.errors import InvalidParams
 
 __all__ = ["RequestStateSigner", "arguments_digest"]
@@ -34,17 +35,21 @@ def arguments_digest(arguments: Any) -> str:
 
 
 class RequestStateSigner:
-    def __init__(self, key: bytes | None = None, *, max_age: float = 3600.0) -> None:
+    def __init__(self, key: bytes | None = None, *, max_age: float = 3600.0, owner_tag: str = "") -> None:
         self._key = key or secrets.token_bytes(32)
         self.max_age = max_age
+        self.owner_tag = owner_tag
+        """In front of every token (:mod:`triomcp._owner`): in a mesh, the node that can verify it."""
 
     def sign(self, claims: dict[str, Any], *, now: float) -> str:
         body = json.dumps({**claims, "iat": int(now)}, sort_keys=True, separators=(",", ":")).encode()
         mac = hmac.new(self._key, body, hashlib.sha256).digest()
-        return f"{_b64(body)}.{_b64(mac)}"
+        return tagged(self.owner_tag, f"{_b64(body)}.{_b64(mac)}")
 
     def verify(self, token: str, expected: dict[str, Any], *, now: float) -> dict[str, Any]:
         """The claims, if the token is ours, unexpired and bound to ``expected``; else InvalidParams."""
+        if tag_of(token) is not None:
+            token = token.split(".", 1)[1]
         try:
             body_b64, mac_b64 = token.split(".", 1)
             body, mac = _unb64(body_b64), _unb64(mac_b64)

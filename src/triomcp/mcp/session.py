@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from triomcp._owner import tagged
 from triomcp.errors import InvalidRequest, Overloaded, SessionNotFound
 
 __all__ = ["TRANSITIONS", "ReplayStream", "Session", "SessionState", "SessionStore", "SseEvent"]
@@ -153,8 +154,10 @@ class Session:
 class SessionStore:
     """All legacy sessions of this process. Time is passed in (sans-I/O)."""
 
-    def __init__(self, *, idle_timeout: float, max_sessions: int, replay_limit: int) -> None:
+    def __init__(self, *, idle_timeout: float, max_sessions: int, replay_limit: int, owner_tag: str = "") -> None:
         self.idle_timeout = idle_timeout
+        self.owner_tag = owner_tag
+        """Put in front of every session id (:mod:`triomcp._owner`): a mesh finds the node holding it."""
         self.max_sessions = max_sessions
         self.replay_limit = replay_limit
         self._sessions: dict[str, Session] = {}
@@ -175,7 +178,7 @@ class SessionStore:
         self.expire_idle(now)
         if len(self._sessions) >= self.max_sessions:
             raise Overloaded(f"too many sessions (limit {self.max_sessions}); try again later")
-        sid = secrets.token_urlsafe(32)  # 256 bits, visible ASCII only
+        sid = tagged(self.owner_tag, secrets.token_urlsafe(32))  # 256 random bits, visible ASCII only
         session = Session(
             id=sid,
             principal=principal,

@@ -278,13 +278,14 @@ class TaskQueue:
 
 
 async def open_task_queue(path: Path, settings: TaskQueueSettings, *,
-                          database_thread: bool = True) -> TaskQueue:
+                          database_thread: bool = True, owner_tag: str = "") -> TaskQueue:
     """Open (creating or migrating) the queue database at ``path``.
 
     ``database_thread=False`` runs every SQLite call on the event loop itself, blocking it: for tests
-    under ``autojump_clock`` only (see :mod:`triomcp.taskqueue.database`)."""
+    under ``autojump_clock`` only (see :mod:`triomcp.taskqueue.database`). ``owner_tag`` goes in front
+    of every new task id (:mod:`triomcp._owner`)."""
     def open_store() -> Store:
-        return Store(path, synchronous=settings.synchronous.upper())
+        return Store(path, synchronous=settings.synchronous.upper(), owner_tag=owner_tag)
 
     store = await trio.to_thread.run_sync(open_store) if database_thread else open_store()
     queue = TaskQueue(store, settings, database_thread=database_thread)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from triomcp import _cursor
+from triomcp._owner import tagged
 from triomcp._retry import Backoff
 from triomcp.errors import (
     IdempotencyConflict,
@@ -51,8 +52,10 @@ def _store_error(exc: sqlite3.Error, context: str) -> TaskQueueError:
 class Store:
     """One connection to one queue database; use from one thread at a time."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path, *, synchronous: str = "FULL", owner_tag: str = "") -> None:
         self.path = path
+        self.owner_tag = owner_tag
+        """In front of every new task id (:mod:`triomcp._owner`): a mesh finds the queue holding it."""
         self._depth = 0
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
@@ -186,7 +189,7 @@ class Store:
                     return existing, False
             seq = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM tasks").fetchone()[0]
             task = Task(
-                id=uuid.uuid4().hex, type=task_type, payload=payload, priority=priority, seq=seq,
+                id=tagged(self.owner_tag, uuid.uuid4().hex), type=task_type, payload=payload, priority=priority, seq=seq,
                 state=TaskState.QUEUED, submitter=submitter, idempotency_key=idempotency_key,
                 max_attempts=max_attempts, created_at=now, updated_at=now, version=1, expires_at=expires_at,
             )

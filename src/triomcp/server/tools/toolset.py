@@ -29,6 +29,10 @@ class BuiltinTool:
     idempotent: bool | None = None
     open_world: bool | None = None
     task_support: Literal["forbidden", "optional", "required"] = "forbidden"
+    owner_argument: str | None = None
+    """The argument whose id names the node that serves the call (``ToolDef.owner_argument``)."""
+    peer_argument: str | None = None
+    """The argument that names the node serving the call by peer id (``ToolDef.peer_argument``)."""
 
 
 def add_tools(registry: Registry, tools: Iterable[BuiltinTool]) -> None:
@@ -36,5 +40,6 @@ def add_tools(registry: Registry, tools: Iterable[BuiltinTool]) -> None:
         registry.tool(
             description=tool.description, group=tool.group, read_only=tool.read_only,
             destructive=tool.destructive, idempotent=tool.idempotent, open_world=tool.open_world,
-            task_support=tool.task_support,
+            task_support=tool.task_support, owner_argument=tool.owner_argument,
+            peer_argument=tool.peer_argument,
         )(tool.fn)
