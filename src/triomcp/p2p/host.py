@@ -48,6 +48,8 @@ from triomcp.p2p.discovery import (
     write_announce,
 )
 from triomcp.p2p.exchange import PEERS_PROTOCOL
+from triomcp.p2p.http import HTTP_PROTOCOL
+from triomcp.p2p.http_serve import AsgiApp, HttpServer
 from triomcp.p2p.identity import (
     CLI_IDENTITY_FILE,
     FRONTEND_IDENTITY_FILE,
@@ -119,6 +121,8 @@ async def open_node(
     frame_handler: FrameHandler | None = None,
     identity_file: str = IDENTITY_FILE,
     announce: bool = True,
+    http_app: AsgiApp | None = None,
+    http_max_body_bytes: int = 1024 * 1024,
 ) -> AsyncIterator[Node]:
     """Start a node, yield it once it listens, close it on the way out (before any cancel)."""
     await trio.to_thread.run_sync(lambda: data_dir.mkdir(mode=0o700, parents=True, exist_ok=True))
@@ -138,7 +142,8 @@ async def open_node(
                            max_per_source=settings.max_unauthenticated_per_source)
         gate.install(host.get_network())
         new_node = functools.partial(Node, host, key_pair, settings, data_dir, authorized, admission=gate)
-        async with _serving(new_node, listen, finds, frame_handler=frame_handler, announce=announce) as node:
+        async with _serving(new_node, listen, finds, frame_handler=frame_handler, announce=announce,
+                            http_app=http_app, http_max_body_bytes=http_max_body_bytes) as node:
             yield node
     finally:
         if finds is not None:
@@ -148,7 +153,7 @@ async def open_node(
 @asynccontextmanager
 async def _serving(new_node: Callable[[trio.Nursery], Node], listen: list[ma.Multiaddr],
                    finds: MdnsFinds | None, *, frame_handler: FrameHandler | None,
-                   announce: bool) -> AsyncIterator[Node]:
+                   announce: bool, http_app: AsgiApp | None, http_max_body_bytes: int) -> AsyncIterator[Node]:
     """Run the host with the node's handlers and services; on the way out close the host first,
     then cancel the node's nursery."""
     async with trio.open_nursery() as nursery:
@@ -160,6 +165,10 @@ async def _serving(new_node: Callable[[trio.Nursery], Node], listen: list[ma.Mul
         if frame_handler is not None:
             host.set_stream_handler(TProtocol(MCP_PROTOCOL), node._on_mcp_stream)
         host.set_stream_handler(TProtocol(PEERS_PROTOCOL), node.exchange.serve)
+        if http_app is not None:  # HTTP over libp2p: the node's own HTTP app, for authorized peers
+            server = HttpServer(http_app, authorized=node.authorized.is_authorized,
+                                max_body_bytes=http_max_body_bytes, timeout=node.settings.stream_timeout)
+            host.set_stream_handler(TProtocol(HTTP_PROTOCOL), server.on_stream)
         host.get_network().register_notifee(_Notifee(node))  # type: ignore[arg-type]
         # libp2p's host.run() swallows exceptions raised in its body (its background-service
         # manager does): keep the body's error and raise it again once run() has exited.

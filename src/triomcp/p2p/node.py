@@ -8,7 +8,11 @@ A :class:`Node` wraps one running host (``host.py`` builds it, runs it and close
 - one long-lived MCP stream per peer (:class:`~triomcp.p2p.rpc.PeerChannel`), requests multiplexed
   by id; each peer has one request budget across its streams and reconnections.
 
-Beside it: ``rpc`` (MCP streams), ``exchange`` (peer exchange), ``discovery``, ``authz``.
+Beside it: ``rpc`` (MCP streams), ``exchange`` (peer exchange), ``http`` and ``http_serve`` (HTTP
+over libp2p), ``discovery``, ``authz``.
+
+Size: a little over 300 lines: the one facade of a running host (identity, peers, dialing, pings,
+the MCP and HTTP streams), each operation a few lines over the modules beside it.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from triomcp.p2p.authz import AuthorizedPeers
 from triomcp.p2p.discovery import peer_id_in
 from triomcp.p2p.exchange import PeerExchange
 from triomcp.p2p.flow import batch_window_updates
+from triomcp.p2p.http import HTTP_PROTOCOL, HttpStreams
 from triomcp.p2p.identity import peer_id_of
 from triomcp.p2p.peerstore import KnownPeers
 from triomcp.p2p.rpc import MCP_PROTOCOL, FrameHandler, PeerChannel, serve_stream
@@ -98,6 +103,8 @@ class Node:
         self.known: KnownPeers | None = None
         """Peers remembered across restarts (nodes only; the CLI's short-lived host has none)."""
         self.exchange = PeerExchange(self)  # /triomcp/peers/1.0.0, both halves
+        self.http = HttpStreams(self._open_http_stream, write_timeout=settings.stream_timeout)
+        """HTTP requests to peers over ``/http/1.1`` (pooled streams)."""
 
     # -- identity and peers ---------------------------------------------------------------
     def listen_addrs(self) -> list[str]:
@@ -225,11 +232,14 @@ class Node:
         """Ask each newly connected listed peer for its peers, and one of them again now and then."""
         await self.exchange.run()
 
-    # -- MCP over libp2p --------------------------------------------------------------------
-    async def _open_mcp_stream(self, peer_id: str) -> INetStream:
-        stream = await self._open_stream(peer_id, MCP_PROTOCOL)
+    # -- MCP and HTTP over libp2p ------------------------------------------------------------
+    async def _open_mcp_stream(self, peer_id: str, protocol: str = MCP_PROTOCOL) -> INetStream:
+        stream = await self._open_stream(peer_id, protocol)
         batch_window_updates(stream)
         return stream
+
+    async def _open_http_stream(self, peer_id: str) -> INetStream:
+        return await self._open_mcp_stream(peer_id, HTTP_PROTOCOL)
 
     def channel(self, peer_id: str) -> PeerChannel:
         channel = self._channels.get(peer_id)
@@ -289,6 +299,7 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        await self.http.aclose()
         for channel in list(self._channels.values()):
             await channel.aclose()
         with trio.CancelScope(shield=True), trio.move_on_after(3):
