@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import trio
 from starlette.applications import Starlette
 
@@ -15,7 +17,30 @@ from tests.toolkit import register_test_tools
 from triomcp.mcp.registry import Registry
 from triomcp.server.app import create_app
 
-__all__ = ["mesh", "mesh_settings", "structured", "tool_calls"]
+__all__ = ["RoundRobin", "mesh", "mesh_settings", "structured", "tool_calls"]
+
+
+class RoundRobin(httpx.AsyncBaseTransport):
+    """An httpx transport that sends each request to the next of ``urls`` in turn, as a round-robin
+    load balancer does (the real one, HAProxy, is in ``harness.balancer``); ``landed`` counts."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self._urls = [httpx.URL(u) for u in urls]
+        self._inner = httpx.AsyncHTTPTransport()
+        self._next = 0
+        self.landed = [0] * len(urls)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        i = self._next % len(self._urls)
+        self._next += 1
+        self.landed[i] += 1
+        url = self._urls[i]
+        request.url = request.url.copy_with(scheme=url.scheme, host=url.host, port=url.port)
+        request.headers["host"] = f"{url.host}:{url.port}"
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def mesh_settings(tmp_path: Path, name: str, **overrides: Any) -> Any:
@@ -50,7 +75,18 @@ async def mesh(tmp_path: Path, names: list[str], *, per_node: dict[str, dict[str
             for n in names[1:]:
                 await nodes[n].connect(first.listen_addrs()[0])
                 await first.connect(nodes[n].listen_addrs()[0])
-        yield {n: (urls[n], apps[n]) for n in names}
+            for _ in range(500):  # the peer exchange connects the others too (bounded: 5 s): no dial is
+                if all(len(node.connected_peers()) >= len(nodes) - 1 for node in nodes.values()):
+                    break  # left in flight when a short test ends
+                await trio.sleep(0.01)
+        try:
+            yield {n: (urls[n], apps[n]) for n in names}
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                for node in nodes.values():  # HTTP-over-libp2p streams end before the hosts close
+                    await node.http.aclose()
+                await trio.sleep(0.05)
+    gc.collect()  # what the hosts left to the collector is collected here, in the test that used them
 
 
 def structured(result: Any) -> dict[str, Any]:

@@ -120,9 +120,15 @@ async def test_a_task_submitted_through_a_relay_is_refused_or_owned_by_its_origi
             for caller in ("token:bob", None):
                 other = await via_r("taskqueue_get", {"task_id": task_id}, caller)
                 assert other["structuredContent"]["error"]["code"] == "task_not_found", other
-            async with Client(f"{nodes['r'][0]}/mcp") as client:
+            # An HTTP client of R that names B is served by B itself, over HTTP over libp2p, as one of
+            # B's own HTTP clients (triomcp.server.relay): with the same rights as a client that asked
+            # B directly, never R's. B runs with authorization off here, so an anonymous client sees
+            # every task, through R or not; with it on, B checks the client's own token.
+            async with Client(f"{nodes['r'][0]}/mcp") as client, Client(f"{nodes['b'][0]}/mcp") as direct:
                 r_own = await client.call_tool("taskqueue_get", {"task_id": task_id, "peer": b_id})
-            assert r_own.is_error and r_own.structured_content["error"]["code"] == "task_not_found"
+                b_own = await direct.call_tool("taskqueue_get", {"task_id": task_id})
+            assert r_own.structured_content == b_own.structured_content
+            assert app_r.state.services.relay.statistics.relayed >= 1
 
 
 async def test_the_relays_own_cli_acts_as_the_relay(tmp_path: Path) -> None:

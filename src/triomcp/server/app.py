@@ -15,10 +15,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from triomcp import __version__
+from triomcp._owner import owner_tag
 from triomcp.mcp.config import EngineConfig, EngineHooks
 from triomcp.mcp.engine import Engine
 from triomcp.mcp.plugins import load_plugins
 from triomcp.mcp.registry import Registry
+from triomcp.p2p import IDENTITY_FILE, Node
+from triomcp.p2p.identity import load_or_create_identity, peer_id_of
 from triomcp.server.admission import Admission
 from triomcp.server.auth import METADATA_PATH, Authenticator
 from triomcp.server.guard import AuthMiddleware, GuardMiddleware, ObserveMiddleware, RateLimitMiddleware
@@ -26,6 +29,7 @@ from triomcp.server.lifespan import running_services
 from triomcp.server.mcp_endpoint import McpEndpoint
 from triomcp.server.mcp_tasks import QueueTaskBackend
 from triomcp.server.metrics import CONTENT_TYPE, Metrics
+from triomcp.server.relay import Relay
 from triomcp.server.services import Services
 from triomcp.server.tools import register_builtin_tools
 from triomcp.server.upstream import LocalNodeForwarder
@@ -52,7 +56,16 @@ def _engine_config(settings: Settings) -> EngineConfig:
         replay_buffer_events=settings.mcp.replay_buffer_events,
         page_size=settings.mcp.page_size,
         request_state_key=key.get_secret_value().encode() if key else None,
+        owner_tag=node_owner_tag(settings),
     )
+
+
+def node_owner_tag(settings: Settings) -> str:
+    """The tag in front of the ids this node mints (:mod:`triomcp._owner`): from its peer id, when it
+    runs a libp2p node of its own; none without one (nothing to route to)."""
+    if not settings.p2p.enabled or settings.p2p.mode != "embedded":
+        return ""
+    return owner_tag(peer_id_of(load_or_create_identity(settings.data_dir / IDENTITY_FILE)))
 
 
 def build_services(settings: Settings, *, configure: Callable[[Registry], None] | None = None) -> Services:
@@ -132,8 +145,12 @@ def create_app(
     http = settings.http
     services.admission = Admission(http.max_calls_in_flight, http.max_calls_in_flight_per_principal,
                                    http.admission_wait)
+    relay = None
+    if settings.p2p.enabled and settings.p2p.mode == "embedded":
+        relay = services.relay = Relay(services.engine, lambda: services.node if isinstance(services.node, Node)
+                                       else None)
     endpoint = McpEndpoint(services.engine, max_body_bytes=http.max_body_bytes, stopping=services.stopping,
-                           admission=services.admission)
+                           admission=services.admission, relay=relay)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -150,6 +167,7 @@ def create_app(
     app = Starlette(routes=[Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"]), *_service_routes(services)],
                     lifespan=lifespan)
     app.state.services = services
+    services.http_app = app  # what the node serves to its peers over HTTP/1.1 over libp2p
     # Starlette runs the middleware added last first: request id, Host/Origin, rate limit, auth.
     app.add_middleware(AuthMiddleware, engine=services.engine, auth=services.auth)
     app.add_middleware(RateLimitMiddleware, engine=services.engine, rate=settings.http.rate_limit_per_second,

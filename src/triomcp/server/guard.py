@@ -167,8 +167,8 @@ class RateLimitMiddleware:
         self.refused = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.rate is None or scope["path"] != "/mcp":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or self.rate is None or scope["path"] != "/mcp" or "triomcp.peer" in scope:
+            await self.app(scope, receive, send)  # a relayed request was counted where it landed
             return
         client = (scope.get("client") or ("?", 0))[0]
         bucket = self.buckets.get(client)

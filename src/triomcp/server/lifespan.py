@@ -61,7 +61,8 @@ async def _maybe_node(services: Services) -> AsyncIterator[Any]:
             yield None  # this process has no node of its own: the local node serves the tools
         return
     async with open_node(settings.p2p, settings.data_dir, frame_handler=PeerMcpHandler(
-            services.engine, node=lambda: services.node)) as node:
+            services.engine, node=lambda: services.node), http_app=services.http_app,
+            http_max_body_bytes=settings.http.max_body_bytes) as node:
         yield node
 
 
@@ -71,7 +72,8 @@ async def running_services(services: Services) -> AsyncIterator[None]:
     handlers = build_handlers(services)
     queue = None
     if settings.taskqueue.enabled and settings.p2p.mode == "embedded":  # else the local node owns the queue
-        queue = await open_task_queue(settings.data_dir / "queue.db", settings.taskqueue)
+        queue = await open_task_queue(settings.data_dir / "queue.db", settings.taskqueue,
+                                      owner_tag=services.engine.config.owner_tag)
         services.queue = queue
 
         def publish(task: Task) -> None:

@@ -9,7 +9,8 @@ disconnects and runs handlers in a cancel scope:
   in the session so a ``GET`` with ``Last-Event-ID`` can resume the stream;
 - a legacy ``notifications/cancelled`` cancels the handler and no response is sent.
 
-A call runs only once :class:`~triomcp.server.admission.Admission` gives it a slot (held until the
+A request that names a session, task or ``requestState`` held by another node of the mesh is
+served there (:class:`~triomcp.server.relay.Relay`). A call runs only once :class:`~triomcp.server.admission.Admission` gives it a slot (held until the
 handler ends, however it ends); a refused call is answered 503 at once.
 """
 
@@ -33,6 +34,7 @@ from triomcp.server.admission import NEVER_REFUSED, RETRY_AFTER_SECONDS, Admissi
 from triomcp.server.call_writer import CallWriter
 from triomcp.server.http_io import SSE_HEADERS, read_body, send_reply, sse
 from triomcp.server.late_watchers import LateWatchers
+from triomcp.server.relay import Relay
 
 __all__ = ["McpEndpoint"]
 
@@ -64,8 +66,10 @@ class McpEndpoint:
         max_body_bytes: int,
         stopping: trio.Event,
         admission: Admission | None = None,
+        relay: Relay | None = None,
     ) -> None:
         self.engine = engine
+        self.relay = relay
         self.max_body_bytes = max_body_bytes
         self.stopping = stopping
         self.admission = admission
@@ -82,9 +86,12 @@ class McpEndpoint:
         except HttpError as err:
             await send_reply(send, self.engine.error_reply(err))
             return
-        outcome = self.engine.handle(
-            HttpRequest(scope["method"], headers, body, scope.get("triomcp.principal"), scope.get("triomcp.auth"))
-        )
+        request = HttpRequest(scope["method"], headers, body, scope.get("triomcp.principal"), scope.get("triomcp.auth"))
+        if self.relay is not None and "triomcp.peer" not in scope:  # not relayed here already
+            route = self.engine.owner_named(request)
+            if route is not None and await self.relay.serve(route, scope, body, receive, send):
+                return
+        outcome = self.engine.handle(request)
         if isinstance(outcome, Reply):
             await send_reply(send, outcome)
         elif isinstance(outcome, Call):

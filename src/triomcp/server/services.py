@@ -22,6 +22,7 @@ from triomcp.settings import Settings
 
 if TYPE_CHECKING:  # admission names the task tools, which import this module
     from triomcp.server.admission import Admission
+    from triomcp.server.relay import Relay
 
 __all__ = ["Services", "services_of"]
 
@@ -46,6 +47,10 @@ class Services:
     """Who may call what over HTTP (``settings.auth``; it lets everyone in when auth is off)."""
     admission: Admission | None = None
     """How many MCP calls may run over HTTP, and how many per principal (set by the HTTP app)."""
+    http_app: Any = None
+    """The HTTP app (ASGI), served to authorized peers over HTTP/1.1 over libp2p (set by the app)."""
+    relay: Relay | None = None
+    """Serves requests naming another node's sessions and tasks on that node (set by the HTTP app)."""
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
