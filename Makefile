@@ -15,13 +15,19 @@ CONFORMANCE_DIR := .cache/conformance
 # The stamp names a digest of every pinned version: changing one reinstalls.
 CONFORMANCE_STAMP := $(CONFORMANCE_DIR)/.installed-$(shell printf '%s' '$(CONFORMANCE_VERSION) $(CONFORMANCE_CLIENTS)' | cksum | cut -d' ' -f1)
 
-.PHONY: install serve test lint bench reliability conformance clean wrk npm
+.PHONY: install serve test lint bench reliability conformance clean wrk npm haproxy
 
 # The benchmarks' load generator: a system package (apt-get as root, else say how).
 wrk:
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& apt-get update -qq && apt-get install -y -qq wrk; } \
 		|| { echo "make bench needs wrk: sudo apt-get install wrk (or brew install wrk)" >&2; exit 1; }
+
+# The load balancer of the multi-node tests (harness/balancer.py): a system package (apt-get as root, else say how).
+haproxy:
+	@command -v haproxy >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && apt-get install -y -qq haproxy; } \
+		|| { echo "make test needs haproxy: sudo apt-get install haproxy (or brew install haproxy)" >&2; exit 1; }
 
 # npm, to install the conformance suite and Node 22: a system package (apt-get as root, else say how).
 npm:
@@ -51,7 +57,7 @@ serve: $(STAMP)
 	$(BIN)/triomcp serve --bind 127.0.0.1:8080
 
 # pytest's testpaths include the example plugin's tests (examples/weather-tools/tests), from source.
-test: $(STAMP)
+test: $(STAMP) haproxy
 	$(BIN)/ruff check src tests harness bench reliability conformance examples
 	$(BIN)/pytest -q
 
