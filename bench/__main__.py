@@ -1,12 +1,14 @@
 """``make bench``: every benchmark in one run, each printing its table of ratios and writing JSON + PNG.
 
-    .venv/bin/python -m bench [--quick]
+    .venv/bin/python -m bench [--quick] [PART ...]      (PART: foundation, bridge, mesh, relay; default: all)
 
 - Part 1 (bench/foundation.py): trivial MCP tool calls side by side (triomcp in both eras, the
   official SDK on Hypercorn-trio and on Uvicorn, a bare floor) and the durable queue.
 - Part 2 (bench/bridge.py): a tool call with one libp2p round trip, against the roadmap's bridge
   designs and the floors.
 - Part 3 (bench/mesh_size.py): 2, 8 and 32 nodes.
+- Part 4 (bench/relay.py): a request forwarded to the node holding its session or task, against
+  the same request served there.
 
 Each part runs alone too (``python -m bench.foundation``, ...). This module only runs them in
 turn; results go to bench/results/.
@@ -17,22 +19,35 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from bench import bridge, foundation, mesh_size
+from bench import bridge, foundation, mesh_size, relay
+
+PARTS = ("foundation", "bridge", "mesh", "relay")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter runs, fewer repetitions")
+    parser.add_argument("parts", nargs="*", metavar="PART", help=f"run only these ({', '.join(PARTS)}); default: all")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part {', '.join(unknown)} (choose from {', '.join(PARTS)})")
+    parts = args.parts or PARTS
     if shutil.which("wrk") is None:
         raise SystemExit("make bench needs wrk (Debian: apt-get install -y wrk)")
     quick = ["--quick"] if args.quick else []
-    foundation.main(quick)
-    print("\n== part 2: an MCP tool call that makes one libp2p round trip (bench/bridge.py) ==", flush=True)
-    bridge.main(quick)
-    print("\n== part 3: mesh size (bench/mesh_size.py) ==", flush=True)
-    mesh_size.main(quick)
+    if "foundation" in parts:
+        foundation.main(quick)
+    if "bridge" in parts:
+        print("\n== part 2: an MCP tool call that makes one libp2p round trip (bench/bridge.py) ==", flush=True)
+        bridge.main(quick)
+    if "mesh" in parts:
+        print("\n== part 3: mesh size (bench/mesh_size.py) ==", flush=True)
+        mesh_size.main(quick)
+    if "relay" in parts:
+        print("\n== part 4: a request forwarded to the node holding it (bench/relay.py) ==", flush=True)
+        relay.main(quick)
 
 
 if __name__ == "__main__":
