@@ -121,3 +121,18 @@ def test_local_node_drop_in_settings_are_valid(monkeypatch: pytest.MonkeyPatch) 
     node_unit = (DEPLOY / "systemd" / "triomcp-node.service").read_text()
     assert "StateDirectory=triomcp-node" in node_unit and "User=triomcp" in node_unit
     assert "User=triomcp" in (DEPLOY / "systemd" / "triomcp.service").read_text()
+
+
+def test_the_haproxy_config_is_valid_and_keeps_what_the_mesh_needs() -> None:
+    """deploy/haproxy.cfg passes ``haproxy -c`` (``make haproxy``) and keeps the lines the load-balancer
+    tests (harness/balancer.py) rely on: round robin, health on /readyz, abortonclose."""
+    haproxy = shutil.which("haproxy")
+    assert haproxy is not None, "haproxy is not installed: make haproxy"
+    config = DEPLOY / "haproxy.cfg"
+    checked = subprocess.run([haproxy, "-c", "-f", str(config)], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    text = config.read_text()
+    for line in ("balance roundrobin", "option abortonclose", "option httpchk GET /readyz",
+                 "http-check expect status 200", "option redispatch 1"):
+        assert line in text
+    assert "cookie" not in text.lower() and "stick" not in text.replace("stickiness", "")  # no stickiness

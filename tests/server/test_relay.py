@@ -19,7 +19,7 @@ from harness.mcp_http import INITIALIZED, JSON_HEADERS, initialize, legacy_heade
 from tests import sseclient
 from tests.helpers.http import meta, open_session
 from tests.helpers.mesh import RoundRobin, mesh
-from tests.helpers.tasks import modern, poll_until
+from tests.helpers.tasks import modern, poll_until, tasks_meta
 from tests.toolkit import GATES, STARTED
 from triomcp._owner import owner_tag, tag_of
 
@@ -233,3 +233,41 @@ async def _send_only(url: str, headers: dict[str, str], body: dict[str, Any]) ->
     stream = await trio.open_tcp_stream(parts.host, parts.port)
     await stream.send_all(conn.send(h11.Request(method="POST", target="/mcp", headers=head)) + conn.send(h11.Data(data=raw)))
     return stream
+
+
+async def test_a_listen_stream_on_one_node_carries_the_status_of_tasks_held_by_others(tmp_path: Path) -> None:
+    async with mesh(tmp_path, NAMES) as apps:
+        urls = [url for url, _ in apps.values()]
+        tags = _tags(apps)
+        with trio.fail_after(30):
+            task_ids = {}
+            for name, url in zip(NAMES, urls, strict=True):  # one task held by each node
+                async with httpx.AsyncClient(base_url=url, timeout=20) as c:
+                    created = (await modern(c, "tools/call", {"name": "job", "arguments": {"text": f"ls-{name}"}},
+                                            name="job")).json()["result"]
+                    assert tag_of(created["taskId"]) == tags[name]
+                    task_ids[name] = created["taskId"]
+            listen = {"jsonrpc": "2.0", "id": 9, "method": "subscriptions/listen",
+                      "params": {"notifications": {"taskIds": list(task_ids.values())}, "_meta": tasks_meta()}}
+            async with sseclient.request(urls[2], "POST", "/mcp", modern_headers("subscriptions/listen"),
+                                         listen) as stream:
+                acked = (await stream.read(1))[0]["data"]
+                assert acked["params"]["notifications"]["taskIds"] == list(task_ids.values())
+                engines = [app.state.services.engine for _, app in list(apps.values())[:2]]
+                for _ in range(300):  # until C watches A's and B's tasks there (bounded: 3 s)
+                    if all(engine.statistics().listeners == 1 for engine in engines):
+                        break
+                    await trio.sleep(0.01)
+                assert all(engine.statistics().listeners == 1 for engine in engines)
+                for name in NAMES:
+                    GATES.setdefault(f"ls-{name}", trio.Event()).set()
+                done: set[str] = set()
+                while done != set(task_ids.values()):
+                    note = (await stream.read(1))[0]["data"]
+                    if note["method"] == "notifications/tasks" and note["params"]["status"] == "completed":
+                        done.add(note["params"]["taskId"])
+            for _ in range(300):  # the client left: the watches on A and B end too (bounded: 3 s)
+                if all(engine.statistics().listeners == 0 for engine in engines):
+                    break
+                await trio.sleep(0.01)
+            assert all(engine.statistics().listeners == 0 for engine in engines)

@@ -111,7 +111,8 @@ class McpEndpoint:
         elif isinstance(outcome, StreamGrant):
             await self._stream(outcome, receive, send)
         else:
-            await self._listen(outcome, receive, send)
+            relayed = self.relay is not None and "triomcp.peer" not in scope
+            await self._listen(outcome, receive, send, scope=scope if relayed else None, body=body)
 
     # -- one request/response call --------------------------------------------------------
     async def _call(self, call: Call, receive: Receive, send: Send) -> None:
@@ -220,8 +221,10 @@ class McpEndpoint:
             if stream.listener is deliver:
                 stream.listener = None
 
-    async def _listen(self, listen: Listen, receive: Receive, send: Send) -> None:
-        """Modern ``subscriptions/listen``: the acknowledgement, then matching notifications."""
+    async def _listen(self, listen: Listen, receive: Receive, send: Send, *, scope: Scope | None = None,
+                      body: bytes = b"") -> None:
+        """Modern ``subscriptions/listen``: the acknowledgement, then matching notifications. Tasks
+        held by other nodes of the mesh are watched there (``scope``: the request, to relay)."""
         channel, inbox = trio.open_memory_channel[bytes | None](math.inf)
 
         def deliver(message: dict[str, Any] | None) -> None:
@@ -229,6 +232,10 @@ class McpEndpoint:
 
         detach = self.engine.attach_listener(listen, deliver)
         try:
-            await self._pump([sse(None, listen.acknowledgement)], inbox, receive, send)
+            if scope is None or self.relay is None:
+                await self._pump([sse(None, listen.acknowledgement)], inbox, receive, send)
+                return
+            async with self.relay.watching_tasks(listen, scope, body, deliver):
+                await self._pump([sse(None, listen.acknowledgement)], inbox, receive, send)
         finally:
             detach()

@@ -20,16 +20,19 @@ answer, not a dial timeout each.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import trio
 from starlette.types import Receive, Scope, Send
 
-from triomcp._owner import owner_tag
+from triomcp._owner import owner_tag, tag_of
 from triomcp.errors import OwnerUnavailable, PeerError, SessionNotFound
 from triomcp.mcp.engine import Engine
-from triomcp.mcp.outcomes import Reply
+from triomcp.mcp.outcomes import Listen, Reply
 from triomcp.mcp.routing import OwnerRoute
 from triomcp.p2p import Node
 from triomcp.p2p._errors import close_quietly
@@ -38,6 +41,15 @@ from triomcp.p2p.rpc import Stream
 from triomcp.server.http_io import send_reply
 
 __all__ = ["DOWN_SECONDS", "Relay", "RelayStatistics"]
+
+
+def _sse_data(event: bytes) -> Any:
+    """The JSON of an SSE event's ``data`` lines (None when it has none or they are not JSON)."""
+    data = b"\n".join(line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:"))
+    try:
+        return json.loads(data) if data else None
+    except ValueError:
+        return None
 
 log = logging.getLogger("triomcp.relay")
 
@@ -144,6 +156,73 @@ class Relay:
                         await send_reply(send, self._unreachable(route, peer, str(exc)))
             nursery.cancel_scope.cancel()
         return True
+
+    @contextlib.asynccontextmanager
+    async def watching_tasks(self, listen: Listen, scope: Scope, body: bytes,
+                             deliver: Callable[[dict[str, Any]], None]) -> AsyncIterator[None]:
+        """While a ``subscriptions/listen`` stream is open here: for the tasks in its filter that other
+        nodes hold, a listen stream on each of those nodes (relayed, with the client's own headers),
+        whose ``notifications/tasks`` are delivered into this one."""
+        node = self._node()
+        by_peer: dict[str, list[str]] = {}
+        for task_id in listen.notifications.get("taskIds", ()):
+            tag = tag_of(task_id)
+            peer = self.owner(OwnerRoute(tag)) if tag is not None and tag != self.engine.config.owner_tag else None
+            if peer is not None:
+                by_peer.setdefault(peer, []).append(task_id)
+        if node is None or not by_peer:
+            yield
+            return
+        try:
+            meta = json.loads(body)["params"]["_meta"]
+        except (ValueError, KeyError, TypeError):
+            yield
+            return
+        carriers: list[Stream] = []
+        watching = len(by_peer)
+        ended = trio.Event()
+
+        async def watch(peer: str, task_ids: list[str]) -> None:
+            nonlocal watching
+            request = {"jsonrpc": "2.0", "id": f"{listen.request_id}", "method": "subscriptions/listen",
+                       "params": {"notifications": {"taskIds": task_ids}, "_meta": meta}}
+            try:
+                await self._watch(node, peer, scope, json.dumps(request).encode(), deliver, carriers.append)
+            finally:
+                watching -= 1
+                if not watching:
+                    ended.set()
+
+        async with trio.open_nursery() as nursery:
+            for peer, task_ids in by_peer.items():
+                nursery.start_soon(watch, peer, task_ids)
+            try:
+                yield
+            finally:
+                for stream in carriers:  # closed, never cancelled mid-read: the owners end their streams
+                    await close_quietly(stream)
+                with trio.move_on_after(node.settings.stream_timeout):
+                    await ended.wait()
+                nursery.cancel_scope.cancel()
+
+    async def _watch(self, node: Node, peer: str, scope: Scope, body: bytes,
+                     deliver: Callable[[dict[str, Any]], None], carried_by: Callable[[Stream], None]) -> None:
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (FORWARDED_FOR, b"content-length")]
+        buffer = b""
+        try:
+            async with node.http.request(peer, "POST", "/mcp", headers, body, on_stream=carried_by) as response:
+                if response.status != 200:
+                    log.info("watching tasks on %s: answered %d", peer[:16], response.status)
+                    return
+                async for chunk in response.chunks():
+                    buffer += chunk
+                    while b"\n\n" in buffer:
+                        event, buffer = buffer.split(b"\n\n", 1)
+                        message = _sse_data(event)
+                        if isinstance(message, dict) and message.get("method") == "notifications/tasks":
+                            deliver(message)
+        except PeerError as exc:
+            log.info("watching tasks on %s ended: %s", peer[:16], exc)
 
     def _unreachable(self, route: OwnerRoute, peer: str, why: str) -> Reply:
         if route.session:
