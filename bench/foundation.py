@@ -12,10 +12,8 @@ durable queue (bench/taskqueue_local.py). Results: bench/results/foundation.json
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import Any
 import httpx
 import trio
 
-from bench.stats import rotated, summary
+from bench.stats import quick_run, rotated, summary
 from bench.taskqueue_local import measure as queue_measure
 from harness import wrk
 from harness.mcp_http import LEGACY, modern_headers, open_session, tool_call
@@ -163,12 +161,8 @@ def print_report(results: dict[str, dict[str, Any]], rows: list[dict[str, Any]])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="shorter runs, fewer repetitions (under a minute)")
-    args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        raise SystemExit("make bench needs wrk (Debian: apt-get install -y wrk)")
-    reps, seconds = (2, 1.0) if args.quick else (3, 5.0)
+    quick = quick_run(__doc__, argv, quick="shorter runs, fewer repetitions (under a minute)")
+    reps, seconds = (2, 1.0) if quick else (3, 5.0)
     load_avg = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}; "
           f"{reps} repetitions of {seconds:.0f}s per measurement after a 1s warm-up (excluded); "
@@ -177,15 +171,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = ratio_table(results)
     print_report(results, rows)
 
-    queue = [trio.run(queue_measure, 2000 if args.quick else 4000, 16, "full") for _ in range(reps)]
+    queue = [trio.run(queue_measure, 2000 if quick else 4000, 16, "full") for _ in range(reps)]
     tps = summary([q["tasks_per_s"] for q in queue])
     print()
     print(f"durable task queue, local, fsync per commit: {tps['min']:.0f} / {tps['median']:.0f} / {tps['max']:.0f} "
           f"tasks/s (min/median/max; goal >= 2000)")
     RESULTS.mkdir(exist_ok=True)
-    report = {"machine": {"cores": os.cpu_count(), "loadavg": load_avg}, "quick": args.quick, "repetitions": reps,
+    report = {"machine": {"cores": os.cpu_count(), "loadavg": load_avg}, "quick": quick, "repetitions": reps,
               "seconds": seconds, "results": results, "ratios": rows, "taskqueue_local_tasks_per_s": tps,
-              "command": "make bench" + (" QUICK=1" if args.quick else ""),
+              "command": "make bench" + (" QUICK=1" if quick else ""),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     (RESULTS / "foundation.json").write_text(json.dumps(report, indent=2) + "\n")
     chart(results, RESULTS / "foundation.png")

@@ -30,12 +30,10 @@ Results: bench/results/relay.json.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import re
-import shutil
 import statistics
 import sys
 import tempfile
@@ -48,7 +46,7 @@ from typing import Any
 
 import httpx
 
-from bench.stats import rotated, summary
+from bench.stats import quick_run, rotated, summary
 from harness import wrk
 from harness.balancer import p2p_status
 from harness.mcp_http import legacy_headers, modern_call, open_session, structured, tool_call
@@ -395,12 +393,8 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="shorter runs, fewer rounds (about 30 s)")
-    args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        raise SystemExit("make bench needs wrk (Debian: apt-get install -y wrk)")
-    rounds, seconds, single = (2, 1.0, 1.0) if args.quick else (5, 3.0, 1.0)
+    quick = quick_run(__doc__, argv, quick="shorter runs, fewer rounds (about 30 s)")
+    rounds, seconds, single = (2, 1.0, 1.0) if quick else (5, 3.0, 1.0)
     load_avg = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}; "
           f"{rounds} rounds of {seconds:.0f}s at {CONNECTIONS} connections and {single:.0f}s at 1, per design, "
@@ -408,9 +402,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.monotonic()
     measured = measure(rounds=rounds, seconds=seconds, single_seconds=single)
     report: dict[str, Any] = {
-        "machine": {"cores": os.cpu_count(), "loadavg": load_avg}, "quick": args.quick, "rounds": rounds,
+        "machine": {"cores": os.cpu_count(), "loadavg": load_avg}, "quick": quick, "rounds": rounds,
         "seconds_c16": seconds, "seconds_c1": single, "connections": CONNECTIONS, "interleaved": True,
-        **measured, "command": "python -m bench relay" + (" --quick" if args.quick else ""),
+        **measured, "command": "python -m bench relay" + (" --quick" if quick else ""),
         "wall_seconds": round(time.monotonic() - started, 1),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     report["ratios"] = ratio_table(report["results"])
