@@ -55,6 +55,9 @@ async def test_a_legacy_session_is_served_whichever_node_a_request_lands_on(tmp_
                     r = await c.post(f"{urls[i % 3]}/mcp", headers=h, json=tool_call("echo", {"text": f"t{i}"}, i + 2))
                     assert r.status_code == 200, r.text
                     assert f"t{i}" in r.text
+                r = await c.post(f"{urls[1]}/mcp", headers={**h, "x-request-id": "relayed-1"},
+                                 json=tool_call("echo", {"text": "id"}, 50))
+                assert r.headers.get_list("x-request-id") == ["relayed-1"]  # one id, the same on both nodes
                 r = await c.delete(f"{urls[2]}/mcp", headers=h)
                 assert r.status_code in (200, 204), r.text
                 r = await c.post(f"{urls[1]}/mcp", headers=h, json=tool_call("echo", {"text": "x"}, 99))

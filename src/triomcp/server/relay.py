@@ -31,6 +31,7 @@ from starlette.types import Receive, Scope, Send
 
 from triomcp._owner import owner_tag, tag_of
 from triomcp.errors import OwnerUnavailable, PeerError, SessionNotFound
+from triomcp.logs import REQUEST_ID
 from triomcp.mcp.engine import Engine
 from triomcp.mcp.outcomes import Listen, Reply
 from triomcp.mcp.routing import OwnerRoute
@@ -103,7 +104,11 @@ class Relay:
         if trio.current_time() < self._down.get(peer, 0.0) and not node.is_connected(peer):
             await send_reply(send, self._unreachable(route, peer, "it failed a moment ago"))
             return True
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() != FORWARDED_FOR]
+        # The owner logs the request under the id it has here, and the answer carries that one id.
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (FORWARDED_FOR, b"x-request-id")]
+        request_id = REQUEST_ID.get()
+        if request_id:
+            headers.append((b"x-request-id", request_id.encode("latin-1")))
         client = scope.get("client")
         if client:
             headers.append((FORWARDED_FOR, f"{client[0]}:{client[1]}".encode("latin-1")))
@@ -138,7 +143,8 @@ class Relay:
                                              on_stream=carried_by, abandoned=left.is_set) as response:
                     self._down.pop(peer, None)
                     self.statistics.relayed += 1
-                    out = [(k, v) for k, v in response.headers if k not in HOP_BY_HOP or k == b"content-length"]
+                    out = [(k, v) for k, v in response.headers
+                           if (k not in HOP_BY_HOP or k == b"content-length") and k != b"x-request-id"]
                     await send({"type": "http.response.start", "status": response.status, "headers": out})
                     started = True
                     async for chunk in response.chunks():
