@@ -40,6 +40,15 @@ def _registry() -> Registry:
 
     registry.tool("task_tool", owner_argument="task_id", peer_argument="peer")(task_tool)
     registry.tool("plain")(plain)  # a "peer" argument that names no node to serve the call
+
+    async def read_task(variables: dict[str, str], ctx: ToolContext) -> str:
+        return variables["task_id"]
+
+    async def read_item(variables: dict[str, str], ctx: ToolContext) -> str:
+        return variables["id"]
+
+    registry.resource_template("test://tasks/{task_id}", name="task", owner_variable="task_id")(read_task)
+    registry.resource_template("test://items/{id}", name="item")(read_item)
     return registry
 
 
@@ -70,6 +79,10 @@ CASES: list[tuple[str, HttpRequest, OwnerRoute | None]] = [
     ("a body that is not JSON", HttpRequest("POST", {}, b'{"taskId": '), None),
     ("a batch", HttpRequest("POST", {}, json.dumps([{"method": "tasks/get", "params": {
         "taskId": f"{OTHER}.1"}}]).encode()), None),
+    ("a resource whose template names its node", _post("resources/read", {"uri": f"test://tasks/{OTHER}.1"}),
+     OwnerRoute(OTHER, request_id=7)),
+    ("a resource of a template without an owner", _post("resources/read", {"uri": f"test://items/{OTHER}.1"}),
+     None),
     ("nothing that names a node", _post("tools/call", {"name": "plain", "arguments": {"text": "x"}}), None),
 ]
 

@@ -77,6 +77,12 @@ async def test_a_task_is_read_back_by_its_id_through_any_node(tmp_path: Path) ->
                 assert r.status_code == 200, r.text
                 task_id = r.json()["result"]["structuredContent"]["task_id"]
                 assert tag_of(task_id) == _tags(apps)["b"]
+                for url in urls:  # the task's resource, too
+                    body = {"jsonrpc": "2.0", "id": 3, "method": "resources/read",
+                            "params": {"uri": f"triomcp://tasks/{task_id}", "_meta": meta()}}
+                    r = await c.post(f"{url}/mcp", headers=modern_headers("resources/read",
+                                                                          f"triomcp://tasks/{task_id}"), json=body)
+                    assert r.status_code == 200 and task_id in r.json()["result"]["contents"][0]["text"], r.text
                 for url in urls:
                     body = tool_call("taskqueue_get", {"task_id": task_id}, 2)
                     r = await c.post(f"{url}/mcp", headers=modern_headers("tools/call", "taskqueue_get"),

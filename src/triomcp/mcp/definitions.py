@@ -182,6 +182,9 @@ class ResourceTemplateDef:
     fn: TemplateFn
     description: str | None = None
     mime_type: str | None = None
+    owner_variable: str | None = None
+    """A variable holding an id minted by one node of a mesh (``task_id``): a read is served by the
+    node the id names (:mod:`triomcp.mcp.routing`)."""
 
     @cached_property
     def pattern(self) -> re.Pattern[str]:

@@ -176,12 +176,14 @@ class Registry:
         return decorate
 
     def resource_template(
-        self, uri_template: str, *, name: str, description: str | None = None, mime_type: str | None = None
+        self, uri_template: str, *, name: str, description: str | None = None, mime_type: str | None = None,
+        owner_variable: str | None = None,
     ) -> Callable[[TemplateFn], TemplateFn]:
         def decorate(fn: TemplateFn) -> TemplateFn:
             if uri_template in self._templates:
                 raise ValueError(f"resource template {uri_template!r} is already registered")
-            self._templates[uri_template] = ResourceTemplateDef(uri_template, name, fn, description, mime_type)
+            self._templates[uri_template] = ResourceTemplateDef(uri_template, name, fn, description, mime_type,
+                                                                owner_variable)
             self._changed("resources")
             return fn
 

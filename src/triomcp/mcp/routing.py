@@ -6,6 +6,8 @@ minted them (:mod:`triomcp._owner`). :func:`owner_named` reads the request for o
 - ``Mcp-Session-Id`` (every legacy request after ``initialize``: POST, the GET stream, DELETE);
 - ``tasks/get``, ``tasks/update``, ``tasks/cancel``: ``params.taskId``;
 - any request with a ``params.requestState`` (an input-required round);
+- ``resources/read`` of a template with an
+  :attr:`~triomcp.mcp.definitions.ResourceTemplateDef.owner_variable` (``triomcp://tasks/{task_id}``);
 - ``tools/call`` of a tool with an :attr:`~triomcp.mcp.definitions.ToolDef.owner_argument`
   (the task tools' ``task_id``), or whose :attr:`~triomcp.mcp.definitions.ToolDef.peer_argument` names a node explicitly.
 
@@ -20,13 +22,14 @@ from typing import Any
 
 from triomcp._owner import owner_tag, tag_of
 from triomcp.mcp import jsonrpc
+from triomcp.mcp.definitions import ResourceTemplateDef
 from triomcp.mcp.outcomes import HttpRequest
 from triomcp.mcp.registry import Registry
 
 __all__ = ["OwnerRoute", "owner_named"]
 
 TASK_METHODS = frozenset({"tasks/get", "tasks/update", "tasks/cancel", "tasks/result"})
-_KEYS = (b'"taskId"', b'"requestState"', b'"task_id"', b'"peer"')
+_KEYS = (b'"taskId"', b'"requestState"', b'"task_id"', b'"peer"', b'"uri"')
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,12 @@ def _named(method: Any, params: dict[str, Any], registry: Registry) -> OwnerRout
         return OwnerRoute(tag)
     if (tag := tag_of(params.get("requestState"))) is not None:
         return OwnerRoute(tag)
+    if method == "resources/read" and isinstance(params.get("uri"), str):
+        found = registry.find_resource(params["uri"])
+        if found is not None and isinstance(found[0], ResourceTemplateDef) and found[0].owner_variable:
+            tag = tag_of(found[1].get(found[0].owner_variable))
+            return OwnerRoute(tag) if tag is not None else None
+        return None
     if method != "tools/call" or not isinstance(params.get("arguments"), dict):
         return None
     name = params.get("name")

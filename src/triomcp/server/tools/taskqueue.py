@@ -296,4 +296,4 @@ TOOLS = [
 def register(registry: Registry) -> None:
     add_tools(registry, TOOLS)
     registry.resource_template("triomcp://tasks/{task_id}", name="task", description="One task, as JSON.",
-                               mime_type="application/json")(task_resource)
+                               mime_type="application/json", owner_variable="task_id")(task_resource)
