@@ -17,6 +17,7 @@ import trio
 
 from harness.mcp_http import INITIALIZED, JSON_HEADERS, initialize, legacy_headers, modern_headers, tool_call
 from tests import sseclient
+from tests.helpers.auth import write_tokens
 from tests.helpers.http import meta, open_session
 from tests.helpers.mesh import RoundRobin, mesh
 from tests.helpers.tasks import modern, poll_until, tasks_meta
@@ -280,3 +281,25 @@ async def test_a_listen_stream_on_one_node_carries_the_status_of_tasks_held_by_o
                     break
                 await trio.sleep(0.01)
             assert all(engine.statistics().listeners == 0 for engine in engines)
+
+
+async def test_the_owner_authenticates_a_relayed_request_itself(tmp_path: Path) -> None:
+    """With authorization on (the same tokens on every node), a session stays bound to its principal
+    through any node: the owner checks the client's own token, never the relaying node's word."""
+    tokens = {"alice": ("alice", "triomcp:admin"), "bob": ("bob", "triomcp:admin")}
+    for name in NAMES:
+        write_tokens(tmp_path / name / "data" / "tokens", tokens)
+    async with mesh(tmp_path, NAMES, auth={"tokens_file": "tokens"}) as apps:
+        urls = [url for url, _ in apps.values()]
+        alice, bob = {"authorization": "Bearer alice"}, {"authorization": "Bearer bob"}
+        with trio.fail_after(20):
+            async with httpx.AsyncClient(base_url=urls[0], headers=alice) as c:
+                h = await open_session(c)
+            async with httpx.AsyncClient() as c:
+                for url in urls[1:]:
+                    r = await c.post(f"{url}/mcp", headers={**h, **alice}, json=tool_call("whoami", {}, 2))
+                    assert r.status_code == 200 and "alice" in r.text, r.text
+                    r = await c.post(f"{url}/mcp", headers={**h, **bob}, json=tool_call("whoami", {}, 3))
+                    assert r.status_code == 404, r.text  # bob's token: not his session, on any node
+                    r = await c.post(f"{url}/mcp", headers=h, json=tool_call("whoami", {}, 4))
+                    assert r.status_code == 401, r.text  # no token: refused where it lands
