@@ -37,11 +37,25 @@ from triomcp.mcp.outcomes import Listen, Reply
 from triomcp.mcp.routing import OwnerRoute
 from triomcp.p2p import Node
 from triomcp.p2p._errors import close_quietly
-from triomcp.p2p.http import FORWARDED_FOR, HOP_BY_HOP
+from triomcp.p2p.http import FORWARDED_FOR, HOP_BY_HOP, Headers
 from triomcp.p2p.rpc import Stream
 from triomcp.server.http_io import send_reply
 
 __all__ = ["DOWN_SECONDS", "Relay", "RelayStatistics"]
+
+
+def _relayed_headers(scope: Scope) -> Headers:
+    """A request's headers as the owner gets them: the client's address in ``triomcp-forwarded-for``
+    and this node's request id (the owner logs the request under it; the answer carries that one
+    id), whatever the client sent for either."""
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (FORWARDED_FOR, b"x-request-id")]
+    request_id = REQUEST_ID.get()
+    if request_id:
+        headers.append((b"x-request-id", request_id.encode("latin-1")))
+    client = scope.get("client")
+    if client:
+        headers.append((FORWARDED_FOR, f"{client[0]}:{client[1]}".encode("latin-1")))
+    return headers
 
 
 def _sse_data(event: bytes) -> Any:
@@ -72,8 +86,8 @@ class Relay:
     def __init__(self, engine: Engine, node: Callable[[], Node | None]) -> None:
         self.engine = engine
         self._node = node
-        self._tags: dict[str, str] = {}
-        """peer id -> owner tag, for every peer this node has looked at."""
+        self._by_tag: dict[str, str] = {}
+        """owner tag -> peer id, for the peers this node has looked at."""
         self._down: dict[str, float] = {}
         """peer id -> until when it is taken as unreachable."""
         self.statistics = RelayStatistics()
@@ -86,14 +100,12 @@ class Relay:
             return None
         if route.peer is not None:
             return route.peer if route.peer != node.peer_id and node.authorized.is_listed(route.peer) else None
-        candidates = set(node.connected_peers()) | {e.peer_id for e in node.authorized.entries()}
-        for peer in candidates:
-            tag = self._tags.get(peer)
-            if tag is None:
-                tag = self._tags[peer] = owner_tag(peer)
-            if tag == route.tag and peer != node.peer_id and node.authorized.is_listed(peer):
-                return peer
-        return None
+        peer = self._by_tag.get(route.tag)
+        if peer is None:  # a tag not seen yet: look at the peers now known (they are few)
+            for candidate in set(node.connected_peers()) | {e.peer_id for e in node.authorized.entries()}:
+                self._by_tag.setdefault(owner_tag(candidate), candidate)
+            peer = self._by_tag.get(route.tag)
+        return peer if peer is not None and peer != node.peer_id and node.authorized.is_listed(peer) else None
 
     async def serve(self, route: OwnerRoute, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
         """Relay the request to the node ``route`` names; False when no such node is known."""
@@ -104,14 +116,7 @@ class Relay:
         if trio.current_time() < self._down.get(peer, 0.0) and not node.is_connected(peer):
             await send_reply(send, self._unreachable(route, peer, "it failed a moment ago"))
             return True
-        # The owner logs the request under the id it has here, and the answer carries that one id.
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (FORWARDED_FOR, b"x-request-id")]
-        request_id = REQUEST_ID.get()
-        if request_id:
-            headers.append((b"x-request-id", request_id.encode("latin-1")))
-        client = scope.get("client")
-        if client:
-            headers.append((FORWARDED_FOR, f"{client[0]}:{client[1]}".encode("latin-1")))
+        headers = _relayed_headers(scope)
         started = False
         target = scope.get("raw_path") or scope["path"].encode("latin-1")
         if scope.get("query_string"):
@@ -173,7 +178,7 @@ class Relay:
         by_peer: dict[str, list[str]] = {}
         for task_id in listen.notifications.get("taskIds", ()):
             tag = tag_of(task_id)
-            peer = self.owner(OwnerRoute(tag)) if tag is not None and tag != self.engine.config.owner_tag else None
+            peer = self.owner(OwnerRoute(tag)) if tag is not None else None  # None for this node's own
             if peer is not None:
                 by_peer.setdefault(peer, []).append(task_id)
         if node is None or not by_peer:
@@ -213,7 +218,7 @@ class Relay:
 
     async def _watch(self, node: Node, peer: str, scope: Scope, body: bytes,
                      deliver: Callable[[dict[str, Any]], None], carried_by: Callable[[Stream], None]) -> None:
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (FORWARDED_FOR, b"content-length")]
+        headers = _relayed_headers(scope)
         buffer = b""
         try:
             async with node.http.request(peer, "POST", "/mcp", headers, body, on_stream=carried_by) as response:
