@@ -115,3 +115,32 @@ async def test_only_transient_errors_are_retried(autojump_clock: trio.testing.Mo
         await net.dialed.wait()
         assert calls == 3 and PEER in net.connected
         nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_that_said_it_is_leaving_is_redialed_after_the_pause(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """``pause`` (the node's ``redial_pause``): a bootstrap peer that said goodbye is first redialed
+    after the pause it gives, once; later drops are redialed at once again."""
+    net = FakeNet()
+    net.connected.add(PEER)
+    pauses: list[str] = []
+
+    def pause(peer_id: str) -> tuple[float, str] | None:
+        if pauses:
+            return None
+        pauses.append(peer_id)
+        return 5.0, "said it is leaving"
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: keep_bootstrap_connected(ADDR, net.connect, net.is_connected, net.wait_changed,
+                                                            pause=pause))
+        await trio.testing.wait_all_tasks_blocked()
+        left = trio.current_time()
+        net.drop(PEER)
+        await net.dialed.wait()
+        assert pauses == [PEER] and net.dials == [left + 5.0]
+        before = trio.current_time()
+        net.drop(PEER)  # no goodbye this time: redialed at once
+        await net.dialed.wait()
+        assert net.dials[-1] == before
+        nursery.cancel_scope.cancel()

@@ -5,9 +5,20 @@ Sources, in order: explicit multiaddrs, the bootstrap list (kept connected by
 the peers remembered from earlier runs, the announce file of a node on the same machine, and
 mDNS (opt-in; it starts zeroconf threads and multicasts, so it is off by default).
 
+Keeping: which connections to close when there are too many is :func:`pick_trims` (no I/O; the
+node's trimmer carries it out).
+
+Addresses: a node listening on a wildcard address (``/ip4/0.0.0.0/...``, ``/ip6/::/...``) tells
+its peers (peer exchange, identify, the announce file) this machine's interface addresses at that
+port instead (:func:`announce_addrs`): on Linux, dialing 0.0.0.0 reaches the dialer's own machine,
+often its own listener. And a node never dials itself (:func:`reaches_self`).
+
 py-libp2p's mDNS only fills the peerstore and fires a process-wide event, from a
 zeroconf thread; ``MdnsFinds`` hands those finds to Trio and ``dial_found`` dials
 the ones this node lists in ``authorized_peers``.
+
+Size: a little over 300 lines: every way a node finds and keeps peers (explicit, bootstrap,
+remembered, announce file, mDNS) and which addresses it tells them, each a short function.
 """
 
 from __future__ import annotations
@@ -17,10 +28,14 @@ import ipaddress
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import multiaddr as ma
+import psutil
 import trio
 from libp2p.discovery.events.peerDiscovery import peerDiscovery
 from libp2p.peer.peerinfo import PeerInfo
@@ -28,8 +43,9 @@ from libp2p.peer.peerinfo import PeerInfo
 from triomcp._retry import Backoff
 from triomcp.errors import ConfigError, PeerError
 
-__all__ = ["ANNOUNCE_FILE", "MdnsFinds", "dial_found", "keep_bootstrap_connected", "keep_connected",
-           "peer_id_in", "reachable_from_elsewhere", "read_announce", "write_announce"]
+__all__ = ["ANNOUNCE_FILE", "MdnsFinds", "PeerUse", "announce_addrs", "dial_found", "interface_ips", "is_unspecified",
+           "keep_bootstrap_connected", "keep_connected", "peer_id_in", "pick_trims", "reachable_from_elsewhere", "reaches_self",
+           "read_announce", "write_announce"]
 
 log = logging.getLogger("triomcp.p2p")
 
@@ -78,18 +94,29 @@ async def keep_connected(
     peer_id: str | None = None,
     transient: tuple[type[Exception], ...] = (PeerError,),
     backoff: Backoff | None = None,
+    pause: Callable[[str], tuple[float, str] | None] | None = None,
     logger: logging.Logger = log,
 ) -> None:
     """Dial ``await target()`` (a multiaddr) until connected; redial when the connection drops
     (woken by the node's connection events, not by polling), with :class:`~triomcp._retry.Backoff`
     between failures. ``transient`` errors (from ``target`` or ``connect``) are retried; others end
     the loop. ``peer_id``: whom ``target`` names, if known before the first dial (else the id
-    ``connect`` returns). ``what`` names the peer in the logs. The one reconnect loop: bootstrap
-    peers (:func:`keep_bootstrap_connected`) and the local node of ``p2p.mode = "local-node"``."""
+    ``connect`` returns). ``what`` names the peer in the logs. ``pause(peer_id)``: ``(seconds, why)``
+    to wait before redialing a peer that said why it went (it is leaving, or trimmed its
+    connections), or None to redial at once. The one reconnect loop: bootstrap peers
+    (:func:`keep_bootstrap_connected`) and the local node of ``p2p.mode = "local-node"``."""
     backoff = backoff or Backoff(base=1.0, cap=60.0)
     failures = 0
     while True:
         if peer_id is None or not is_connected(peer_id):
+            held = pause(peer_id) if pause is not None and peer_id is not None else None
+            if held is not None and peer_id is not None:
+                delay, why = held
+                logger.info("%s %s %s; redialing in %.1fs", what, peer_id, why, delay)
+                with trio.move_on_after(delay):
+                    while not is_connected(peer_id):
+                        await wait_changed()
+                continue
             try:
                 multiaddr = await target()
                 peer_id = await connect(multiaddr)
@@ -109,13 +136,45 @@ async def keep_bootstrap_connected(
     connect: Callable[[str], Awaitable[str]],
     is_connected: Callable[[str], bool],
     wait_changed: Callable[[], Awaitable[None]],
+    *,
+    pause: Callable[[str], tuple[float, str] | None] | None = None,
 ) -> None:
-    """Keep one bootstrap peer connected: full jitter up to 1, 2, 4 ... 60 s between failed dials."""
+    """Keep one bootstrap peer connected: full jitter up to 1, 2, 4 ... 60 s between failed dials,
+    and ``pause`` (see :func:`keep_connected`) before redialing one that said it is leaving."""
     async def target() -> str:
         return multiaddr
 
     await keep_connected(target, connect, is_connected, wait_changed, what="bootstrap peer",
-                         peer_id=peer_id_in(multiaddr))
+                         peer_id=peer_id_in(multiaddr), pause=pause)
+
+
+@dataclass(frozen=True)
+class PeerUse:
+    """What the trimmer knows of one connected peer."""
+
+    peer_id: str
+    connected_at: float
+    last_used: float
+    """When a request to or from it last started or ended (its connection time if none)."""
+    listed: bool
+    spared: bool
+    """A bootstrap peer, protected, or with requests in flight: never trimmed."""
+
+
+def pick_trims(peers: Sequence[PeerUse], *, now: float, low: int, high: int,
+               grace: float) -> tuple[list[str], float | None]:
+    """The peers to disconnect when more than ``high`` are connected: down to ``low``, never a spared
+    one or one connected less than ``grace`` ago; unlisted ones first, then the least recently used.
+    Also when to look again (a connection leaving its grace period could be trimmed then), or None."""
+    if len(peers) <= high:
+        return [], None
+    need = len(peers) - low
+    candidates = [p for p in peers if not p.spared]
+    ready = sorted((p for p in candidates if now - p.connected_at >= grace), key=lambda p: (p.listed, p.last_used))
+    trims = [p.peer_id for p in ready[:need]]
+    young = [p.connected_at + grace for p in candidates if now - p.connected_at < grace]
+    return trims, (min(young) if young and len(trims) < need else None)
+
 
 
 def _ip_of(multiaddr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -132,6 +191,84 @@ def reachable_from_elsewhere(multiaddr: str) -> bool:
     """An IP multiaddr another machine could dial: neither loopback nor unspecified (0.0.0.0, ::)."""
     ip = _ip_of(multiaddr)
     return ip is not None and not ip.is_loopback and not ip.is_unspecified
+
+
+def is_unspecified(multiaddr: str) -> bool:
+    """An address on 0.0.0.0 or ``::``: never one to dial (on Linux it reaches the dialer's own machine)."""
+    ip = _ip_of(multiaddr)
+    return ip is not None and ip.is_unspecified
+
+
+def _interfaces() -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, bool]]:
+    """Every IP address of this machine's interfaces (psutil), with whether its interface is up."""
+    stats = psutil.net_if_stats()
+    out = []
+    for name, addrs in psutil.net_if_addrs().items():
+        up = stats[name].isup if name in stats else True
+        for addr in addrs:
+            if addr.family in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    out.append((ipaddress.ip_address(addr.address.split("%", 1)[0]), up))
+                except ValueError:
+                    continue
+    return out
+
+
+def interface_ips(version: int) -> list[str]:
+    """This machine's IPv4 (``version`` 4) or IPv6 addresses to tell peers, in interface order: those
+    of interfaces that are up, loopback only when there is no other; never link-local ones (an
+    IPv6 one needs a zone that a multiaddr cannot carry)."""
+    found: list[str] = []
+    loopback: list[str] = []
+    for ip, up in _interfaces():
+        if ip.version != version or not up or ip.is_link_local or ip.is_unspecified or ip.is_multicast:
+            continue
+        (loopback if ip.is_loopback else found).append(str(ip))
+    return list(dict.fromkeys(found or loopback))
+
+
+def announce_addrs(addrs: Sequence[ma.Multiaddr]) -> list[ma.Multiaddr]:
+    """What a host tells its peers (libp2p's ``addrs_factory``, so identify says the same): its
+    addresses, with each wildcard one (``0.0.0.0``, ``::``) replaced by :func:`interface_ips` at
+    that port, in order, without duplicates; never a wildcard address."""
+    out: list[str] = []
+    for addr in addrs:
+        text = str(addr)
+        ip = _ip_of(text)
+        if ip is None or not ip.is_unspecified:
+            out.append(text)
+            continue
+        parts = text.split("/")  # ["", "ip4", "0.0.0.0", "tcp", "4001", ...]
+        for host in interface_ips(ip.version):
+            parts[2] = host
+            out.append("/".join(parts))
+    return [ma.Multiaddr(a) for a in dict.fromkeys(out)]
+
+
+def _ip_port(multiaddr: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str] | None:
+    parts = multiaddr.split("/")
+    ip = _ip_of(multiaddr)
+    if ip is None or len(parts) < 5 or parts[3] != "tcp":
+        return None
+    return ip, parts[4]
+
+
+def reaches_self(multiaddr: str, own_peer_id: str, bound: Sequence[str]) -> bool:
+    """Would dialing ``multiaddr`` reach this node: its ``/p2p/`` id is this node's, it is a wildcard
+    address, or it names the IP and port of one of this node's listeners (``bound``: the addresses
+    it listens on; a wildcard one stands for every address of this machine at its port)."""
+    if multiaddr.rpartition("/p2p/")[2] == own_peer_id or is_unspecified(multiaddr):
+        return True
+    target = _ip_port(multiaddr)
+    if target is None:
+        return False
+    ip, port = target
+    mine = [b for b in (_ip_port(str(a)) for a in bound) if b is not None and b[1] == port]
+    if any(b_ip == ip for b_ip, _ in mine):
+        return True
+    if any(b_ip.is_unspecified and b_ip.version == ip.version for b_ip, _ in mine):
+        return ip.is_loopback or ip in {local for local, _ in _interfaces()}
+    return False
 
 
 class MdnsFinds:

@@ -1,13 +1,25 @@
-"""Peer exchange (``/triomcp/peers/1.0.0``): both halves, and the loop that asks now and then.
+"""Peer exchange (``/triomcp/peers/1.0.0``): both halves, the loop that asks now and then, goodbyes.
 
 The dialer sends ``{addrs}`` (its listen multiaddrs); the listener answers
 ``{peers: [{peer_id, addrs}]}`` (its connected, listed peers whose addresses it can vouch for);
 one frame each way. On an inbound connection libp2p knows only the dialer's ephemeral port, so a
-node tells its peers its listen addresses itself. With a bootstrap address alone, every node of a
-mesh comes to know every other node it authorizes.
+node tells its peers its listen addresses itself. The asker remembers every listed peer it hears
+of (``KnownPeers``) and dials them only while it has fewer than ``p2p.connections_low`` listed
+peers connected: connections stay bounded, and the others are dialed on demand
+(``Node.ensure_connected``).
 
-Only authorized peers are answered, only listed peers are told about or dialed, and every list
-read from the network is capped.
+A goodbye is the same first frame with ``{leaving: true}`` (the node is shutting down) or
+``{trimming: true}`` (it is about to close this connection to stay within its limits); it is
+answered with an empty list, so the sender knows it arrived before it closes. A peer that said
+goodbye is not dialed again by the exchange or ``redial_known`` for a while (see ``connections.py``).
+
+A peer is asked only if it serves the protocol: identify tells (its protocol list is in the
+peerstore within milliseconds of connecting; a fresh peer is given up to ``IDENTIFY_WAIT`` for it),
+and a peer that refused the protocol is not asked again while it stays connected. A client-only
+peer (the CLI, a js-libp2p client) is thus asked at most once per connection, and usually never.
+
+Only authorized peers are answered, only listed peers are told about or dialed, no address is
+passed on that is a wildcard, and every list read from the network is capped.
 """
 
 from __future__ import annotations
@@ -20,7 +32,7 @@ import trio
 
 from triomcp.errors import ConfigError, PeerError
 from triomcp.p2p._errors import close_quietly, map_libp2p_errors
-from triomcp.p2p.discovery import peer_id_in
+from triomcp.p2p.discovery import is_unspecified, peer_id_in
 from triomcp.p2p.framing import FrameDecoder, FrameIssue, encode_frame
 from triomcp.p2p.rpc import Stream
 
@@ -29,7 +41,7 @@ if TYPE_CHECKING:
 
     from triomcp.p2p.node import Node
 
-__all__ = ["PEERS_PROTOCOL", "PeerExchange", "read_one_frame"]
+__all__ = ["LEAVING", "PEERS_PROTOCOL", "TRIMMING", "PeerExchange", "read_one_frame"]
 
 log = logging.getLogger("triomcp.p2p")
 
@@ -38,6 +50,18 @@ PEERS_MAX_BYTES = 256 * 1024
 PEERS_MAX_ENTRIES = 256
 ADDRS_PER_PEER = 8
 PEER_EXCHANGE_REFRESH = 10.0
+"""About how often one connected peer is asked again (jittered)."""
+WANTING_REFRESH = 1.0
+"""The same while this node has fewer listed peers than it wants: doubled after each round that
+dialed no one, up to ``PEER_EXCHANGE_REFRESH``."""
+IDENTIFY_WAIT = 2.0
+"""Seconds a fresh peer's identify may take before the peer is asked anyway (once)."""
+IDENTIFY_STEP = 0.1
+"""How often the loop looks for identify's answer meanwhile (libp2p signals no event for it)."""
+BYE_SECONDS = 0.5
+"""All goodbyes of one shutdown or trim, sent at once, take at most this long."""
+LEAVING = "leaving"
+TRIMMING = "trimming"
 
 
 async def read_one_frame(stream: Stream, limit: int) -> dict[str, Any]:
@@ -57,6 +81,13 @@ async def read_one_frame(stream: Stream, limit: int) -> dict[str, Any]:
             return item
 
 
+def _refused_protocol(exc: PeerError) -> bool:
+    """Did opening the stream fail in protocol negotiation (the peer does not serve it)?"""
+    from libp2p.host.exceptions import StreamFailure
+
+    return isinstance(exc.__cause__, StreamFailure)
+
+
 class PeerExchange:
     """One node's side of the peer exchange, as listener (:meth:`serve`) and dialer (:meth:`ask`)."""
 
@@ -64,6 +95,14 @@ class PeerExchange:
         self._node = node
         self.announced: dict[str, list[str]] = {}
         """Listen multiaddrs each peer told us (inbound connections show only the dialer's ephemeral port)."""
+        self.refused: dict[str, float | None] = {}
+        """Peers that do not serve the protocol, with the start of the connection on which they
+        said so (``Node.connected_since``): a new connection is judged anew."""
+        self.asks = 0
+        """Exchanges this node started (answered or not)."""
+        self._byes_out: dict[str, trio.CancelScope] = {}
+        """Goodbyes being sent, by peer: one to a peer that says it is leaving too is called off
+        (its host may close under the stream's negotiation, which libp2p logs as an ERROR)."""
 
     def view(self, asker: str) -> list[dict[str, Any]]:
         """The connected, listed peers (with addresses we can vouch for) we tell ``asker`` about."""
@@ -75,8 +114,18 @@ class PeerExchange:
                 out.append({"peer_id": peer, "addrs": addrs})
         return out
 
+    def _usable(self, peer_id: str, addrs: Any) -> list[str]:
+        """The addresses of ``peer_id`` in ``addrs`` (read from the network) worth keeping: its own
+        (``/p2p/<peer_id>``), not a wildcard, not this node's; at most ``ADDRS_PER_PEER``."""
+        if not isinstance(addrs, list):
+            return []
+        suffix = f"/p2p/{peer_id}"
+        node = self._node
+        return [a for a in addrs if isinstance(a, str) and a.endswith(suffix) and not is_unspecified(a)
+                and not node.reaches_self(a)][:ADDRS_PER_PEER]
+
     async def serve(self, stream: INetStream) -> None:
-        """Answer a peer exchange: only to authorized peers; nothing escapes into the host."""
+        """Answer a peer exchange or a goodbye: only to authorized peers; nothing escapes into the host."""
         node = self._node
         try:
             peer_id = stream.muxed_conn.peer_id.to_base58()
@@ -84,10 +133,18 @@ class PeerExchange:
                 return
             with trio.fail_after(node.settings.stream_timeout):
                 hello = await read_one_frame(stream, PEERS_MAX_BYTES)
-            addrs = [a for a in hello.get("addrs", []) if isinstance(a, str) and a.endswith(f"/p2p/{peer_id}")]
+            bye = LEAVING if hello.get(LEAVING) is True else TRIMMING if hello.get(TRIMMING) is True else None
+            if bye is not None:
+                node._said_bye(peer_id, bye)
+                if bye == LEAVING and peer_id in self._byes_out:
+                    self._byes_out[peer_id].cancel()
+                with trio.fail_after(node.settings.stream_timeout):
+                    await stream.write(encode_frame({"peers": []}))
+                return
+            addrs = self._usable(peer_id, hello.get("addrs"))
             if addrs:
-                self.announced[peer_id] = addrs[:ADDRS_PER_PEER]
-                await node._remember(peer_id, addrs[:ADDRS_PER_PEER])
+                self.announced[peer_id] = addrs
+                await node._remember(peer_id, addrs)
             with trio.fail_after(node.settings.stream_timeout):
                 await stream.write(encode_frame({"peers": self.view(peer_id)}))
         except Exception as exc:
@@ -96,8 +153,10 @@ class PeerExchange:
             await close_quietly(stream)
 
     async def ask(self, peer_id: str) -> list[str]:
-        """Tell ``peer_id`` our addresses, learn its peers, dial the ones we authorize; returns those dialed."""
+        """Tell ``peer_id`` our addresses, learn its peers; remember the listed ones and dial them
+        while this node has fewer than ``connections_low`` listed peers; returns those dialed."""
         node = self._node
+        self.asks += 1
         stream = await node._open_stream(peer_id, PEERS_PROTOCOL)
         try:
             with map_libp2p_errors(f"exchanging peers with {peer_id}"), trio.fail_after(node.settings.call_timeout):
@@ -105,13 +164,23 @@ class PeerExchange:
                 answer = await read_one_frame(stream, PEERS_MAX_BYTES)
         finally:
             await close_quietly(stream)
-        dialed = []
-        for entry in answer.get("peers", [])[:PEERS_MAX_ENTRIES]:
+        entries = answer.get("peers")
+        learned: list[tuple[str, list[str]]] = []
+        for entry in entries[:PEERS_MAX_ENTRIES] if isinstance(entries, list) else []:
             other = entry.get("peer_id") if isinstance(entry, dict) else None
-            if (not isinstance(other, str) or other == node.peer_id or node.is_connected(other)
-                    or not node.authorized.is_listed(other)):
+            if not isinstance(other, str) or other == node.peer_id or not node.authorized.is_listed(other):
                 continue
-            addrs = [a for a in entry.get("addrs", []) if isinstance(a, str)][:ADDRS_PER_PEER]
+            addrs = self._usable(other, entry.get("addrs"))
+            if addrs:
+                await node._remember(other, addrs)
+                learned.append((other, addrs))
+        dialed = []
+        random.shuffle(learned)  # spread the dials of many askers over the peers they hear of
+        for other, addrs in learned:
+            if not node.wants_peers():
+                break
+            if node.is_connected(other) or node.said_bye(other) is not None:
+                continue
             if await self._dial_one_of(other, addrs):
                 dialed.append(other)
         return dialed
@@ -127,25 +196,94 @@ class PeerExchange:
                 log.debug("peer exchange: %s unreachable at %s: %s", peer_id, addr, exc)
         return False
 
+    async def say_bye(self, peers: list[str], bye: str) -> None:
+        """Tell connected ``peers`` goodbye (``LEAVING`` or ``TRIMMING``): all at once, shielded, each
+        answered or not within ``BYE_SECONDS`` in all. Never dials, never raises."""
+        node = self._node
+
+        async def one(peer: str) -> None:
+            with trio.CancelScope() as scope:
+                self._byes_out[peer] = scope
+                try:
+                    stream = await node._open_stream(peer, PEERS_PROTOCOL, dial=False)
+                    try:
+                        await stream.write(encode_frame({bye: True}))
+                        await read_one_frame(stream, PEERS_MAX_BYTES)
+                    finally:
+                        await close_quietly(stream)
+                except Exception as exc:
+                    log.debug("goodbye (%s) to %s not delivered: %s", bye, peer[:16], exc)
+                finally:
+                    self._byes_out.pop(peer, None)
+            if scope.cancelled_caught:
+                log.debug("goodbye (%s) to %s called off: it is leaving too", bye, peer[:16])
+
+        targets = [p for p in peers if not self._refuses(p) and node.supports(p, PEERS_PROTOCOL) is not False]
+        if not targets:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(BYE_SECONDS):
+            async with trio.open_nursery() as nursery:
+                for peer in targets:
+                    nursery.start_soon(one, peer)
+
+    def _refuses(self, peer: str) -> bool:
+        return peer in self.refused and self.refused[peer] == self._node.connected_since(peer)
+
+    def _to_ask(self, connected: list[str], asked: dict[str, tuple[float | None, float]],
+                fresh_since: dict[str, float], now: float) -> list[str]:
+        """The connected listed peers not asked on their current connection that identify says
+        serve the protocol, or whose identify has not answered within ``IDENTIFY_WAIT``; marks
+        those that do not serve it."""
+        node = self._node
+        out = []
+        for peer in connected:
+            since = node.connected_since(peer)
+            if (peer in asked and asked[peer][0] == since) or self._refuses(peer):
+                continue
+            serves = node.supports(peer, PEERS_PROTOCOL)
+            if serves is False:
+                log.debug("peer %s does not serve %s: not asking it for peers", peer[:16], PEERS_PROTOCOL)
+                self.refused[peer] = since
+            elif serves or now - fresh_since.setdefault(peer, now) >= IDENTIFY_WAIT:
+                fresh_since.pop(peer, None)
+                out.append(peer)
+        return out
+
     async def run(self) -> None:
         """Ask each newly connected listed peer for its peers, and one of them again now and then."""
         node = self._node
-        asked: dict[str, float] = {}
+        asked: dict[str, tuple[float | None, float]] = {}  # peer -> (its connection's start, when asked)
+        fresh_since: dict[str, float] = {}  # connected peers waiting for identify's protocol list
+        changed = node.next_peers_change()
+        quiet = 0  # rounds in a row that dialed no one
         while True:
-            with trio.move_on_after(random.uniform(0.5, 1.5) * PEER_EXCHANGE_REFRESH):
-                await node.wait_peers_changed()
+            period = PEER_EXCHANGE_REFRESH
+            if node.wants_peers():
+                period = min(PEER_EXCHANGE_REFRESH, WANTING_REFRESH * 2 ** min(quiet, 8))
+            with trio.move_on_after(IDENTIFY_STEP if fresh_since else random.uniform(0.5, 1.5) * period):
+                await changed.wait()
+            changed = node.next_peers_change()  # a change while asking below wakes the next round
             now = trio.current_time()
             connected = [p for p in node.connected_peers() if node.authorized.is_listed(p)]
-            fresh = [p for p in connected if p not in asked]
-            stale = [p for p in connected if now - asked.get(p, now) >= PEER_EXCHANGE_REFRESH]
-            for peer in fresh + random.sample(stale, min(1, len(stale))):
-                asked[peer] = now
+            for table in (asked, fresh_since, self.refused):
+                for peer in [p for p in table if p not in connected]:
+                    del table[peer]
+            fresh = self._to_ask(connected, asked, fresh_since, now)
+            stale = [p for p, (_, when) in asked.items() if now - when >= period and p not in fresh
+                     and not self._refuses(p)]
+            round_ = fresh + random.sample(stale, min(1, len(stale)))
+            dialed_any = False
+            for peer in round_:
+                since = node.connected_since(peer)
+                asked[peer] = (since, now)
                 try:
                     dialed = await self.ask(peer)
                     if dialed:
+                        dialed_any = True
                         log.info("peer exchange with %s: connected to %d more peers", peer[:16], len(dialed))
                 except (PeerError, ConfigError) as exc:
+                    if isinstance(exc, PeerError) and _refused_protocol(exc):
+                        self.refused[peer] = since
                     log.debug("peer exchange with %s failed: %s", peer, exc)
-            for peer in list(asked):
-                if peer not in connected:
-                    del asked[peer]
+            if round_:
+                quiet = 0 if dialed_any else quiet + 1

@@ -8,7 +8,14 @@ Rules learned by measurement (see docs/architecture.md):
   ``max_connections_per_peer=1`` (otherwise every dial waits 250 ms);
 - before authentication: capped connections overall and per source, one deadline, multistream
   reads capped (admission.py, hardening.py);
-- libp2p's auto-connector is stopped: the node dials whom it is told to, no one else;
+- libp2p's auto-connector is stopped: the node dials whom it is told to, no one else; and so is
+  its connection pruner: the node's trimmer keeps ``p2p.connections_high`` (node.py);
+- a wildcard listen address is announced (identify, peer exchange, the announce file) as this
+  machine's interface addresses (``discovery.announce_addrs`` as libp2p's ``addrs_factory``);
+- libp2p's own dial retries are off (``RetryConfig(max_retries=0)``): the one retry and backoff
+  is ours (``keep_connected``), and each of libp2p's attempts logged an ERROR of its own;
+- the finding, keeping and trimming loops run until the node begins closing
+  (``Node.run_until_closing``): a closing node dials no one;
 - ``host.run()`` swallows exceptions raised in its body: the body's error is raised again after;
 - the host is closed before anything is cancelled (leaving ``run()`` alone
   leaves the listener open and leaks sockets).
@@ -21,7 +28,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import multiaddr as ma
 import trio
@@ -30,7 +37,8 @@ from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.custom_types import TProtocol
-from libp2p.network.config import ConnectionConfig
+from libp2p.network.config import ConnectionConfig, RetryConfig
+from libp2p.network.swarm import Swarm
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL
@@ -42,12 +50,14 @@ from triomcp.p2p.admission import InboundGate
 from triomcp.p2p.authz import AuthorizedPeers
 from triomcp.p2p.discovery import (
     MdnsFinds,
+    announce_addrs,
     dial_found,
     keep_bootstrap_connected,
     reachable_from_elsewhere,
     write_announce,
 )
 from triomcp.p2p.exchange import PEERS_PROTOCOL
+from triomcp.p2p.gossip import start_gossip
 from triomcp.p2p.http import HTTP_PROTOCOL
 from triomcp.p2p.http_serve import AsgiApp, HttpServer
 from triomcp.p2p.identity import (
@@ -81,10 +91,18 @@ class _Notifee:
         pass
 
     async def connected(self, network: Any, conn: Any) -> None:
-        self._node._fire_peers_changed()
+        self._changed(conn, opened=True)
 
     async def disconnected(self, network: Any, conn: Any) -> None:
-        self._node._fire_peers_changed()
+        self._changed(conn, opened=False)
+
+    def _changed(self, conn: Any, *, opened: bool) -> None:
+        try:
+            peer_id = conn.muxed_conn.peer_id.to_base58()
+        except Exception:
+            self._node._fire_peers_changed()
+            return
+        self._node._on_connection(peer_id, opened=opened)
 
     async def listen(self, network: Any, multiaddr: Any) -> None:
         pass
@@ -110,6 +128,7 @@ def _new_host(key_pair: KeyPair, settings: P2PSettings, *, mdns: bool, listen: l
                                            inbound_upgrade_timeout=settings.handshake_timeout),
         enable_mDNS=mdns,
         listen_addrs=listen if mdns else None,
+        addrs_factory=announce_addrs,
     )
 
 
@@ -123,8 +142,11 @@ async def open_node(
     announce: bool = True,
     http_app: AsgiApp | None = None,
     http_max_body_bytes: int = 1024 * 1024,
+    gossip: bool = True,
 ) -> AsyncIterator[Node]:
-    """Start a node, yield it once it listens, close it on the way out (before any cancel)."""
+    """Start a node, yield it once it listens, close it on the way out (before any cancel).
+
+    ``gossip``: mount the work topic (``p2p/gossip.py``) on a node that announces itself."""
     await trio.to_thread.run_sync(lambda: data_dir.mkdir(mode=0o700, parents=True, exist_ok=True))
     key_pair = await trio.to_thread.run_sync(load_or_create_identity, data_dir / identity_file)
     local_keys = [data_dir / f for f in (CLI_IDENTITY_FILE, FRONTEND_IDENTITY_FILE) if f != identity_file]
@@ -138,11 +160,12 @@ async def open_node(
     hardening.apply()  # GHSA-hmjq-g7pp-rw3x, until libp2p>=0.8.2 (idempotent; logs once)
     try:
         host = _new_host(key_pair, settings, mdns=settings.mdns, listen=listen)
+        cast(Swarm, host.get_network()).retry_config = RetryConfig(max_retries=0)
         gate = InboundGate(max_total=settings.max_unauthenticated_inbound,
                            max_per_source=settings.max_unauthenticated_per_source)
         gate.install(host.get_network())
         new_node = functools.partial(Node, host, key_pair, settings, data_dir, authorized, admission=gate)
-        async with _serving(new_node, listen, finds, frame_handler=frame_handler, announce=announce,
+        async with _serving(new_node, listen, finds, frame_handler=frame_handler, announce=announce, gossip=gossip,
                             http_app=http_app, http_max_body_bytes=http_max_body_bytes) as node:
             yield node
     finally:
@@ -153,7 +176,8 @@ async def open_node(
 @asynccontextmanager
 async def _serving(new_node: Callable[[trio.Nursery], Node], listen: list[ma.Multiaddr],
                    finds: MdnsFinds | None, *, frame_handler: FrameHandler | None,
-                   announce: bool, http_app: AsgiApp | None, http_max_body_bytes: int) -> AsyncIterator[Node]:
+                   announce: bool, gossip: bool, http_app: AsgiApp | None,
+                   http_max_body_bytes: int) -> AsyncIterator[Node]:
     """Run the host with the node's handlers and services; on the way out close the host first,
     then cancel the node's nursery."""
     async with trio.open_nursery() as nursery:
@@ -161,6 +185,7 @@ async def _serving(new_node: Callable[[trio.Nursery], Node], listen: list[ma.Mul
         node.frame_handler = frame_handler
         if announce:  # a node (server or `triomcp node`), not a CLI or front-end host
             node.known = await trio.to_thread.run_sync(KnownPeers, node.data_dir / PEERS_FILE)
+            node.in_mesh = True
         host = node.host
         if frame_handler is not None:
             host.set_stream_handler(TProtocol(MCP_PROTOCOL), node._on_mcp_stream)
@@ -168,7 +193,7 @@ async def _serving(new_node: Callable[[trio.Nursery], Node], listen: list[ma.Mul
         if http_app is not None:  # HTTP over libp2p: the node's own HTTP app, for authorized peers
             server = HttpServer(http_app, authorized=node.authorized.is_authorized,
                                 max_body_bytes=http_max_body_bytes, timeout=node.settings.stream_timeout)
-            host.set_stream_handler(TProtocol(HTTP_PROTOCOL), server.on_stream)
+            host.set_stream_handler(TProtocol(HTTP_PROTOCOL), node.serving(server.on_stream))
         host.get_network().register_notifee(_Notifee(node))  # type: ignore[arg-type]
         # libp2p's host.run() swallows exceptions raised in its body (its background-service
         # manager does): keep the body's error and raise it again once run() has exited.
@@ -176,12 +201,16 @@ async def _serving(new_node: Callable[[trio.Nursery], Node], listen: list[ma.Mul
         failure: list[Exception] = []
         async with host.run(listen):
             try:
+                if announce and gossip:  # work announcements (p2p/gossip.py): mounted before anyone is dialed
+                    node.gossip = await start_gossip(host, nursery, is_authorized=node.authorized.is_authorized)
                 await _start_services(node, nursery, finds, announce=announce)
                 log.info("p2p node %s listening on %s", node.peer_id, ", ".join(node.listen_addrs()))
                 yield node
             except Exception as exc:
                 failure.append(exc)
             finally:
+                if node.gossip is not None:
+                    await node.gossip.aclose()
                 await node.aclose()  # close the host first: leaving run() alone leaks the listener
                 nursery.cancel_scope.cancel()
     if failure:
@@ -196,18 +225,27 @@ async def _start_services(node: Node, nursery: trio.Nursery, finds: MdnsFinds | 
     connector = getattr(node.host.get_network(), "auto_connector", None)
     if connector is not None:
         await connector.stop()
+    # libp2p's pruner (past 300 connections) spares every connection with a stream open, which is
+    # all of ours: the node's trimmer keeps p2p.connections_high instead (Node.run_trimmer).
+    pruner = getattr(node.host.get_network(), "connection_pruner", None)
+    if pruner is not None:
+        await pruner.stop()
     if announce:
         await trio.to_thread.run_sync(write_announce, node.data_dir, node.peer_id, node.listen_addrs())
     for bootstrap in node.settings.bootstrap:
-        nursery.start_soon(keep_bootstrap_connected, bootstrap, node.connect, node.is_connected,
-                           node.wait_peers_changed)
+        nursery.start_soon(node.run_until_closing, functools.partial(
+            keep_bootstrap_connected, bootstrap, node.connect, node.is_connected, node.wait_peers_changed,
+            pause=node.redial_pause))
+    if announce:
+        nursery.start_soon(node.run_until_closing, node.run_trimmer)
     if node.settings.peer_exchange and announce:
-        nursery.start_soon(node.run_peer_exchange)
+        nursery.start_soon(node.run_until_closing, node.run_peer_exchange)
     if node.known is not None:
-        nursery.start_soon(node.redial_known)
+        nursery.start_soon(node.run_until_closing, node.redial_known)
     if finds is not None:
         if not any(reachable_from_elsewhere(a) for a in node.listen_addrs()):
             log.warning("p2p.mdns is on, but this node listens on no address another machine can "
                         "dial (%s): set p2p.listen to an interface address, e.g. "
                         "/ip4/192.168.1.10/tcp/4001", ", ".join(node.listen_addrs()))
-        nursery.start_soon(dial_found, finds, node.connect, node.should_dial_found)
+        nursery.start_soon(node.run_until_closing, functools.partial(
+            dial_found, finds, node.connect, node.should_dial_found))

@@ -8,19 +8,32 @@ A :class:`Node` wraps one running host (``host.py`` builds it, runs it and close
 - one long-lived MCP stream per peer (:class:`~triomcp.p2p.rpc.PeerChannel`), requests multiplexed
   by id; each peer has one request budget across its streams and reconnections.
 
-Beside it: ``rpc`` (MCP streams), ``exchange`` (peer exchange), ``http`` and ``http_serve`` (HTTP
-over libp2p), ``discovery``, ``authz``.
+Connections (``connections.py``, :class:`~triomcp.p2p.connections.Connections`, owned as
+``node.connections``): which are in use, :meth:`Node.protect`-ed or young, which peers said
+goodbye, the trimmer (:meth:`Node.run_trimmer`) that keeps ``p2p.connections_high``, and dials on
+demand (:meth:`Node.ensure_connected`); the Node keeps their methods under the same names.
 
-Size: a little over 300 lines: the one facade of a running host (identity, peers, dialing, pings,
-the MCP and HTTP streams), each operation a few lines over the modules beside it.
+Closing (:meth:`Node.begin_closing`, called by :meth:`Node.aclose` if not before): the node dials
+no one, its finding and keeping loops stop, and its listed peers are told it is leaving, so they
+do not redial it.
+
+Beside it: ``rpc`` (MCP streams), ``exchange`` (peer exchange, goodbyes), ``connections``,
+``http`` and ``http_serve`` (HTTP over libp2p), ``discovery``, ``authz``.
+
+Size: about 500 lines: the one facade of a running host (identity, peers, dialing, pings,
+peer exchange, the MCP and HTTP streams, closing), each operation a few lines over the modules
+beside it; and the connection methods other code calls on a Node (``protect``, ``trim``,
+``said_bye``, ...), kept as one-line delegations to ``connections.py``, which holds their state
+and logic.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -40,10 +53,12 @@ from triomcp.errors import ConfigError, PeerError
 from triomcp.p2p._errors import close_quietly, map_libp2p_errors
 from triomcp.p2p.admission import InboundGate
 from triomcp.p2p.authz import AuthorizedPeers
-from triomcp.p2p.discovery import peer_id_in
+from triomcp.p2p.connections import Connections
+from triomcp.p2p.discovery import peer_id_in, reaches_self
 from triomcp.p2p.exchange import PeerExchange
 from triomcp.p2p.flow import batch_window_updates
-from triomcp.p2p.http import HTTP_PROTOCOL, HttpStreams
+from triomcp.p2p.gossip import Gossip
+from triomcp.p2p.http import HTTP_PROTOCOL, HttpStreams, Response
 from triomcp.p2p.identity import peer_id_of
 from triomcp.p2p.peerstore import KnownPeers
 from triomcp.p2p.rpc import MCP_PROTOCOL, FrameHandler, PeerChannel, serve_stream
@@ -68,6 +83,25 @@ class NodeStatistics:
     """Inbound connections now between accept and authentication."""
     inbound_refused: int = 0
     """Inbound connections refused by ``p2p.max_unauthenticated_*`` since the node started."""
+    connections_trimmed: int = 0
+    """Connections closed to stay within ``p2p.connections_high`` since the node started."""
+    on_demand_dials: int = 0
+    """Dials to peers not connected when they were needed (``ensure_connected``, a call, a stream)."""
+
+
+class _UsedHttp(HttpStreams):
+    """:class:`HttpStreams` that marks the peer in use while a request to it runs (never trimmed then)."""
+
+    def __init__(self, connections: Connections, open_stream: Callable[[str], Awaitable[Any]], *,
+                 write_timeout: float) -> None:
+        super().__init__(open_stream, write_timeout=write_timeout)
+        self._connections = connections
+
+    @contextlib.asynccontextmanager
+    async def request(self, peer_id: str, *args: Any, **kwargs: Any) -> AsyncIterator[Response]:
+        with self._connections.using(peer_id):
+            async with super().request(peer_id, *args, **kwargs) as response:
+                yield response
 
 
 class Node:
@@ -99,44 +133,81 @@ class Node:
         self._budgets: dict[str, TokenBucket] = {}
         """Per-peer request budgets, kept across the peer's streams and reconnections."""
         self._closed = False
+        self._closing = False
+        self._services: set[trio.CancelScope] = set()
+        """The finding and keeping loops (:meth:`run_until_closing`): cancelled when closing begins."""
+        self.connections = Connections(self)
+        """In use, protected, said goodbye; the trimmer; dials on demand (``connections.py``)."""
+        self.in_mesh = False
+        """A node of the mesh (server or ``triomcp node``), not a CLI or front-end host: says goodbye."""
         self.frame_handler: FrameHandler | None = None
         self.known: KnownPeers | None = None
         """Peers remembered across restarts (nodes only; the CLI's short-lived host has none)."""
         self.exchange = PeerExchange(self)  # /triomcp/peers/1.0.0, both halves
-        self.http = HttpStreams(self._open_http_stream, write_timeout=settings.stream_timeout)
+        self.gossip: Gossip | None = None
+        """The work topic (``p2p/gossip.py``), on nodes that take part in the mesh (not a CLI's host)."""
+        self.http: HttpStreams = _UsedHttp(self.connections, self._open_http_stream,
+                                           write_timeout=settings.stream_timeout)
         """HTTP requests to peers over ``/http/1.1`` (pooled streams)."""
 
     # -- identity and peers ---------------------------------------------------------------
     def listen_addrs(self) -> list[str]:
+        """The addresses peers are told: a wildcard listen address stands for this machine's
+        interface addresses (``discovery.announce_addrs``, libp2p's ``addrs_factory``)."""
         return [str(a) for a in self.host.get_addrs()]
 
+    def reaches_self(self, multiaddr: str) -> bool:
+        """Would dialing ``multiaddr`` reach this node (its id, a wildcard, one of its listeners)?"""
+        return reaches_self(multiaddr, self.peer_id, [str(a) for a in self.host.get_transport_addrs()])
+
+    def _connected(self) -> set[str]:
+        return {p.to_base58() for p in self.host.get_connected_peers()}
+
     def connected_peers(self) -> list[str]:
-        return sorted(p.to_base58() for p in self.host.get_connected_peers())
+        return sorted(self._connected())
 
     def is_connected(self, peer_id: str) -> bool:
-        return peer_id in self.connected_peers()
+        return peer_id in self._connected()
+
+    def connected_since(self, peer_id: str) -> float | None:
+        """When the connection to ``peer_id`` opened (Trio's clock), if it is connected."""
+        return self.connections.connected_since(peer_id)
+
+    def wants_peers(self) -> bool:
+        """Fewer than ``p2p.connections_low`` listed peers connected: the exchange may dial more."""
+        return self.connections.wants_peers()
+
+    def supports(self, peer_id: str, protocol: str) -> bool | None:
+        """Does the peer serve ``protocol``, as identify told; None until identify has."""
+        try:
+            protocols = self.host.get_peerstore().get_protocols(ID.from_base58(peer_id))
+        except Exception:
+            return None
+        return (protocol in protocols) if protocols else None
 
     def known_peers(self) -> list[dict[str, Any]]:
-        """Every peer in the peerstore with its addresses (this node excluded)."""
+        """Every peer in the peerstore or remembered, with its addresses (this node excluded)."""
         store = self.host.get_peerstore()
-        out = []
+        found: dict[str, list[str]] = {}
         for pid in store.peer_ids():
-            peer = pid.to_base58()
-            if peer == self.peer_id:
-                continue
             try:
-                addrs = [str(a) for a in store.addrs(pid)]
+                found[pid.to_base58()] = [str(a) for a in store.addrs(pid)]
             except Exception:
-                addrs = []
-            out.append({"peer_id": peer, "addrs": addrs, "connected": self.is_connected(peer),
-                        "authorized": self.authorized.is_authorized(peer)})
-        return sorted(out, key=lambda p: p["peer_id"])
+                found[pid.to_base58()] = []
+        for peer, addrs in (self.known.peers() if self.known is not None else {}).items():
+            found[peer] = list(dict.fromkeys([*found.get(peer, []), *addrs]))
+        connected = self._connected()
+        return [{"peer_id": peer, "addrs": addrs, "connected": peer in connected,
+                 "authorized": self.authorized.is_authorized(peer)}
+                for peer, addrs in sorted(found.items()) if peer != self.peer_id]
 
     def statistics(self) -> NodeStatistics:
         admitted = self.admission.statistics() if self.admission is not None else None
         return NodeStatistics(self.peer_id, len(self.host.get_connected_peers()), self._dial_failures,
                               self._frame_errors, self._calls_served,
-                              admitted.unauthenticated if admitted else 0, admitted.refused if admitted else 0)
+                              admitted.unauthenticated if admitted else 0, admitted.refused if admitted else 0,
+                              connections_trimmed=self.connections.trimmed,
+                              on_demand_dials=self.connections.on_demand_dials)
 
     def _fire_peers_changed(self) -> None:
         self._peers_changed.set()
@@ -145,15 +216,59 @@ class Node:
     async def wait_peers_changed(self) -> None:
         await self._peers_changed.wait()
 
+    def next_peers_change(self) -> trio.Event:
+        """The event set at the next change of the connected peers: a loop takes it before it looks
+        at the peers and waits on it after, so no change that came meanwhile is missed."""
+        return self._peers_changed
+
+    def _on_connection(self, peer_id: str, *, opened: bool) -> None:
+        """A connection opened or closed (the host's notifee)."""
+        self.connections.on_connection(peer_id, opened=opened)
+        self._fire_peers_changed()
+
+    # -- in use, protected, goodbyes (connections.py) ----------------------------------------
+    @property
+    def _inflight(self) -> Mapping[str, int]:
+        """Requests in flight per peer (tests wait on it)."""
+        return self.connections.inflight
+
+    def protect(self, peer_id: str) -> contextlib.AbstractContextManager[None]:
+        """While in this block, the connection to ``peer_id`` is never trimmed (nested uses count:
+        the mesh holds it while it runs a task leased from that owner)."""
+        return self.connections.protect(peer_id)
+
+    def _said_bye(self, peer_id: str, bye: str) -> None:
+        """``peer_id`` said goodbye (``exchange.LEAVING`` or ``TRIMMING``)."""
+        self.connections.heard_bye(peer_id, bye)
+
+    def said_bye(self, peer_id: str) -> str | None:
+        """``LEAVING`` or ``TRIMMING`` while that goodbye holds (it is not dialed then), else None."""
+        return self.connections.said_bye(peer_id)
+
+    def redial_pause(self, peer_id: str) -> tuple[float, str] | None:
+        """For a reconnect loop (``keep_connected``'s ``pause``): once per goodbye, how long to wait
+        before redialing the peer that said it, and why; None to redial at once."""
+        return self.connections.redial_pause(peer_id)
+
     # -- dialing ---------------------------------------------------------------------------
     def _swarm(self) -> Swarm:
         return cast(Swarm, self.host.get_network())
+
+    @property
+    def closing(self) -> bool:
+        """Closing has begun: this node dials no one."""
+        return self._closing
 
     async def connect(self, multiaddr: str) -> str:
         """Dial a full multiaddr (ending in ``/p2p/<id>``); returns the peer id."""
         peer_id = peer_id_in(multiaddr)
         if peer_id == self.peer_id:
             raise ConfigError("that multiaddr is this node itself")
+        if self.reaches_self(multiaddr):
+            raise ConfigError(f"{multiaddr} would reach this node itself (a wildcard address, or one of its "
+                              "own listeners): not dialing it")
+        if self._closing:
+            raise PeerError(f"this node is closing: not dialing {peer_id}")
         try:
             info = info_from_p2p_addr(ma.Multiaddr(multiaddr))
         except Exception as exc:
@@ -171,17 +286,25 @@ class Node:
         await self._remember(peer_id, [multiaddr])
         return peer_id
 
+    async def ensure_connected(self, peer_id: str, addrs: Sequence[str] = ()) -> None:
+        """Connect to ``peer_id`` unless it is connected: at ``addrs``, then where the peerstore and
+        ``KnownPeers`` say (:meth:`Connections.ensure_connected`). PeerError when it cannot be reached."""
+        await self.connections.ensure_connected(peer_id, addrs)
+
     async def _remember(self, peer_id: str, addrs: list[str]) -> None:
-        if self.known is not None and addrs:
+        if self.known is not None and addrs and self.known.would_change(peer_id, addrs):
             known = self.known
             await trio.to_thread.run_sync(lambda: known.remember(peer_id, addrs))
 
     async def redial_known(self) -> None:
-        """At start: dial the remembered peers this node still lists (each address once)."""
+        """At start: dial the remembered peers this node still lists (each address once), until
+        ``p2p.connections_low`` listed peers are connected."""
         if self.known is None:
             return
         for peer_id, addrs in self.known.peers().items():
-            if self.is_connected(peer_id) or not self.authorized.is_listed(peer_id):
+            if not self.wants_peers():
+                return
+            if self.is_connected(peer_id) or not self.authorized.is_listed(peer_id) or self.said_bye(peer_id):
                 continue
             for addr in addrs:
                 try:
@@ -192,14 +315,19 @@ class Node:
                     log.debug("remembered peer %s not at %s: %s", peer_id, addr, exc)
 
     def should_dial_found(self, peer_id: str) -> bool:
-        """A peer found on the network (mDNS) is dialed only if this node lists it and is not connected."""
-        return peer_id != self.peer_id and not self.is_connected(peer_id) and self.authorized.is_listed(peer_id)
+        """A peer found on the network (mDNS) is dialed only if this node lists it, is not connected
+        to it and wants more peers (its address stays in the peerstore for a dial on demand)."""
+        return (peer_id != self.peer_id and not self.is_connected(peer_id) and self.authorized.is_listed(peer_id)
+                and self.wants_peers() and self.said_bye(peer_id) is None)
 
-    async def _open_stream(self, peer_id: str, protocol: str) -> INetStream:
+    async def _open_stream(self, peer_id: str, protocol: str, *, dial: bool = True) -> INetStream:
+        """A new stream to the peer; one not connected is dialed first (``dial``), as on demand."""
+        if not self.is_connected(peer_id):
+            if not dial:
+                raise PeerError(f"not connected to {peer_id}")
+            await self.connections.dial_on_demand(peer_id, (), what="peer")
         pid = ID.from_base58(peer_id)
         with map_libp2p_errors(f"opening {protocol} to {peer_id}"), trio.fail_after(self.settings.stream_timeout):
-            if not self.is_connected(peer_id):
-                self._swarm().unblock_peer(pid)
             return await self.host.new_stream(pid, [TProtocol(protocol)])
 
     async def ping(self, peer_id: str) -> float:
@@ -223,14 +351,44 @@ class Node:
         finally:
             await close_quietly(stream)
 
-    # -- peer exchange (exchange.py) -------------------------------------------------------
+    # -- finding and keeping peers (exchange.py, discovery.py), trimming (connections.py) --
     async def exchange_peers(self, peer_id: str) -> list[str]:
-        """Tell ``peer_id`` our addresses, learn its peers, dial the ones we authorize; returns those dialed."""
+        """Tell ``peer_id`` our addresses, learn its peers, dial the ones we authorize (while this
+        node wants more peers); returns those dialed."""
         return await self.exchange.ask(peer_id)
 
     async def run_peer_exchange(self) -> None:
         """Ask each newly connected listed peer for its peers, and one of them again now and then."""
         await self.exchange.run()
+
+    async def run_until_closing(self, fn: Callable[..., Awaitable[object]], *args: Any) -> None:
+        """Run ``fn(*args)`` (a finding or keeping loop) until it returns or closing begins."""
+        with trio.CancelScope() as scope:
+            if self._closing:
+                return
+            self._services.add(scope)
+            try:
+                await fn(*args)
+            finally:
+                self._services.discard(scope)
+
+    @property
+    def trim_grace(self) -> float:
+        """Seconds a new connection is never trimmed (tests shorten it)."""
+        return self.connections.trim_grace
+
+    @trim_grace.setter
+    def trim_grace(self, seconds: float) -> None:
+        self.connections.trim_grace = seconds
+
+    async def trim(self) -> float | None:
+        """Close connections above ``p2p.connections_high`` down to ``connections_low``, telling
+        listed peers first (:meth:`Connections.trim`); returns when to look again, or None."""
+        return await self.connections.trim()
+
+    async def run_trimmer(self) -> None:
+        """Trim whenever the connected peers change (and when a connection's grace period ends)."""
+        await self.connections.run_trimmer()
 
     # -- MCP and HTTP over libp2p ------------------------------------------------------------
     async def _open_mcp_stream(self, peer_id: str, protocol: str = MCP_PROTOCOL) -> INetStream:
@@ -260,7 +418,8 @@ class Node:
         """One MCP request to a peer on its long-lived stream (the caller owns the timeout)."""
         if peer_id == self.peer_id:
             raise ConfigError("a node does not call itself over libp2p")
-        return await self.channel(peer_id).call(method, params, on_notification=on_notification)
+        with self.connections.using(peer_id):
+            return await self.channel(peer_id).call(method, params, on_notification=on_notification)
 
     def _budget(self, peer_id: str) -> TokenBucket | None:
         """The peer's request budget, across its streams; none for peers refused anyway."""
@@ -281,7 +440,8 @@ class Node:
 
             async def counted(message: dict[str, Any], *, peer_id: str, notify: Any) -> dict[str, Any] | None:
                 self._calls_served += 1
-                return await handler(message, peer_id=peer_id, notify=notify)
+                with self.connections.using(peer_id):
+                    return await handler(message, peer_id=peer_id, notify=notify)
 
             def frame_error() -> None:
                 self._frame_errors += 1
@@ -294,11 +454,39 @@ class Node:
         finally:
             await close_quietly(stream)
 
+    def serving(self, on_stream: Callable[[INetStream], Awaitable[None]]) -> Callable[[INetStream], Awaitable[None]]:
+        """A stream handler that marks the peer in use while ``on_stream`` serves it (HTTP over libp2p)."""
+        async def handler(stream: INetStream) -> None:
+            try:
+                peer_id = stream.muxed_conn.peer_id.to_base58()
+            except Exception:
+                await on_stream(stream)
+                return
+            with self.connections.using(peer_id):
+                await on_stream(stream)
+
+        return handler
+
+    # -- closing ---------------------------------------------------------------------------
+    async def begin_closing(self) -> None:
+        """From now on dial no one (``connect``, ``ensure_connected`` and streams to peers not
+        connected raise PeerError at once), stop the finding, keeping and trimming loops, and tell
+        the connected listed peers this node is leaving (all at once, at most 0.5 s, shielded), so
+        they do not redial it. Streams on open connections still work (leases can be released).
+        Idempotent; :meth:`aclose` calls it first, the lifespan may call it earlier."""
+        if self._closing:
+            return
+        self._closing = True
+        for scope in list(self._services):
+            scope.cancel()
+        await self.connections.say_leaving()
+
     async def aclose(self) -> None:
         """Close every channel and the host (listener and connections): call before cancelling."""
         if self._closed:
             return
         self._closed = True
+        await self.begin_closing()
         await self.http.aclose()
         for channel in list(self._channels.values()):
             await channel.aclose()

@@ -1,8 +1,11 @@
 """Peers remembered across restarts: ``<data_dir>/peers.db`` (SQLite).
 
 A node records the addresses that worked (a dial it made) or that a peer told it (peer
-exchange), and at start redials the remembered peers it still authorizes: a restarted node finds
-its mesh again without a bootstrap list. Blocking SQLite calls run in a worker thread.
+exchange: its own, and those of the peers it is connected to), and at start redials the
+remembered peers it still authorizes, up to ``p2p.connections_low`` of them: a restarted node
+finds its mesh again without a bootstrap list. The others are dialed on demand
+(``Node.ensure_connected``) from what is remembered here. Blocking SQLite calls run in a worker
+thread; reads are served from memory.
 """
 
 from __future__ import annotations
@@ -41,9 +44,16 @@ class KnownPeers:
                 out.append((str(peer_id), [str(a) for a in parsed if isinstance(a, str)]))
         return out
 
+    def _merged(self, peer_id: str, addrs: list[str]) -> list[str]:
+        return list(dict.fromkeys([*addrs, *self._cache.get(peer_id, [])]))[:MAX_ADDRS]
+
+    def would_change(self, peer_id: str, addrs: list[str]) -> bool:
+        """Would :meth:`remember` write anything (no I/O: callers skip the thread hop when not)?"""
+        return self._merged(peer_id, addrs) != self._cache.get(peer_id)
+
     def remember(self, peer_id: str, addrs: list[str]) -> bool:
         """Record addresses for a peer (most recent first); False when nothing changed."""
-        merged = list(dict.fromkeys([*addrs, *self._cache.get(peer_id, [])]))[:MAX_ADDRS]
+        merged = self._merged(peer_id, addrs)
         if merged == self._cache.get(peer_id):
             return False
         with self._lock:
@@ -60,6 +70,10 @@ class KnownPeers:
 
     def peers(self) -> dict[str, list[str]]:
         return dict(self._cache)
+
+    def addrs(self, peer_id: str) -> list[str]:
+        """The addresses remembered for ``peer_id``, most recent first."""
+        return list(self._cache.get(peer_id, ()))
 
     def close(self) -> None:
         with self._lock:

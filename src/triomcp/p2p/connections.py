@@ -1,0 +1,280 @@
+"""A node's connections: which are in use, protected or young, who said goodbye, the trimmer, dials on demand.
+
+Connections are bounded (``p2p.connections_low`` / ``connections_high``): peer exchange dials
+only while fewer than ``connections_low`` listed peers are connected (:meth:`Connections.wants_peers`),
+the trimmer (:meth:`Connections.run_trimmer`, event-driven) closes connections above
+``connections_high`` down to ``connections_low`` (sparing bootstrap peers, peers
+:meth:`Connections.protect`-ed or with requests in flight either way, and connections younger than
+``trim_grace``; least recently used first), and :meth:`Connections.ensure_connected` dials an
+owner on demand. Which connections to close is a pure function (``discovery.pick_trims``); this
+module keeps what it decides on and carries the decision out. py-libp2p 0.8.1's own pruner
+(``ConnectionPruner``) is not used (``host.py`` sets its watermark out of reach): it spares every
+connection with an open stream, and each peer keeps a long-lived MCP stream (and pooled HTTP
+ones), so it would never trim; it counts this node's own CLI and front-end connections like any
+other; and it cannot tell a request in flight from an idle stream.
+
+Goodbyes (sent and heard by ``exchange.py``): a peer that said it is leaving is not dialed for
+``LEAVING_HOLD`` seconds, one that trimmed our connection not redialed by the exchange or a
+bootstrap loop for ``TRIM_HOLD``, unless it connects again first; a closing mesh node tells its
+connected listed peers it is leaving (:meth:`Connections.say_leaving`), so they do not redial it.
+
+The :class:`~triomcp.p2p.node.Node` owns one :class:`Connections` (``node.connections``) and keeps
+its methods under the same names (``node.protect``, ``node.trim``, ...); the host's notifee
+reports each connection opened or closed (:meth:`Connections.on_connection`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+from libp2p.peer.id import ID
+
+from triomcp.errors import ConfigError, PeerError
+from triomcp.p2p.discovery import PeerUse, peer_id_in, pick_trims
+from triomcp.p2p.exchange import LEAVING, TRIMMING
+
+if TYPE_CHECKING:
+    from triomcp.p2p.node import Node
+
+__all__ = ["LEAVING_HOLD", "LEAVING_REDIAL", "TRIM_GRACE", "TRIM_HOLD", "Connections"]
+
+log = logging.getLogger("triomcp.p2p")
+
+TRIM_GRACE = 10.0
+"""Seconds a new connection is never trimmed (``Connections.trim_grace``)."""
+LEAVING_HOLD = 15.0
+"""Seconds a peer that said it is leaving is not dialed (by the exchange, ``redial_known``,
+``ensure_connected``), unless it connects again first."""
+TRIM_HOLD = 60.0
+"""Seconds a peer that trimmed our connection is not redialed by the exchange or a bootstrap loop."""
+LEAVING_REDIAL = 5.0
+"""A bootstrap peer that said it is leaving is first redialed after 5 to 7.5 s (jitter)."""
+
+
+@dataclass
+class _Bye:
+    bye: str
+    at: float
+    paused: bool = False
+    """A reconnect loop has already waited on it once."""
+
+
+class Connections:
+    """The bookkeeping of one node's connections, its trimmer and its dials on demand."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._connected_at: dict[str, float] = {}
+        self._last_used: dict[str, float] = {}
+        self._inflight: Counter[str] = Counter()
+        self._protected: Counter[str] = Counter()
+        self._byes: dict[str, _Bye] = {}
+        """Peers that said goodbye (leaving, or trimming our connection), until they connect again."""
+        self._bootstrap_ids: set[str] = set()
+        for addr in node.settings.bootstrap:
+            with contextlib.suppress(ConfigError):
+                self._bootstrap_ids.add(peer_id_in(addr))
+        self.trim_grace = TRIM_GRACE
+        """Seconds a new connection is never trimmed (tests shorten it)."""
+        self.trimmed = 0
+        """Connections closed to stay within ``p2p.connections_high`` since the node started."""
+        self.on_demand_dials = 0
+        """Dials to peers not connected when they were needed (``ensure_connected``, a call, a stream)."""
+
+    # -- connected, in use, protected --------------------------------------------------------
+    def on_connection(self, peer_id: str, *, opened: bool) -> None:
+        """A connection to ``peer_id`` opened or closed (the host's notifee, through the node)."""
+        now = trio.current_time()
+        if opened:
+            self._connected_at[peer_id] = now
+            self._byes.pop(peer_id, None)  # it is back (or never left)
+        elif not self._node.is_connected(peer_id):
+            self._connected_at.pop(peer_id, None)
+            self._last_used.pop(peer_id, None)
+
+    def connected_since(self, peer_id: str) -> float | None:
+        """When the connection to ``peer_id`` opened (Trio's clock), if it is connected."""
+        return self._connected_at.get(peer_id) if self._node.is_connected(peer_id) else None
+
+    def wants_peers(self) -> bool:
+        """Fewer than ``p2p.connections_low`` listed peers connected: the exchange may dial more."""
+        node = self._node
+        listed = sum(1 for p in node._connected() if node.authorized.is_listed(p))
+        return listed < node.settings.connections_low
+
+    @property
+    def inflight(self) -> Mapping[str, int]:
+        """Requests in flight to or from each peer (only peers with some)."""
+        return self._inflight
+
+    @contextlib.contextmanager
+    def using(self, peer_id: str) -> Iterator[None]:
+        """A request to or from ``peer_id`` is in flight: its connection is not trimmed meanwhile."""
+        self._inflight[peer_id] += 1
+        self._last_used[peer_id] = trio.current_time()
+        try:
+            yield
+        finally:
+            self._inflight[peer_id] -= 1
+            if self._inflight[peer_id] <= 0:
+                del self._inflight[peer_id]
+            self._last_used[peer_id] = trio.current_time()
+
+    @contextlib.contextmanager
+    def protect(self, peer_id: str) -> Iterator[None]:
+        """While in this block, the connection to ``peer_id`` is never trimmed (nested uses count:
+        the mesh holds it while it runs a task leased from that owner)."""
+        self._protected[peer_id] += 1
+        self._last_used[peer_id] = trio.current_time()
+        try:
+            yield
+        finally:
+            self._protected[peer_id] -= 1
+            if self._protected[peer_id] <= 0:
+                del self._protected[peer_id]
+            self._last_used[peer_id] = trio.current_time()
+
+    # -- goodbyes ------------------------------------------------------------------------------
+    def heard_bye(self, peer_id: str, bye: str) -> None:
+        """``peer_id`` said goodbye (``exchange.LEAVING`` or ``TRIMMING``)."""
+        log.debug("peer %s said goodbye: %s", peer_id[:16], bye)
+        self._byes[peer_id] = _Bye(bye, trio.current_time())
+
+    def said_bye(self, peer_id: str) -> str | None:
+        """``LEAVING`` or ``TRIMMING`` while that goodbye holds (it is not dialed then), else None."""
+        bye = self._byes.get(peer_id)
+        if bye is None:
+            return None
+        if trio.current_time() - bye.at >= (LEAVING_HOLD if bye.bye == LEAVING else TRIM_HOLD):
+            del self._byes[peer_id]
+            return None
+        return bye.bye
+
+    def redial_pause(self, peer_id: str) -> tuple[float, str] | None:
+        """For a reconnect loop (``keep_connected``'s ``pause``): once per goodbye, how long to wait
+        before redialing the peer that said it, and why; None to redial at once."""
+        bye = self._byes.get(peer_id)
+        if bye is None or bye.paused or self.said_bye(peer_id) is None:
+            return None
+        bye.paused = True
+        if bye.bye == LEAVING:
+            return LEAVING_REDIAL * random.uniform(1.0, 1.5), "said it is leaving"
+        remaining = TRIM_HOLD - (trio.current_time() - bye.at)
+        return max(0.0, remaining) * random.uniform(1.0, 1.25), "closed our connection to stay within its limits"
+
+    async def say_leaving(self) -> None:
+        """A mesh node that begins closing tells its connected listed peers it is leaving (all at
+        once, at most ``exchange.BYE_SECONDS``, shielded), so they do not redial it."""
+        node = self._node
+        if node.in_mesh:  # not to those leaving too: their connections may be closing under the goodbye
+            await node.exchange.say_bye([p for p in node.connected_peers() if node.authorized.is_listed(p)
+                                         and self.said_bye(p) != LEAVING], LEAVING)
+
+    # -- dialing on demand ---------------------------------------------------------------------
+    async def ensure_connected(self, peer_id: str, addrs: Sequence[str] = ()) -> None:
+        """Connect to ``peer_id`` unless it is connected: at ``addrs`` (those ending in
+        ``/p2p/<peer_id>``), then at the addresses the peerstore and ``KnownPeers`` have for it;
+        each dial bounded by ``p2p.dial_timeout``, all of them by twice that. Only a peer listed in
+        ``authorized_peers`` is dialed. PeerError when it cannot be reached (or this node is
+        closing, or the peer said it is leaving)."""
+        if self._node.is_connected(peer_id):
+            return
+        if not self._node.authorized.is_listed(peer_id):
+            raise PeerError(f"owner {peer_id} is not listed in authorized_peers: not dialing it")
+        await self.dial_on_demand(peer_id, addrs, what="owner")
+
+    def _dial_candidates(self, peer_id: str, addrs: Sequence[str]) -> list[str]:
+        node = self._node
+        suffix = f"/p2p/{peer_id}"
+        found = [a for a in addrs if a.endswith(suffix)]
+        with contextlib.suppress(Exception):
+            stored = node.host.get_peerstore().addrs(ID.from_base58(peer_id))
+            found += [s if s.endswith(suffix) else f"{s}{suffix}" for s in (str(a) for a in stored)]
+        if node.known is not None:
+            found += node.known.addrs(peer_id)
+        return [a for a in dict.fromkeys(found) if not node.reaches_self(a)]
+
+    async def dial_on_demand(self, peer_id: str, addrs: Sequence[str], *, what: str) -> None:
+        """Dial ``peer_id``, not connected, where it may be (``what`` names it in errors)."""
+        node = self._node
+        if node.closing:
+            raise PeerError(f"this node is closing: not dialing {peer_id}")
+        if peer_id == node.peer_id:
+            raise ConfigError("a node does not dial itself")
+        if self.said_bye(peer_id) == LEAVING:  # it is shutting down: a dial would only fail, loudly
+            raise PeerError(f"{what} {peer_id} is not reachable: it said it is leaving")
+        candidates = self._dial_candidates(peer_id, addrs)
+        if not candidates:
+            raise PeerError(f"{what} {peer_id} is not reachable: no address of it is known")
+        self.on_demand_dials += 1
+        last = "timed out"
+        with trio.move_on_after(2 * node.settings.dial_timeout):
+            for addr in candidates:
+                try:
+                    await node.connect(addr)
+                    return
+                except (PeerError, ConfigError) as exc:
+                    last = str(exc)
+        raise PeerError(f"{what} {peer_id} is not reachable at {', '.join(candidates)}: {last}")
+
+    # -- trimming --------------------------------------------------------------------------------
+    def _peer_uses(self) -> list[PeerUse]:
+        node = self._node
+        now = trio.current_time()
+        uses = []
+        for peer in node._connected():
+            if node.authorized.is_local(peer):  # this node's own CLI and front end: never counted
+                continue
+            since = self._connected_at.get(peer, now)
+            spared = peer in self._bootstrap_ids or peer in self._protected or peer in self._inflight
+            uses.append(PeerUse(peer, since, max(since, self._last_used.get(peer, since)),
+                                node.authorized.is_listed(peer), spared))
+        return uses
+
+    async def trim(self) -> float | None:
+        """Close connections above ``p2p.connections_high`` down to ``connections_low`` (see
+        :func:`pick_trims`), telling listed peers first; returns when to look again, or None."""
+        node = self._node
+        settings = node.settings
+        trims, again = pick_trims(self._peer_uses(), now=trio.current_time(), low=settings.connections_low,
+                                  high=settings.connections_high, grace=self.trim_grace)
+        if not trims:
+            return again
+        await node.exchange.say_bye([p for p in trims if node.authorized.is_listed(p)], TRIMMING)
+
+        closed: list[str] = []
+
+        async def close(peer: str) -> None:
+            if peer in self._inflight or peer in self._protected:  # in use since it was picked
+                return
+            try:
+                with trio.move_on_after(settings.dial_timeout):
+                    await node.host.disconnect(ID.from_base58(peer))
+                closed.append(peer)
+            except Exception as exc:
+                log.debug("closing the connection to %s: %s", peer[:16], exc)
+
+        async with trio.open_nursery() as nursery:
+            for peer in trims:
+                nursery.start_soon(close, peer)
+        self.trimmed += len(closed)
+        if closed:
+            log.info("closed the connections to %d peers to stay within p2p.connections_high (%d)",
+                     len(closed), settings.connections_high)
+        return again
+
+    async def run_trimmer(self) -> None:
+        """Trim whenever the connected peers change (and when a connection's grace period ends)."""
+        while True:
+            changed = self._node.next_peers_change()
+            again = await self.trim()
+            with trio.move_on_at(math.inf if again is None else again):
+                await changed.wait()
