@@ -406,3 +406,51 @@ async def test_a_handler_that_needs_input_parks_the_task_until_it_is_answered(qu
     # Durable: the answers are in the database, not only in memory.
     reread = await queue.get(submitted.id)
     assert reread.responses == {"name": "Ada", "other": {"roots": []}}
+
+
+# -- what the mesh announces: batched claims, claimable counts, idle workers --------------------------
+async def test_claim_many_leases_each_task_once_and_says_how_many_are_left(queue: TaskQueue) -> None:
+    ids = [(await queue.submit("batch", {"i": i}, priority=i % 2)).id for i in range(5)]
+    leases, remaining = await queue.claim_many("w", ["batch"], 3)
+    assert len(leases) == 3 and remaining == 2
+    assert len({lease.token for lease in leases}) == 3
+    assert [lease.task.priority for lease in leases][:2] == [1, 1]  # the best first
+    more, remaining = await queue.claim_many("w", ["batch"], 8)
+    assert len(more) == 2 and remaining == 0
+    assert sorted(lease.task.id for lease in leases + more) == sorted(ids)
+    assert await queue.claim_many("w", ["batch"], 8) == ([], 0)
+    for lease in leases + more:
+        await queue.complete(lease.task.id, lease.token, None)
+    assert queue.statistics().by_state == {"succeeded": 5}
+
+
+async def test_claimable_counts_only_tasks_due_now_and_says_when_the_next_comes_due(queue: TaskQueue) -> None:
+    await queue.submit("a", 1)
+    await queue.submit("a", 2)
+    task = await queue.submit("b", 3)
+    lease = await queue.claim("w", ["b"])
+    assert lease is not None
+    await queue.fail(task.id, lease.token, {"code": "x", "message": "again"})  # queued again, after a backoff
+    counts, due = await queue.claimable()
+    assert counts == {"a": 2}
+    assert due is not None and due > trio.current_time()
+
+
+async def test_waiting_workers_count_as_idle_and_changes_fire_the_backlog_signal(queue: TaskQueue) -> None:
+    assert queue.idle_workers() == {}
+    changed = queue.backlog_changed()
+    got: list[Any] = []
+
+    async def worker() -> None:
+        got.append(await queue.wait_claim("w", ["idle"]))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(worker)
+        with trio.fail_after(5):
+            await changed.wait()  # fired as the worker starts to wait: it counts as idle from then on
+        assert queue.idle_workers() == {"idle": 1}
+        changed = queue.backlog_changed()
+        await queue.submit("idle", None)
+        with trio.fail_after(5):
+            await changed.wait()
+    assert len(got) == 1 and queue.idle_workers() == {}

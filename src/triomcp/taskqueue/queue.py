@@ -6,6 +6,10 @@ coming due, lease recoveries and cancellations wake the waiters; a future retry
 is woken by a timer at its instant, never by polling. Time is the queue's clock
 (:mod:`triomcp.taskqueue.clock`): epoch seconds in the database, Trio deadlines
 for every wait.
+
+Size: a little over 300 lines: one async method per queue operation (submit, read, claim,
+renew, report, the outcomes, input, cancel, the waits, what the mesh announces) and the
+maintenance loop, each a few lines over the store and the state machine.
 """
 
 from __future__ import annotations
@@ -50,6 +54,10 @@ class TaskQueue:
         """Fired when something may have become claimable."""
         self._leases = Signal()
         """Fired when the set of leases changed (the maintenance task re-plans its sleep)."""
+        self._backlog = Signal()
+        """Fired when the queued tasks or the idle workers waiting here changed (what to announce)."""
+        self._idle: Counter[str] = Counter()
+        """Workers waiting in :meth:`wait_claim`, by task type (``*``: any type)."""
         self._wakeups = TaskWakeups()
         self._by_state: Counter[str] = Counter()
         self._submitted = self._expiries = self._retries = self._dead = 0
@@ -70,6 +78,8 @@ class TaskQueue:
         self._by_state[after.state.value] += 1
         if after.state is TaskState.QUEUED:
             self._work.fire()
+        if after.state is TaskState.QUEUED or before is TaskState.QUEUED:
+            self._backlog.fire()
         if before is None or before is TaskState.LEASED or after.state is TaskState.LEASED:
             self._leases.fire()
         if after.state is TaskState.DEAD and before is not TaskState.DEAD:
@@ -158,16 +168,54 @@ class TaskQueue:
         assert task.lease_token is not None and task.lease_expires_at is not None
         return Lease(task, task.lease_token, task.lease_expires_at), None
 
+    async def claim_many(self, holder: str, task_types: Sequence[str] | None, count: int, *,
+                         lease_seconds: float | None = None) -> tuple[list[Lease], int]:
+        """Claim up to ``count`` tasks claimable now (each its own lease) in one transaction; returns
+        them and how many claimable now are left."""
+        seconds = lease_seconds or self.settings.lease_seconds
+        types = list(task_types) if task_types is not None else None
+        tasks, _, remaining = await self._db.write(self.store.claim_many, holder, types, count=count,
+                                                   lease_seconds=seconds, now=self.clock.now(),
+                                                   count_remaining=True)
+        leases = []
+        for task in tasks:
+            self._changed(TaskState.QUEUED, task, notify=False)
+            assert task.lease_token is not None and task.lease_expires_at is not None
+            leases.append(Lease(task, task.lease_token, task.lease_expires_at))
+        return leases, remaining or 0
+
     async def wait_claim(self, holder: str, task_types: Sequence[str] | None, *,
                          lease_seconds: float | None = None) -> Lease:
-        """Claim, waiting (without polling) until a task is there."""
-        while True:
-            woken = self._work.arm()
-            lease, retry_at = await self._claim(holder, task_types, lease_seconds)
-            if lease is not None:
-                return lease
-            with trio.move_on_at(math.inf if retry_at is None else self.clock.deadline(retry_at) + 0.001):
-                await woken.wait()
+        """Claim, waiting (without polling) until a task is there. While it waits, the worker counts
+        as idle for these types (:meth:`idle_workers`)."""
+        idle = list(task_types) if task_types is not None else ["*"]
+        self._idle.update(idle)
+        self._backlog.fire()
+        try:
+            while True:
+                woken = self._work.arm()
+                lease, retry_at = await self._claim(holder, task_types, lease_seconds)
+                if lease is not None:
+                    return lease
+                with trio.move_on_at(math.inf if retry_at is None else self.clock.deadline(retry_at) + 0.001):
+                    await woken.wait()
+        finally:
+            self._idle.subtract(idle)
+            self._backlog.fire()
+
+    def idle_workers(self) -> dict[str, int]:
+        """Workers waiting for work here now, by task type (``*``: waiting for any type)."""
+        return {t: n for t, n in self._idle.items() if n > 0}
+
+    async def claimable(self) -> tuple[dict[str, int], float | None]:
+        """Tasks claimable now, by type, and the Trio deadline at which a queued task that is not yet
+        due comes due (None if there is none)."""
+        counts, later = await self._run(self.store.claimable, now=self.clock.now())
+        return counts, None if later is None else self.clock.deadline(later) + 0.001
+
+    def backlog_changed(self) -> trio.Event:
+        """An event set at the next change of the queued tasks or of the idle workers."""
+        return self._backlog.arm()
 
     async def renew(self, task_id: str, token: str, *, lease_seconds: float | None = None) -> Lease:
         """Extend the lease; the returned task says whether a cancel was requested."""

@@ -12,6 +12,10 @@
   database locked, I/O error) with nothing stored; a failed constraint becomes
   :class:`~triomcp.errors.StoreIntegrityError` (a bug in what was written: trying
   again cannot help, so it must never read as the disk being unavailable).
+
+Size: a little over 300 lines: one transaction per queue operation (submit, change, claim one or
+many, expire, the counts the mesh announces, list, prune), each a short SQL statement and a
+transition of the state machine.
 """
 
 from __future__ import annotations
@@ -213,22 +217,52 @@ class Store:
 
         Returns ``(task, None)``, or ``(None, when the next retry of these types comes due)``.
         """
+        tasks, retry_at, _ = self.claim_many(holder, task_types, count=1, lease_seconds=lease_seconds, now=now)
+        return (tasks[0] if tasks else None), retry_at
+
+    def claim_many(
+        self, holder: str, task_types: Sequence[str] | None, *, count: int, lease_seconds: float, now: float,
+        count_remaining: bool = False,
+    ) -> tuple[list[Task], float | None, int | None]:
+        """Lease up to ``count`` of the best eligible tasks in one transaction (each its own lease).
+
+        Returns ``(tasks, retry_at, remaining)``: ``retry_at`` when the next retry of these types comes
+        due if none was claimable now; ``remaining``, with ``count_remaining``, how many claimable now
+        are left after this claim."""
         with self._transaction() as db:
             where = "state = 'queued'"
             args: list[Any] = []
             if task_types is not None:
                 where += f" AND type IN ({', '.join('?' * len(task_types))})"
                 args.extend(task_types)
-            row = db.execute(f"{schema.SELECT} WHERE {where} AND not_before <= ? "
-                             "ORDER BY priority DESC, seq LIMIT 1", [*args, now]).fetchone()
-            if row is None:
+            rows = db.execute(f"{schema.SELECT} WHERE {where} AND not_before <= ? "
+                              "ORDER BY priority DESC, seq LIMIT ?", [*args, now, max(1, count)]).fetchall()
+            remaining = None
+            if count_remaining:
+                remaining = db.execute(f"SELECT count(*) FROM tasks WHERE {where} AND not_before <= ?",
+                                       [*args, now]).fetchone()[0] - len(rows)
+            if not rows:
                 later = db.execute(f"SELECT min(not_before) FROM tasks WHERE {where} AND not_before > ?",
                                    [*args, now]).fetchone()[0]
-                return None, later
-            task = machine.transition(schema.decode(row), "claim", now=now, holder=holder,
-                                      lease_seconds=lease_seconds)
-            self._write(db, task)
-            return task, None
+                return [], later, remaining
+            tasks = []
+            for row in rows:
+                task = machine.transition(schema.decode(row), "claim", now=now, holder=holder,
+                                          lease_seconds=lease_seconds)
+                self._write(db, task)
+                tasks.append(task)
+            return tasks, None, remaining
+
+    def claimable(self, *, now: float) -> tuple[dict[str, int], float | None]:
+        """Tasks claimable now, by type, and the earliest instant a queued task not yet due comes due."""
+        def read(db: sqlite3.Connection) -> tuple[dict[str, int], float | None]:
+            rows = db.execute("SELECT type, count(*) FROM tasks WHERE state = 'queued' AND not_before <= ? "
+                              "GROUP BY type", (now,)).fetchall()
+            later = db.execute("SELECT min(not_before) FROM tasks WHERE state = 'queued' AND not_before > ?",
+                               (now,)).fetchone()[0]
+            return {str(t): int(n) for t, n in rows}, later
+
+        return self._read(read)
 
     def expire_leases(self, *, now: float, backoff: Backoff) -> list[Task]:
         """Recover every lease that has run out."""
