@@ -1,4 +1,4 @@
-"""``make bench`` part 3: how a mesh of triomcp nodes behaves as it grows (2, 8, 32 nodes).
+"""``make bench`` part 3: how a mesh of triomcp nodes behaves as it grows (2, 8, 32, 64 nodes).
 
     .venv/bin/python -m bench.mesh_size [--quick]
 
@@ -8,11 +8,15 @@ starts first; the others start together with node 0 as their only bootstrap peer
 
 - startup: process start until ``/readyz`` answers 200 (the others start concurrently, so on a
   small machine they compete for the CPU: that is part of the figure);
-- discovery: time until every node is connected to every other, starting from the bootstrap
-  address only (peer exchange fills in the rest), and until every node reaches node 0;
-- work: every node submits K ``tool.call`` tasks (``p2p_status``, whose result names the node that
-  ran it) to its own queue; tasks/s from the first submit to the last result, and how the tasks
-  spread over the nodes (mesh workers claim from every connected authorized peer);
+- discovery: time until every node has as many connections as it keeps (all the others, or
+  ``p2p.connections_low`` of them), starting from the bootstrap address only (peer exchange fills
+  in the rest), and until every node reaches node 0;
+- work: every node submits K ``stamp`` tasks (the handler names the node that ran it and when it
+  started) to its own queue; tasks/s from the first submit to the last result, how the tasks spread
+  over the nodes (ideal: K each; owners run their own work while their workers are free, and
+  announce the rest), the share that ran elsewhere, the time from submit to a remote worker
+  starting (p50/p99), and the mesh's messages per task (announcements published, deliveries of
+  them, claims, from every node's ``p2p_status``);
 - memory: resident set size (VmRSS) of each node after startup and after the work;
 - idle cost: CPU the whole mesh uses over 5 s with nothing to do, 10 s after the mesh formed
   (percent of one core; 1.5 s, 2 s after, with ``--quick``).
@@ -41,10 +45,18 @@ from harness.measure import cpu_seconds, rss_kib
 from harness.procs import TRIOMCP, Process, env_for, free_port, spawn, stop, wait_http_async
 from triomcp.p2p import AuthorizedPeers
 from triomcp.p2p.identity import load_or_create_identity, peer_id_of
+from triomcp.settings import P2PSettings
 
 HERE = Path(__file__).resolve().parent
+NODE_NAME = "TRIOMCP_TEST_NODE_NAME"
+
+
+async def stamp(task: Any, ctx: Any) -> dict[str, Any]:
+    """The task handler of the work phase: which node ran it, and when it started (epoch seconds)."""
+    return {"node": os.environ.get(NODE_NAME), "started": time.time()}
 RESULTS = HERE / "results"
-READY_TIMEOUT = 180.0
+READY_TIMEOUT = 400.0
+CONNECTIONS_LOW = P2PSettings().connections_low
 IDLE_SECONDS = 5.0
 SETTLE_SECONDS = 10.0
 
@@ -80,8 +92,9 @@ class Mesh:
         self.started: list[float] = []
 
     def spawn(self, i: int, bootstrap: list[str]) -> None:
-        env = env_for(self.dirs[i], log_level="WARNING", taskqueue__enabled=True, p2p__bootstrap=bootstrap,
-                      taskqueue__lease_seconds=10)
+        env = env_for(self.dirs[i], str(i), log_level="WARNING", taskqueue__enabled=True,
+                      p2p__bootstrap=bootstrap, taskqueue__lease_seconds=10,
+                      taskqueue__handlers={"stamp": "bench.mesh_size:stamp"})
         self.started.append(time.monotonic())
         self.procs.append(spawn([*TRIOMCP, "serve", "--bind", f"127.0.0.1:{self.ports[i]}"], env))
 
@@ -121,6 +134,7 @@ async def measure(size: int, tasks_per_node: int, quick: bool) -> dict[str, Any]
             out["rss_mib_after_start"] = statistics.median(rss_mib(p.pid) for p in mesh.procs)
 
             # Discovery: poll every node's connected peers (bounded by the deadline).
+            keeps = min(size - 1, CONNECTIONS_LOW)
             star_at = full_at = None
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and full_at is None:
@@ -129,7 +143,7 @@ async def measure(size: int, tasks_per_node: int, quick: bool) -> dict[str, Any]
                 now = time.monotonic() - t0
                 if star_at is None and all(mesh.ids[0] in c for c in connected[1:]):
                     star_at = now
-                if all(len(c & set(mesh.ids)) >= size - 1 for c in connected):
+                if all(len(c & set(mesh.ids)) >= keeps for c in connected):
                     full_at = now
                 await trio.sleep(0.1)
             out["to_bootstrap_node_s"] = star_at
@@ -144,42 +158,67 @@ async def measure(size: int, tasks_per_node: int, quick: bool) -> dict[str, Any]
             out["idle_cpu_percent_total"] = (sum(cpu_seconds(p.pid) for p in mesh.procs) - before) / idle * 100
 
             # Work: every node submits to its own queue; mesh workers anywhere may run it.
+            before_mesh = [(await call(client, u, "p2p_status", {})).get("mesh") or {} for u in mesh.urls]
             ids: list[tuple[int, str]] = []
             start = time.monotonic()
 
             async def submit_all(i: int) -> None:
                 for _ in range(tasks_per_node):
-                    sub = await call(client, mesh.urls[i], "taskqueue_submit", {
-                        "task_type": "tool.call", "payload": {"tool": "p2p_status", "arguments": {}}})
+                    sub = await call(client, mesh.urls[i], "taskqueue_submit", {"task_type": "stamp", "payload": {}})
                     ids.append((i, sub["task_id"]))
 
             async with trio.open_nursery() as nursery:
                 for i in range(size):
                     nursery.start_soon(submit_all, i)
-            ran_on: dict[str, int] = {pid: 0 for pid in mesh.ids}
-            failures = 0
+            ran_on = [0] * size
+            remote_waits: list[float] = []
+            failures = elsewhere = 0
             limiter = trio.CapacityLimiter(32)
 
             async def wait_one(i: int, task_id: str) -> None:
-                nonlocal failures
+                nonlocal failures, elsewhere
                 async with limiter:
                     done = await call(client, mesh.urls[i], "taskqueue_wait", {"task_id": task_id, "timeout_s": 120})
                 task = done["task"]
                 if task["state"] != "succeeded":
                     failures += 1
                     return
-                ran_on[task["result"]["peer_id"]] += 1
+                runner = int(task["result"]["node"])
+                ran_on[runner] += 1
+                if runner != i:
+                    elsewhere += 1
+                    remote_waits.append(task["result"]["started"] - task["created_at"])
 
             async with trio.open_nursery() as nursery:
                 for i, task_id in ids:
                     nursery.start_soon(wait_one, i, task_id)
             elapsed = time.monotonic() - start
-            counts = list(ran_on.values())
+            after_mesh = [(await call(client, u, "p2p_status", {})).get("mesh") or {} for u in mesh.urls]
+            ideal = len(ids) / size
             out["tasks"] = len(ids)
             out["failed_tasks"] = failures
             out["tasks_per_s"] = len(ids) / elapsed
-            out["spread"] = {"min": min(counts), "max": max(counts), "stdev": statistics.pstdev(counts),
-                             "ideal": len(ids) / size, "own_node_share": None}
+            out["spread"] = {"min": min(ran_on), "max": max(ran_on), "stdev": statistics.pstdev(ran_on),
+                             "ideal": ideal, "min_share": min(ran_on) / ideal, "max_share": max(ran_on) / ideal}
+            out["ran_elsewhere_share"] = elsewhere / max(1, len(ids))
+            remote_waits.sort()
+            out["remote_start_ms"] = None if not remote_waits else {
+                "p50": 1000 * remote_waits[len(remote_waits) // 2],
+                "p99": 1000 * remote_waits[min(len(remote_waits) - 1, int(len(remote_waits) * 0.99))],
+                "count": len(remote_waits)}
+
+            def delta(key: str, sub: str | None = None) -> int:
+                total = 0
+                for b, a in zip(before_mesh, after_mesh, strict=True):
+                    if sub is not None:
+                        a, b = a.get(sub) or {}, b.get(sub) or {}
+                    total += int(a.get(key, 0)) - int(b.get(key, 0))
+                return total
+
+            tasks = max(1, len(ids))
+            out["messages_per_task"] = {"announcements": delta("announced") / tasks,
+                                        "deliveries": delta("delivered", "gossip") / tasks,
+                                        "claims": delta("claims") / tasks, "empty_claims": delta("empty_claims") / tasks}
             out["rss_mib_after_work"] = statistics.median(rss_mib(p.pid) for p in mesh.procs)
     finally:
         mesh.stop()
@@ -203,7 +242,7 @@ def growth(xs: list[int], ys: list[float]) -> str:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    sizes = [2, 8] if quick else [2, 8, 32]  # 32 processes take ~40 s just to start on 2 cores
+    sizes = [2, 8] if quick else [2, 8, 32, 64]  # 64 processes take a few minutes to start on 2 cores
     per_node = 10 if quick else 40
     rows = []
     for size in sizes:
@@ -216,28 +255,65 @@ def run(quick: bool) -> dict[str, Any]:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+def _exponent(xs: list[int], ys: list[float]) -> float | None:
+    points = [(x, y) for x, y in zip(xs, ys, strict=True) if y == y and y > 0]
+    if len(points) < 2:
+        return None
+    (x0, y0), (x1, y1) = points[0], points[-1]
+    return math.log(y1 / y0) / math.log(x1 / x0)
+
+
+def goals(report: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
+    """Issue 15's goals for this part, each as (goal, measured, target, reached)."""
+    rows = {r["nodes"]: r for r in report["rows"]}
+    xs = sorted(rows)
+    out: list[tuple[str, str, str, bool | None]] = []
+    exponent = _exponent(xs, [rows[x]["idle_cpu_percent_total"] for x in xs])
+    out.append((f"idle CPU growth exponent, {xs[0]} to {xs[-1]} nodes",
+                "n/a" if exponent is None else f"{exponent:.2f}", "<= 1.05",
+                None if exponent is None else exponent <= 1.05))
+    for n in (32, 64):
+        if n in rows:
+            sp = rows[n]["spread"]
+            out.append((f"each node's share of the work at {n} nodes", f"{sp['min_share']:.2f}..{sp['max_share']:.2f}",
+                        "0.5..1.5", sp["min_share"] >= 0.5 and sp["max_share"] <= 1.5))
+    if 2 in rows and 32 in rows:
+        ratio = rows[32]["tasks_per_s"] / rows[2]["tasks_per_s"]
+        out.append(("tasks/s at 32 nodes / at 2 nodes", f"{ratio:.2f}", ">= 0.9", ratio >= 0.9))
+    return out
+
+
 def print_report(report: dict[str, Any]) -> None:
     m = report["machine"]
     print(f"\ncores: {m['cores']}, load average: {', '.join(f'{x:.2f}' for x in m['loadavg'])}; {report['note']}")
-    print(f"\n{'nodes':>5} {'start p50/max s':>16} {'to node 0 s':>12} {'full mesh s':>12} {'tasks/s':>8} "
-          f"{'spread min/max (ideal)':>24} {'failed':>7} {'RSS MiB start/work':>19} {'idle CPU %':>11}")
+    print(f"\n{'nodes':>5} {'start p50/max s':>16} {'to node 0 s':>12} {'connected s':>12} {'links':>6} {'tasks/s':>8} "
+          f"{'share min..max':>15} {'elsewhere':>9} {'remote start p50/p99 ms':>24} {'msgs/task a/d/c/e':>22} "
+          f"{'failed':>7} {'RSS MiB start/work':>19} {'idle CPU %':>11}")
     for r in report["rows"]:
         full = f"{r['full_mesh_s']:.2f}" if r["full_mesh_s"] is not None else "never"
         star = f"{r['to_bootstrap_node_s']:.2f}" if r["to_bootstrap_node_s"] is not None else "never"
         spread = r["spread"]
+        remote = r.get("remote_start_ms")
+        rs = "-" if not remote else f"{remote['p50']:.0f}/{remote['p99']:.0f} (n={remote['count']})"
+        mp = r.get("messages_per_task") or {}
+        msgs = "/".join(f"{mp.get(k, 0):.2f}" for k in ("announcements", "deliveries", "claims", "empty_claims"))
         print(f"{r['nodes']:>5} {r['startup_s']['median']:7.2f}/{r['startup_s']['max']:<7.2f} {star:>12} {full:>12} "
-              f"{r['tasks_per_s']:8.1f} {spread['min']:>8}/{spread['max']} ({spread['ideal']:.1f})".ljust(93)
-              + f" {r['failed_tasks']:>7} {r['rss_mib_after_start']:9.1f}/{r['rss_mib_after_work']:<9.1f}"
-              f" {r['idle_cpu_percent_total']:>11.1f}")
+              f"{r['links']:>6} {r['tasks_per_s']:8.1f} {spread['min_share']:>7.2f}..{spread['max_share']:<6.2f} "
+              f"{r.get('ran_elsewhere_share', 0):>9.2f} {rs:>24} {msgs:>22} {r['failed_tasks']:>7} "
+              f"{r['rss_mib_after_start']:9.1f}/{r['rss_mib_after_work']:<9.1f} {r['idle_cpu_percent_total']:>11.1f}")
+    print("msgs/task: a = announcements published, d = their deliveries (all nodes), c = claims sent, e = empty claims")
     xs = [r["nodes"] for r in report["rows"]]
     print()
     figures: list[tuple[str, Callable[[dict[str, Any]], float]]] = [
         ("startup (max)", lambda r: r["startup_s"]["max"]),
-        ("time to a full mesh", lambda r: r["full_mesh_s"] or float("nan")),
+        ("time to its connections", lambda r: r["full_mesh_s"] or float("nan")),
         ("tasks/s", lambda r: r["tasks_per_s"]), ("RSS per node", lambda r: r["rss_mib_after_work"]),
         ("idle CPU of the whole mesh", lambda r: r["idle_cpu_percent_total"])]
     for label, key in figures:
         print(f"{label}: {growth(xs, [key(r) for r in report['rows']])}")
+    print(f"\n{'goal':<46} {'measured':>12} {'target':>10} reached")
+    for goal, measured, target, reached in goals(report):
+        print(f"{goal:<46} {measured:>12} {target:>10} {'-' if reached is None else 'yes' if reached else 'NO'}")
 
 
 def chart(report: dict[str, Any], path: Path) -> None:
@@ -251,7 +327,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
     panels = [
         ("startup to ready, s (max)", [r["startup_s"]["max"] for r in rows]),
-        ("time to a full mesh, s", [r["full_mesh_s"] if r["full_mesh_s"] is not None else float("nan") for r in rows]),
+        ("time to its connections, s", [r["full_mesh_s"] if r["full_mesh_s"] is not None else float("nan") for r in rows]),
         ("tasks/s (every node submitting)", [r["tasks_per_s"] for r in rows]),
         ("RSS per node, MiB (median)", [r["rss_mib_after_work"] for r in rows]),
     ]

@@ -134,6 +134,23 @@ class P2PSettings(_Section):
     max_unauthenticated_per_source: int = Field(default=16, gt=0)
     """Inbound connections not yet authenticated from one IPv4 address or IPv6 /64; more are closed
     at once, unread."""
+    connections_low: int = Field(default=8, ge=1)
+    """Peers this node keeps connected: peer exchange dials the peers it learns of only while fewer
+    listed peers than this are connected (the others' addresses are remembered), and trimming closes
+    connections down to this many. The work of the whole mesh still reaches a node through gossip,
+    and a node dials the owner of a task on demand."""
+    connections_high: int = Field(default=16, ge=1)
+    """Connected peers above which the oldest-unused connections are closed, down to
+    ``connections_low`` (not this node's bootstrap peers, peers in use or with requests in flight,
+    nor connections younger than 10 s). At least ``connections_low``."""
+
+    @field_validator("connections_high")
+    @classmethod
+    def _high_not_below_low(cls, v: int, info: Any) -> int:
+        low = info.data.get("connections_low")
+        if isinstance(low, int) and v < low:
+            raise ValueError(f"must be at least connections_low ({low})")
+        return v
 
 
 class TaskQueueSettings(_Section):
@@ -152,10 +169,11 @@ class TaskQueueSettings(_Section):
     concurrency: dict[str, int] = Field(default_factory=lambda: {"*": 4})
     """Concurrent handlers per task type; ``*`` is the default for types not listed."""
     mesh: bool = True
-    """Workers also claim tasks from every connected authorized peer."""
-    mesh_concurrency: dict[str, int] = Field(default_factory=lambda: {"*": 1})
-    """Workers per task type per peer (``*``: the default) claiming from that peer's queue. Each
-    is one long-poll on the peer, so a mesh of N nodes keeps about N x (N-1) x types of them open."""
+    """Take part in the mesh: announce this queue's surplus (tasks beyond what the idle local workers
+    take) to the peers, and run the tasks other listed peers announce."""
+    mesh_concurrency: dict[str, int] = Field(default_factory=lambda: {"*": 4})
+    """Slots per task type (``*``: the default) for tasks of other owners, across all of them. An idle
+    slot costs nothing on the network: it waits for an announcement, it does not poll."""
     handlers: dict[str, str] = Field(default_factory=dict)
     """Extra task handlers: task type -> ``module:function``."""
 

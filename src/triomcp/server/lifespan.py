@@ -18,7 +18,7 @@ import trio
 
 from triomcp.p2p import open_node
 from triomcp.server.mcp_tasks import MCP_TOOL_CALL
-from triomcp.server.mesh import run_mesh_workers
+from triomcp.server.mesh import MeshScheduler
 from triomcp.server.peer_mcp import PeerMcpHandler
 from triomcp.server.services import Services
 from triomcp.server.tool_tasks import TOOL_CALL, make_tool_call_handler
@@ -98,9 +98,10 @@ async def running_services(services: Services) -> AsyncIterator[None]:
                             queue, handlers, holder=holder, concurrency=tq.concurrency,
                             lease_seconds=tq.lease_seconds, task_status=task_status))
                     if node is not None and tq.enabled and tq.mesh:
-                        await workers.start(lambda task_status: run_mesh_workers(
-                            node, handlers, concurrency=tq.mesh_concurrency, lease_seconds=tq.lease_seconds,
-                            task_status=task_status))
+                        mesh = MeshScheduler(node, queue, handlers, concurrency=tq.mesh_concurrency,
+                                             lease_seconds=tq.lease_seconds)
+                        services.extras["mesh"] = mesh
+                        await workers.start(mesh.run)
                     services.ready = True
                     try:
                         yield
@@ -108,6 +109,8 @@ async def running_services(services: Services) -> AsyncIterator[None]:
                         services.ready = False
                         services.stopping.set()
                         services.engine.close_listeners()
+                        if node is not None:  # dial no one from now on; peers hear that this node leaves
+                            await node.begin_closing()
                         workers.cancel_scope.cancel()  # running leases are released while the node is up
             services.node = None  # the host is closed
             nursery.cancel_scope.cancel()

@@ -1,195 +1,284 @@
-"""The mesh: the built-in ``tool.call`` task type, and workers that claim from authorized peers.
+"""The mesh: owners announce their surplus work over GossipSub, idle workers claim it.
 
-A node's workers claim from its own queue and, in mesh mode, from the queue of
-every connected authorized peer, each through a :class:`RemoteSource` that
-speaks the ``taskqueue_*`` worker tools over MCP over libp2p. Claims long-poll
-on the owner (event-driven there), so idle workers wake on new work without
-polling; at most :data:`MAX_CLAIM_WAITS` of them per peer, so idle workers never
-use up the peer's in-flight request budget that renewals and outcomes need. A
-busy worker's ``taskqueue_complete`` also claims its next task (``claim_next``),
-so a steady stream of tasks costs one round trip each, not two. A peer that
-disconnects takes its workers with it; their leases expire on the owner and
-another worker finishes the tasks.
+Who does what (the decisions are sans-I/O, in :mod:`triomcp.taskqueue.scheduling`; this module
+only moves them on and off the network):
+
+- **Owner side** (:meth:`MeshScheduler._announce`): a node whose queue holds more claimable tasks
+  of a type than it has idle local workers for that type publishes an
+  :class:`~triomcp.taskqueue.scheduling.Announcement` of the surplus on the work topic
+  (:mod:`triomcp.p2p.gossip`): debounced, repeated while a surplus remains, and once more when it
+  is drained. An owner whose own workers are free announces nothing: it does not ship work away.
+  An idle mesh is silent.
+- **Worker side** (:meth:`MeshScheduler._hear`, :meth:`MeshScheduler._claim`): the
+  :class:`~triomcp.taskqueue.scheduling.ClaimPlanner` hears announcements from listed peers and
+  says when to claim how many tasks from whom (a random delay, shorter with more free slots, so 60
+  idle workers do not all claim at once). A claim is one ``taskqueue_claim`` call with
+  ``max_tasks`` on the owner, dialed on demand if this node is not connected to it (connections are
+  bounded; the work of the whole mesh still reaches every node through gossip). Each lease runs in
+  one of this node's remote-work slots (``taskqueue.mesh_concurrency`` per type) through a
+  :class:`RemoteSource`; a busy slot asks for its next task in the same call that records the
+  outcome (``claim_next``), so a stream of tasks costs one round trip each.
+
+Standing requests are gone: a node keeps no long-poll on any peer, so what an idle node costs does
+not grow with the mesh. Leases, renewals and the exactly-once outcome are the queue's, unchanged: a
+worker that disappears lets its lease expire on the owner, and the task runs again elsewhere.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import random
+import time
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import trio
 
-from triomcp.errors import LeaseLost, PeerError, RemoteError
-from triomcp.p2p.mcp_client import call_peer_tool
+from triomcp.server.remote_source import RemoteSource
 from triomcp.server.seams import MeshNode
-from triomcp.taskqueue import (
-    HandlerRegistry,
-    Lease,
-    Task,
-    TaskState,
-    run_workers,
-)
+from triomcp.taskqueue import HandlerRegistry, Lease, TaskQueue, run_one
+from triomcp.taskqueue.scheduling import Announcement, Announcer, Claim, ClaimPlanner, surplus
 
-__all__ = ["RemoteSource", "run_mesh_workers"]
+__all__ = ["MeshScheduler", "MeshStatistics", "RemoteSource", "WorkMesh"]
 
 log = logging.getLogger("triomcp.mesh")
 
-CLAIM_WAIT_SECONDS = 55.0
-"""A mesh worker's long-poll on a peer (the peer answers at once when work arrives); longer means
-less idle traffic: a mesh of N nodes re-issues about N x (N-1) x types of them per period."""
-MAX_CLAIM_WAITS = 16
-"""Long-polls one node keeps open on one peer at once (the peer answers at most 64 requests in
-flight per peer; the rest of them are for renewals, progress and outcomes)."""
+CROWD_EVERY = 5.0
+"""Seconds between estimates of the crowd that hears an announcement (the peers known times this
+node's slots: the planner's claim timing scales with it)."""
+QUERY_INTERVAL = 0.01
+"""At most one count of the claimable tasks per this many seconds on an owner (a busy queue
+changes thousands of times a second; the announcement is debounced anyway)."""
 
 
-def _task_from_dict(data: dict[str, Any], token: str | None) -> Task:
-    fields = dict(data)
-    fields["state"] = TaskState(fields["state"])
-    fields["lease_token"] = token
-    fields.setdefault("seq", 0)
-    return Task(**{k: v for k, v in fields.items() if k in Task.__dataclass_fields__})
+class Gossip(Protocol):
+    """The work topic (:class:`triomcp.p2p.gossip.Gossip`)."""
+
+    async def publish(self, message: dict[str, Any]) -> None: ...
+    def messages(self) -> trio.MemoryReceiveChannel[tuple[str, dict[str, Any]]]: ...
 
 
-def _lease_from_dict(lease: dict[str, Any]) -> Lease:
-    return Lease(_task_from_dict(lease["task"], lease["token"]), lease["token"], lease["expires_at"])
+class WorkMesh(MeshNode, Protocol):
+    """What the scheduler needs of the node beside a :class:`MeshNode`."""
+
+    @property
+    def gossip(self) -> Gossip | None: ...
+
+    async def ensure_connected(self, peer_id: str, addrs: Sequence[str] = ()) -> None: ...
+
+    def protect(self, peer_id: str) -> contextlib.AbstractContextManager[None]: ...
 
 
-class RemoteSource:
-    """A peer's queue, worked through its ``taskqueue_*`` tools (a ``TaskSource``)."""
+@dataclass(frozen=True)
+class MeshStatistics:
+    announced: int
+    """Announcements this node published as an owner."""
+    heard: int
+    """Announcements from listed peers this node's planner heard."""
+    claims: int
+    """``taskqueue_claim`` calls sent to owners."""
+    empty_claims: int
+    """Claims answered with no task (another worker was quicker)."""
+    failed_claims: int
+    leases: int
+    """Tasks leased from owners (claims and follow-ons)."""
+    running: int
+    """Tasks of other owners running here now."""
 
-    def __init__(self, node: MeshNode, peer_id: str) -> None:
+
+class MeshScheduler:
+    """One node's part of the mesh: announce its own surplus, claim and run other owners' work."""
+
+    def __init__(
+        self,
+        node: WorkMesh,
+        queue: TaskQueue | None,
+        registry: HandlerRegistry,
+        *,
+        concurrency: dict[str, int],
+        lease_seconds: float,
+        rng: random.Random | None = None,
+    ) -> None:
         self.node = node
-        self.peer_id = peer_id
-        self.name = f"peer:{peer_id}"
-        self._waits = trio.Semaphore(MAX_CLAIM_WAITS)
-        self._claimed_for: dict[str, tuple[str, tuple[str, ...]]] = {}
-        """task id -> (holder, task types) of the worker running it, for ``claim_next``."""
-        self._next: dict[tuple[str, tuple[str, ...]], list[Lease]] = {}
-        """Leases claimed along with an outcome, waiting for that worker's next ``wait_claim``."""
+        self.queue = queue
+        self.registry = registry
+        self.lease_seconds = lease_seconds
+        capacity = {t: max(0, concurrency.get(t, concurrency.get("*", 1))) for t in registry.types()}
+        self.planner = ClaimPlanner(node.peer_id, capacity, rng=rng)
+        # Sequence numbers from the clock: peers that heard this node before a restart hear it at once.
+        self.announcer = Announcer(node.peer_id, addrs=node.listen_addrs(), first_seq=time.time_ns())
+        self._slots = max(capacity.values(), default=0)
+        self._crowd_at = -math.inf
+        self._sources: dict[str, RemoteSource] = {}
+        self._addrs: dict[str, tuple[str, ...]] = {}
+        self._types: dict[str, str] = {}
+        """Leased task id -> its type (for the follow-on decision as its outcome is recorded)."""
+        self._changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._heard = self._claims = self._empty = self._failed = self._leases = self._running = 0
 
-    async def _call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        try:
-            result = await call_peer_tool(self.node, self.peer_id, tool, arguments)
-        except RemoteError as err:
-            raise PeerError(str(err)) from None
-        structured = result.get("structuredContent") or {}
-        if result.get("isError"):
-            error = structured.get("error") or {}
-            if error.get("code") in ("lease_lost", "invalid_transition"):
-                raise LeaseLost(error.get("message", "lease lost"))
-            raise PeerError(f"{tool} on {self.peer_id}: {error.get('message', 'failed')}")
-        return dict(structured)
+    def statistics(self) -> MeshStatistics:
+        return MeshStatistics(self.announcer.announced, self._heard, self._claims, self._empty, self._failed,
+                              self._leases, self._running)
 
-    async def wait_claim(self, holder: str, task_types: Sequence[str]) -> Lease:
-        key = (holder, tuple(task_types))
+    def _poke(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        gossip = self.node.gossip
+        if gossip is None:  # no work topic on this node: nothing to announce or hear
+            task_status.started()
+            await trio.sleep_forever()
+            return
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            if self.queue is not None:
+                nursery.start_soon(self._announce, self.queue, gossip)
+            if any(self.planner.free(t) for t in self.registry.types()):
+                nursery.start_soon(self._hear, gossip)
+                nursery.start_soon(self._plan)
+            task_status.started()
+
+    # -- owner side ---------------------------------------------------------------------------------
+    async def _announce(self, queue: TaskQueue, gossip: Gossip) -> None:
+        announcer = self.announcer
+        last_query = -math.inf
         while True:
-            if self._next.get(key):
-                lease = self._next[key].pop()
-            else:
-                async with self._waits:
-                    if self._next.get(key):  # another worker's outcome claimed one meanwhile
-                        continue
-                    try:
-                        with trio.fail_after(CLAIM_WAIT_SECONDS + self.node.settings.call_timeout):
-                            out = await self._call("taskqueue_claim", {"task_types": list(task_types),
-                                                                       "holder": holder, "wait_s": CLAIM_WAIT_SECONDS})
-                    except trio.TooSlowError:
-                        raise PeerError(f"claiming from {self.peer_id} timed out") from None
-                if not out.get("lease"):
-                    continue
-                lease = _lease_from_dict(out["lease"])
-            self._claimed_for[lease.task.id] = key
-            return lease
-
-    async def release_unclaimed(self) -> None:
-        """Give back the leases ``claim_next`` fetched that no worker took (the workers stopped)."""
-        leases = [lease for waiting in self._next.values() for lease in waiting]
-        self._next.clear()
-        for lease in leases:
-            try:
-                await self.release(lease.task.id, lease.token)
-            except Exception as exc:  # the lease expires on the owner, and the task runs again
-                log.info("giving back %s to %s failed: %s", lease.task.id, self.peer_id, exc)
-
-    async def renew(self, task_id: str, token: str) -> Lease:
-        try:
-            out = await self._call("taskqueue_renew", {"task_id": task_id, "token": token})
-        except LeaseLost:
-            self._claimed_for.pop(task_id, None)  # the worker stops without recording an outcome
-            raise
-        lease = out["lease"]
-        return Lease(_task_from_dict(lease["task"], token), token, lease["expires_at"])
-
-    async def report_progress(self, task_id: str, token: str, fraction: float, message: str | None = None) -> Any:
-        args: dict[str, Any] = {"task_id": task_id, "token": token, "fraction": fraction}
-        if message is not None:
-            args["message"] = message
-        return await self._call("taskqueue_progress", args)
-
-    async def complete(self, task_id: str, token: str, result: Any) -> Any:
-        args: dict[str, Any] = {"task_id": task_id, "token": token, "result": result}
-        key = self._claimed_for.pop(task_id, None)
-        if key is not None:
-            args["claim_next"] = {"task_types": list(key[1]), "holder": key[0]}
-        out = await self._call("taskqueue_complete", args)
-        if key is not None and out.get("next_lease"):
-            self._next.setdefault(key, []).append(_lease_from_dict(out["next_lease"]))
-        return out
-
-    async def fail(self, task_id: str, token: str, error: dict[str, Any], *, retry: bool = True) -> Any:
-        self._claimed_for.pop(task_id, None)
-        return await self._call("taskqueue_fail", {"task_id": task_id, "token": token, "error": error,
-                                                   "retry": retry})
-
-    async def release(self, task_id: str, token: str) -> Any:
-        self._claimed_for.pop(task_id, None)
-        return await self._call("taskqueue_release", {"task_id": task_id, "token": token})
-
-    async def confirm_cancelled(self, task_id: str, token: str) -> Any:
-        self._claimed_for.pop(task_id, None)
-        return await self._call("taskqueue_release", {"task_id": task_id, "token": token, "cancelled": True})
-
-    async def suspend(self, task_id: str, token: str, requests: dict[str, Any]) -> Any:
-        self._claimed_for.pop(task_id, None)
-        return await self._call("taskqueue_suspend", {"task_id": task_id, "token": token, "requests": requests})
-
-
-async def run_mesh_workers(
-    node: MeshNode,
-    registry: HandlerRegistry,
-    *,
-    concurrency: dict[str, int],
-    lease_seconds: float,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Keep one set of workers per connected authorized peer (event-driven on connection changes)."""
-    running: dict[str, trio.CancelScope] = {}
-
-    async def work_for(peer: str, scope: trio.CancelScope) -> None:
-        with scope:
-            while True:
-                source = RemoteSource(node, peer)
+            changed = queue.backlog_changed()
+            await trio.sleep_until(last_query + QUERY_INTERVAL)
+            last_query = trio.current_time()
+            counts, due_at = await queue.claimable()
+            idle = queue.idle_workers()
+            anyone = idle.get("*", 0)
+            now = trio.current_time()
+            announcer.addrs = tuple(self.node.listen_addrs())
+            announcer.update(now, surplus(counts, {t: idle.get(t, 0) + anyone for t in counts}))
+            announcement = announcer.due(now)
+            if announcement is not None:
                 try:
-                    await run_workers(source, registry, holder=f"{node.peer_id}",
-                                      concurrency=concurrency, lease_seconds=lease_seconds)
-                except* Exception as group:  # the peer went away or refused us: retry on the next change
-                    log.info("claiming from %s stopped: %s", peer, group.exceptions[0])
-                finally:
-                    with trio.CancelScope(shield=True), trio.move_on_after(5):
-                        await source.release_unclaimed()
-                with trio.move_on_after(30):
-                    await node.wait_peers_changed()
-        running.pop(peer, None)
+                    await gossip.publish(announcement.to_wire())
+                except ValueError as exc:  # more types than one message holds: the owner's own workers still run them
+                    log.warning("announcing work: %s", exc)
+            wake = min((t for t in (announcer.next_wakeup(), due_at) if t is not None), default=math.inf)
+            with trio.move_on_at(wake):
+                await changed.wait()
 
-    async with trio.open_nursery() as nursery:
-        task_status.started()
+    # -- worker side --------------------------------------------------------------------------------
+    async def _hear(self, gossip: Gossip) -> None:
+        async for origin, message in gossip.messages():
+            if origin == self.node.peer_id or not self.node.authorized.is_listed(origin):
+                continue  # this node claims only from the peers it lists
+            try:
+                announcement = Announcement.from_wire(message, owner=origin)
+            except ValueError as exc:
+                log.debug("a bad work announcement from %s: %s", origin, exc)
+                continue
+            self._heard += 1
+            now = trio.current_time()
+            if now - self._crowd_at >= CROWD_EVERY:  # how many free slots hear one announcement, roughly
+                self._crowd_at = now
+                self.planner.crowd = float(max(1, (len(self.node.known_peers()) + 1) * self._slots))
+            if announcement.addrs:
+                self._addrs[origin] = announcement.addrs
+            self.planner.heard(trio.current_time(), announcement)
+            self._poke()
+
+    async def _plan(self) -> None:
         while True:
-            wanted = {p for p in node.connected_peers() if node.authorized.is_listed(p)}
-            for peer in wanted - running.keys():
-                scope = trio.CancelScope()
-                running[peer] = scope
-                nursery.start_soon(work_for, peer, scope)
-            for peer in running.keys() - wanted:
-                running[peer].cancel()
-            await node.wait_peers_changed()
+            changed = self._changed
+            assert self._nursery is not None
+            for claim in self.planner.due(trio.current_time()):
+                self._nursery.start_soon(self._claim, claim)
+            wake = self.planner.next_wakeup()
+            with trio.move_on_at(math.inf if wake is None else wake):
+                await changed.wait()
+
+    def _source(self, owner: str) -> RemoteSource:
+        source = self._sources.get(owner)
+        if source is None:
+            source = self._sources[owner] = RemoteSource(self.node, owner)
+            source.follow_on = lambda task_id: self._follow_on(owner, task_id)
+            source.answered = self._answered
+        return source
+
+    def _follow_on(self, owner: str, task_id: str) -> Claim | None:
+        task_type = self._types.get(task_id)
+        if task_type is None:
+            return None
+        claim = self.planner.follow_on(trio.current_time(), owner, task_type)
+        if claim is not None:
+            self._claims += 1
+        self._poke()
+        return claim
+
+    def _answered(self, claim: Claim, leases: list[Lease] | None, remaining: int | None) -> None:
+        if leases is None:  # the outcome's call failed: no next task came, and the owner is backed off
+            self._failed += 1
+            self.planner.failed(trio.current_time(), claim)
+            self._poke()
+            return
+        self._took(claim, leases, remaining)
+
+    def _took(self, claim: Claim, leases: list[Lease], remaining: int | None) -> list[Lease]:
+        extra = leases[claim.count:]
+        leases = leases[:claim.count]
+        self.planner.claimed(trio.current_time(), claim, len(leases), remaining)
+        self._leases += len(leases)
+        if not leases:
+            self._empty += 1
+        for lease in leases:
+            self._types[lease.task.id] = lease.task.type
+        for lease in extra:  # more than asked: give them back
+            assert self._nursery is not None
+            self._nursery.start_soon(self._give_back, claim.owner, lease)
+        self._poke()
+        return leases
+
+    async def _give_back(self, owner: str, lease: Lease) -> None:
+        with contextlib.suppress(Exception):
+            await self._source(owner).release(lease.task.id, lease.token)
+
+    async def _claim(self, claim: Claim) -> None:
+        """One claim on an owner; each lease it brings runs in a slot of its own."""
+        self._claims += 1
+        source = self._source(claim.owner)
+        try:
+            with trio.fail_after(self.node.settings.dial_timeout + self.node.settings.call_timeout):
+                await self.node.ensure_connected(claim.owner, self._addrs.get(claim.owner, ()))
+                leases, remaining = await source.claim([claim.task_type], claim.count)
+        except Exception as exc:  # the owner is unreachable or refused: the planner backs off
+            self._failed += 1
+            log.info("claiming %s tasks from %s failed: %s", claim.task_type, claim.owner[:16], exc)
+            self.planner.failed(trio.current_time(), claim)
+            self._poke()
+            return
+        for lease in self._took(claim, leases, remaining):
+            assert self._nursery is not None
+            self._nursery.start_soon(self._run_slot, claim.owner, lease)
+
+    async def _run_slot(self, owner: str, lease: Lease | None) -> None:
+        """Run a lease, then the leases its outcomes brought, in one slot."""
+        source = self._source(owner)
+        self._running += 1
+        try:
+            with self.node.protect(owner):
+                while lease is not None:
+                    task = lease.task
+                    try:
+                        await run_one(source, lease, self.registry.get(task.type),
+                                      renew_every=self.lease_seconds / 3)
+                    finally:
+                        self._types.pop(task.id, None)
+                        if task.id in source.accounted:
+                            source.accounted.discard(task.id)
+                        else:
+                            self.planner.finished(owner, task.type)
+                            self._poke()
+                    lease = source.take_following(task.id)
+        finally:
+            self._running -= 1
+

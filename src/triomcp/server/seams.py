@@ -133,6 +133,11 @@ class Leases(Protocol):
     async def claim(self, holder: str, task_types: Sequence[str], *,
                     lease_seconds: float | None = None) -> Lease | None: ...
 
+    async def claim_many(self, holder: str, task_types: Sequence[str], count: int, *,
+                         lease_seconds: float | None = None) -> tuple[list[Lease], int]:
+        """Up to ``count`` tasks claimable now, and how many claimable now are left."""
+        ...
+
     async def wait_claim(self, holder: str, task_types: Sequence[str], *,
                          lease_seconds: float | None = None) -> Lease:
         """Claim, waiting (without polling) until a task is there."""

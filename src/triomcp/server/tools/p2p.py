@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -31,6 +32,11 @@ class Status(BaseModel):
     listen_addrs: list[str]
     connected_peers: list[str]
     queue: dict[str, Any] | None = Field(description="task queue statistics, when the queue runs here")
+    connections: dict[str, Any] | None = Field(default=None, description="connections kept (low and high water "
+                                                                         "marks), trimmed and dialed on demand")
+    mesh: dict[str, Any] | None = Field(default=None, description="the mesh scheduler's counters (announcements "
+                                                                  "published and heard, claims, leases) and the "
+                                                                  "work topic's gossip counters")
 
 
 class Peers(BaseModel):
@@ -64,7 +70,19 @@ async def p2p_status(args: NoArguments, ctx: ToolContext) -> Status:
     services = services_of(ctx)
     node = services.require_node()
     queue = services.queue.statistics() if services.queue is not None else None
+    scheduler = services.extras.get("mesh")
+    mesh: dict[str, Any] | None = None
+    if scheduler is not None:
+        mesh = dataclasses.asdict(scheduler.statistics())
+        gossip = getattr(node, "gossip", None)
+        if gossip is not None:
+            mesh["gossip"] = dataclasses.asdict(gossip.statistics())
+    stats = node.statistics()
     return Status(
+        connections={"connected": stats.connected_peers, "low": node.settings.connections_low,
+                     "high": node.settings.connections_high, "trimmed": stats.connections_trimmed,
+                     "on_demand_dials": stats.on_demand_dials},
+        mesh=mesh,
         peer_id=node.peer_id,
         listen_addrs=node.listen_addrs(),
         connected_peers=node.connected_peers(),
