@@ -1,14 +1,16 @@
 """``make bench``: every benchmark in one run, each printing its table of ratios and writing JSON + PNG.
 
-    .venv/bin/python -m bench [--quick] [PART ...]      (PART: foundation, bridge, mesh, relay; default: all)
+    .venv/bin/python -m bench [--quick] [PART ...]      (PART: foundation, bridge, mesh, relay, announce; default: all)
 
 - Part 1 (bench/foundation.py): trivial MCP tool calls side by side (triomcp in both eras, the
   official SDK on Hypercorn-trio and on Uvicorn, a bare floor) and the durable queue.
 - Part 2 (bench/bridge.py): a tool call with one libp2p round trip, against the roadmap's bridge
   designs and the floors.
-- Part 3 (bench/mesh_size.py): 2, 8 and 32 nodes.
+- Part 3 (bench/mesh_size.py): 2, 8, 32 and 64 nodes, each a real process.
 - Part 4 (bench/relay.py): a request forwarded to the node holding its session or task, against
   the same request served there.
+- Part 5 (bench/gossip.py, bench/mesh_sim.py): work announcements over GossipSub against a direct
+  push, and the mesh's real scheduling code in a simulation of 1,000 and 10,000 nodes.
 
 Each part runs alone too (``python -m bench.foundation``, ...). This module only runs them in
 turn; results go to bench/results/.
@@ -19,9 +21,9 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from bench import bridge, foundation, mesh_size, relay
+from bench import bridge, foundation, gossip, mesh_sim, mesh_size, relay
 
-PARTS = ("foundation", "bridge", "mesh", "relay")
+PARTS = ("foundation", "bridge", "mesh", "relay", "announce")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,6 +50,11 @@ def main(argv: list[str] | None = None) -> None:
     if "relay" in parts:
         print("\n== part 4: a request forwarded to the node holding it (bench/relay.py) ==", flush=True)
         relay.main(quick)
+    if "announce" in parts:
+        print("\n== part 5: work announcements (bench/gossip.py) and the mesh at scale (bench/mesh_sim.py) ==",
+              flush=True)
+        gossip.main(quick)
+        mesh_sim.main(quick)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ class RoundRobin(httpx.AsyncBaseTransport):
 def mesh_settings(tmp_path: Path, name: str, **overrides: Any) -> Any:
     return make_settings(
         tmp_path / name,
-        p2p={"enabled": True, "listen": ["/ip4/127.0.0.1/tcp/0"]},
+        p2p={"enabled": True, "listen": ["/ip4/127.0.0.1/tcp/0"], **overrides.pop("p2p", {})},
         taskqueue={"enabled": True, "lease_seconds": 2.0, **overrides.pop("taskqueue", {})},
         **overrides,
     )

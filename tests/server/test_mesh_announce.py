@@ -95,3 +95,35 @@ async def test_work_spreads_over_three_workers_and_each_task_runs_once(tmp_path:
         assert set(ran) == peers, ran  # A has no workers: B, C and D ran everything
         # The same capacity each (ideal 20): each runs a fair part of it.
         assert min(ran.values()) >= 8, ran
+
+
+# Closing ten in-process hosts right after connections were trimmed and dialed again sometimes
+# leaves one libp2p TCP socket to the garbage collector (1 run in 3 here, 0 in the next 2): the
+# teardown race tests/server/test_relay.py describes, not a socket per trim (the trimming tests of
+# tests/p2p/test_connections.py run without it).
+@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning",
+                            "ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_a_node_with_two_connections_runs_work_from_all_nine_owners(tmp_path: Path) -> None:
+    # X keeps at most 2 connections in a mesh of 10; the nine owners have no workers of their own
+    # (nor slots for others'), so every task must reach X by gossip and be claimed on a dial on demand.
+    handlers = {"say_who": "tests.handlers:sleep_then_say_who"}
+    owners = [f"n{i}" for i in range(9)]
+    owner: dict[str, Any] = {"taskqueue": {"concurrency": {"*": 0}, "mesh_concurrency": {"*": 0},
+                                           "handlers": handlers}}
+    per_node = {n: owner for n in owners}
+    per_node["x"] = {"p2p": {"connections_low": 2, "connections_high": 2},
+                     "taskqueue": {"concurrency": {"*": 0}, "mesh_concurrency": {"*": 4}, "handlers": handlers}}
+    async with mesh(tmp_path, [*owners, "x"], per_node=per_node) as nodes:
+        x = nodes["x"][1].state.services.node
+        x.trim_grace = 0.2
+        with trio.fail_after(60):
+            while len(x.connected_peers()) > 2:  # the trimmer brings X down to its high water mark
+                await x.wait_peers_changed()
+            ids = [(n, (await nodes[n][1].state.services.queue.submit("say_who", {"seconds": 0.01})).id)
+                   for n in owners]
+            for n, task_id in ids:
+                done = await nodes[n][1].state.services.queue.wait_finished(task_id)
+                assert done.state.value == "succeeded" and done.result["ran_by"] == x.peer_id, done
+        stats = x.statistics()
+        assert stats.on_demand_dials >= 1  # some owners were not connected when they announced
+        assert nodes["x"][1].state.services.extras["mesh"].statistics().leases == len(owners)
