@@ -53,12 +53,18 @@ NODE_NAME = "TRIOMCP_TEST_NODE_NAME"
 
 async def stamp(task: Any, ctx: Any) -> dict[str, Any]:
     """The task handler of the work phase: which node ran it, and when it started (epoch seconds)."""
-    return {"node": os.environ.get(NODE_NAME), "started": time.time()}
+    started = time.time()
+    await trio.sleep(float((task.payload or {}).get("seconds", 0.0)))
+    return {"node": os.environ.get(NODE_NAME), "started": started}
 RESULTS = HERE / "results"
 READY_TIMEOUT = 400.0
 CONNECTIONS_LOW = P2PSettings().connections_low
 IDLE_SECONDS = 5.0
 SETTLE_SECONDS = 10.0
+HOT_TASKS = 80
+"""Tasks each hot node (one node in eight) submits in the second work phase."""
+HOT_SECONDS = 0.2
+"""How long each of them runs: more than the hot node's own four workers take at once."""
 
 
 def rss_mib(pid: int) -> float:
@@ -157,71 +163,84 @@ async def measure(size: int, tasks_per_node: int, quick: bool) -> dict[str, Any]
             await trio.sleep(idle)
             out["idle_cpu_percent_total"] = (sum(cpu_seconds(p.pid) for p in mesh.procs) - before) / idle * 100
 
-            # Work: every node submits to its own queue; mesh workers anywhere may run it.
-            before_mesh = [(await call(client, u, "p2p_status", {})).get("mesh") or {} for u in mesh.urls]
-            ids: list[tuple[int, str]] = []
-            start = time.monotonic()
-
-            async def submit_all(i: int) -> None:
-                for _ in range(tasks_per_node):
-                    sub = await call(client, mesh.urls[i], "taskqueue_submit", {"task_type": "stamp", "payload": {}})
-                    ids.append((i, sub["task_id"]))
-
-            async with trio.open_nursery() as nursery:
-                for i in range(size):
-                    nursery.start_soon(submit_all, i)
-            ran_on = [0] * size
-            remote_waits: list[float] = []
-            failures = elsewhere = 0
-            limiter = trio.CapacityLimiter(32)
-
-            async def wait_one(i: int, task_id: str) -> None:
-                nonlocal failures, elsewhere
-                async with limiter:
-                    done = await call(client, mesh.urls[i], "taskqueue_wait", {"task_id": task_id, "timeout_s": 120})
-                task = done["task"]
-                if task["state"] != "succeeded":
-                    failures += 1
-                    return
-                runner = int(task["result"]["node"])
-                ran_on[runner] += 1
-                if runner != i:
-                    elsewhere += 1
-                    remote_waits.append(task["result"]["started"] - task["created_at"])
-
-            async with trio.open_nursery() as nursery:
-                for i, task_id in ids:
-                    nursery.start_soon(wait_one, i, task_id)
-            elapsed = time.monotonic() - start
-            after_mesh = [(await call(client, u, "p2p_status", {})).get("mesh") or {} for u in mesh.urls]
-            ideal = len(ids) / size
-            out["tasks"] = len(ids)
-            out["failed_tasks"] = failures
-            out["tasks_per_s"] = len(ids) / elapsed
-            out["spread"] = {"min": min(ran_on), "max": max(ran_on), "stdev": statistics.pstdev(ran_on),
-                             "ideal": ideal, "min_share": min(ran_on) / ideal, "max_share": max(ran_on) / ideal}
-            out["ran_elsewhere_share"] = elsewhere / max(1, len(ids))
-            remote_waits.sort()
-            out["remote_start_ms"] = None if not remote_waits else {
-                "p50": 1000 * remote_waits[len(remote_waits) // 2],
-                "p99": 1000 * remote_waits[min(len(remote_waits) - 1, int(len(remote_waits) * 0.99))],
-                "count": len(remote_waits)}
-
-            def delta(key: str, sub: str | None = None) -> int:
-                total = 0
-                for b, a in zip(before_mesh, after_mesh, strict=True):
-                    if sub is not None:
-                        a, b = a.get(sub) or {}, b.get(sub) or {}
-                    total += int(a.get(key, 0)) - int(b.get(key, 0))
-                return total
-
-            tasks = max(1, len(ids))
-            out["messages_per_task"] = {"announcements": delta("announced") / tasks,
-                                        "deliveries": delta("delivered", "gossip") / tasks,
-                                        "claims": delta("claims") / tasks, "empty_claims": delta("empty_claims") / tasks}
+            # Work: every node submits to its own queue (no-op tasks: how fast the mesh goes), then a
+            # few hot nodes submit tasks that take a while (the rest of the mesh must take them).
+            out.update(await run_work(client, mesh, list(range(size)), tasks_per_node, 0.0))
+            hot = list(range(max(1, size // 8)))
+            out["hot"] = await run_work(client, mesh, hot, HOT_TASKS, HOT_SECONDS)
+            out["hot"]["owners"] = len(hot)
             out["rss_mib_after_work"] = statistics.median(rss_mib(p.pid) for p in mesh.procs)
     finally:
         mesh.stop()
+    return out
+
+
+async def run_work(client: httpx.AsyncClient, mesh: Mesh, owners: list[int], per_owner: int,
+               seconds: float) -> dict[str, Any]:
+    """``per_owner`` ``stamp`` tasks of ``seconds`` each submitted to each of ``owners``; what came of them."""
+    size = mesh.size
+    before_mesh = [(await call(client, u, "p2p_status", {})).get("mesh") or {} for u in mesh.urls]
+    ids: list[tuple[int, str]] = []
+    start = time.monotonic()
+
+    async def submit_all(i: int) -> None:
+        for _ in range(per_owner):
+            sub = await call(client, mesh.urls[i], "taskqueue_submit",
+                             {"task_type": "stamp", "payload": {"seconds": seconds}})
+            ids.append((i, sub["task_id"]))
+
+    async with trio.open_nursery() as nursery:
+        for i in owners:
+            nursery.start_soon(submit_all, i)
+    ran_on = [0] * size
+    remote_waits: list[float] = []
+    failures = elsewhere = 0
+    limiter = trio.CapacityLimiter(32)
+
+    async def wait_one(i: int, task_id: str) -> None:
+        nonlocal failures, elsewhere
+        async with limiter:
+            done = await call(client, mesh.urls[i], "taskqueue_wait", {"task_id": task_id, "timeout_s": 120})
+        task = done["task"]
+        if task["state"] != "succeeded":
+            failures += 1
+            return
+        runner = int(task["result"]["node"])
+        ran_on[runner] += 1
+        if runner != i:
+            elsewhere += 1
+            remote_waits.append(task["result"]["started"] - task["created_at"])
+
+    async with trio.open_nursery() as nursery:
+        for i, task_id in ids:
+            nursery.start_soon(wait_one, i, task_id)
+    elapsed = time.monotonic() - start
+    after_mesh = [(await call(client, u, "p2p_status", {})).get("mesh") or {} for u in mesh.urls]
+    ideal = len(ids) / size
+    out: dict[str, Any] = {"tasks": len(ids), "failed_tasks": failures, "tasks_per_s": len(ids) / elapsed,
+                           "task_seconds": seconds}
+    out["spread"] = {"min": min(ran_on), "max": max(ran_on), "stdev": statistics.pstdev(ran_on), "ideal": ideal,
+                     "min_share": min(ran_on) / ideal, "max_share": max(ran_on) / ideal,
+                     "nodes_that_ran": sum(1 for n in ran_on if n)}
+    out["ran_elsewhere_share"] = elsewhere / max(1, len(ids))
+    remote_waits.sort()
+    out["remote_start_ms"] = None if not remote_waits else {
+        "p50": 1000 * remote_waits[len(remote_waits) // 2],
+        "p99": 1000 * remote_waits[min(len(remote_waits) - 1, int(len(remote_waits) * 0.99))],
+        "count": len(remote_waits)}
+
+    def delta(key: str, sub: str | None = None) -> int:
+        total = 0
+        for b, a in zip(before_mesh, after_mesh, strict=True):
+            if sub is not None:
+                a, b = a.get(sub) or {}, b.get(sub) or {}
+            total += int(a.get(key, 0)) - int(b.get(key, 0))
+        return total
+
+    tasks = max(1, len(ids))
+    out["messages_per_task"] = {"announcements": delta("announced") / tasks,
+                                "deliveries": delta("delivered", "gossip") / tasks,
+                                "claims": delta("claims") / tasks, "empty_claims": delta("empty_claims") / tasks}
     return out
 
 
@@ -302,6 +321,21 @@ def print_report(report: dict[str, Any]) -> None:
               f"{r.get('ran_elsewhere_share', 0):>9.2f} {rs:>24} {msgs:>22} {r['failed_tasks']:>7} "
               f"{r['rss_mib_after_start']:9.1f}/{r['rss_mib_after_work']:<9.1f} {r['idle_cpu_percent_total']:>11.1f}")
     print("msgs/task: a = announcements published, d = their deliveries (all nodes), c = claims sent, e = empty claims")
+    print(f"\nhot owners: one node in eight submits {HOT_TASKS} tasks of {HOT_SECONDS * 1000:.0f} ms each; the rest "
+          "of the mesh must take them")
+    print(f"{'nodes':>5} {'owners':>6} {'tasks':>6} {'tasks/s':>8} {'nodes that ran':>14} {'elsewhere':>9} "
+          f"{'remote start p50/p99 ms':>24} {'msgs/task a/d/c/e':>22} {'failed':>7}")
+    for r in report["rows"]:
+        h = r.get("hot")
+        if not h:
+            continue
+        remote = h.get("remote_start_ms")
+        rs = "-" if not remote else f"{remote['p50']:.0f}/{remote['p99']:.0f} (n={remote['count']})"
+        mp = h["messages_per_task"]
+        msgs = "/".join(f"{mp.get(k, 0):.2f}" for k in ("announcements", "deliveries", "claims", "empty_claims"))
+        print(f"{r['nodes']:>5} {h['owners']:>6} {h['tasks']:>6} {h['tasks_per_s']:8.1f} "
+              f"{h['spread']['nodes_that_ran']:>14} {h['ran_elsewhere_share']:>9.2f} {rs:>24} {msgs:>22} "
+              f"{h['failed_tasks']:>7}")
     xs = [r["nodes"] for r in report["rows"]]
     print()
     figures: list[tuple[str, Callable[[dict[str, Any]], float]]] = [

@@ -144,3 +144,25 @@ async def test_a_peer_that_said_it_is_leaving_is_redialed_after_the_pause(
         await net.dialed.wait()
         assert net.dials[-1] == before
         nursery.cancel_scope.cancel()
+
+
+async def test_a_node_with_enough_peers_does_not_come_back_to_its_bootstrap_peer(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """``needed`` (the node's ``wants_peers``): a bootstrap peer that dropped the node (trimmed it)
+    is redialed only once the node has too few peers again."""
+    net = FakeNet()
+    net.connected.add(PEER)
+    enough = True
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: keep_bootstrap_connected(ADDR, net.connect, net.is_connected, net.wait_changed,
+                                                            needed=lambda: not enough))
+        await trio.testing.wait_all_tasks_blocked()
+        net.drop(PEER)
+        await trio.sleep(120)
+        assert net.dials == []  # the node has its peers: no dial, however long
+        enough = False
+        fewer = trio.current_time()
+        net.changed()  # another peer went: now the node wants peers
+        await net.dialed.wait()
+        assert net.dials == [fewer]
+        nursery.cancel_scope.cancel()

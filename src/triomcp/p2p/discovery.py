@@ -95,6 +95,7 @@ async def keep_connected(
     transient: tuple[type[Exception], ...] = (PeerError,),
     backoff: Backoff | None = None,
     pause: Callable[[str], tuple[float, str] | None] | None = None,
+    needed: Callable[[], bool] | None = None,
     logger: logging.Logger = log,
 ) -> None:
     """Dial ``await target()`` (a multiaddr) until connected; redial when the connection drops
@@ -103,12 +104,13 @@ async def keep_connected(
     the loop. ``peer_id``: whom ``target`` names, if known before the first dial (else the id
     ``connect`` returns). ``what`` names the peer in the logs. ``pause(peer_id)``: ``(seconds, why)``
     to wait before redialing a peer that said why it went (it is leaving, or trimmed its
-    connections), or None to redial at once. The one reconnect loop: bootstrap peers
+    connections), or None to redial at once. ``needed()``: False while the peer need not be
+    redialed (a bootstrap peer, once the node has enough others). The one reconnect loop: bootstrap peers
     (:func:`keep_bootstrap_connected`) and the local node of ``p2p.mode = "local-node"``."""
     backoff = backoff or Backoff(base=1.0, cap=60.0)
     failures = 0
     while True:
-        if peer_id is None or not is_connected(peer_id):
+        if (peer_id is None or not is_connected(peer_id)) and (needed is None or needed()):
             held = pause(peer_id) if pause is not None and peer_id is not None else None
             if held is not None and peer_id is not None:
                 delay, why = held
@@ -138,14 +140,17 @@ async def keep_bootstrap_connected(
     wait_changed: Callable[[], Awaitable[None]],
     *,
     pause: Callable[[str], tuple[float, str] | None] | None = None,
+    needed: Callable[[], bool] | None = None,
 ) -> None:
     """Keep one bootstrap peer connected: full jitter up to 1, 2, 4 ... 60 s between failed dials,
-    and ``pause`` (see :func:`keep_connected`) before redialing one that said it is leaving."""
+    and ``pause`` (see :func:`keep_connected`) before redialing one that said it is leaving. With
+    ``needed`` (the node's ``wants_peers``), it is redialed only while the node has too few peers:
+    a node that has joined the mesh does not keep coming back to the bootstrap peer that trimmed it."""
     async def target() -> str:
         return multiaddr
 
     await keep_connected(target, connect, is_connected, wait_changed, what="bootstrap peer",
-                         peer_id=peer_id_in(multiaddr), pause=pause)
+                         peer_id=peer_id_in(multiaddr), pause=pause, needed=needed)
 
 
 @dataclass(frozen=True)

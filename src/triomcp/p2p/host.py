@@ -235,7 +235,7 @@ async def _start_services(node: Node, nursery: trio.Nursery, finds: MdnsFinds | 
     for bootstrap in node.settings.bootstrap:
         nursery.start_soon(node.run_until_closing, functools.partial(
             keep_bootstrap_connected, bootstrap, node.connect, node.is_connected, node.wait_peers_changed,
-            pause=node.redial_pause))
+            pause=node.redial_pause, needed=node.wants_peers))
     if announce:
         nursery.start_soon(node.run_until_closing, node.run_trimmer)
     if node.settings.peer_exchange and announce:
