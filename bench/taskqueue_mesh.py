@@ -7,8 +7,9 @@ A is a full triomcp service (queue, libp2p node, workers) in this process. B is 
 as a second service in the same process and Trio loop (A and B share one CPU core: the same work
 on the same core, once through local workers and once through MCP over libp2p), and as
 ``triomcp node`` in its own process (B has the machine's other core, as a peer on another
-machine would have its own). A busy mesh worker records an outcome and claims its next task in
-one round trip (``taskqueue_complete`` with ``claim_next``); an idle one long-polls.
+machine would have its own). A has no workers of its own, so all it queues is surplus: it announces
+it over GossipSub, B's idle slots claim up to 8 tasks per call, and a busy slot records an outcome and
+claims its next task in one round trip (``taskqueue_complete`` with ``claim_next``).
 """
 
 from __future__ import annotations
@@ -117,9 +118,9 @@ def run(quick: bool) -> dict[str, Any]:
     return {"tasks": tasks, "repetitions": reps, "workers": WORKERS, "local_tasks_per_s": summary(local),
             "mesh_tasks_per_s": summary(mesh), "mesh_apart_tasks_per_s": summary(apart),
             "ratio": {"ratio": "mesh (B in A's process) / local tasks/s", "measured": round(ratio, 3),
-                      "goal": ">= 0.5", "met": ratio >= 0.5},
+                      "goal": ">= 0.8", "met": ratio >= 0.8},
             "ratio_apart": {"ratio": "mesh (B its own process) / local tasks/s", "measured": round(ratio_apart, 3),
-                            "goal": ">= 0.5", "met": ratio_apart >= 0.5}}
+                            "goal": ">= 0.8", "met": ratio_apart >= 0.8}}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

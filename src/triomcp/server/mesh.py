@@ -46,6 +46,9 @@ __all__ = ["MeshScheduler", "MeshStatistics", "RemoteSource", "WorkMesh"]
 
 log = logging.getLogger("triomcp.mesh")
 
+UNCONNECTED_DELAY = 0.2
+"""Up to this long (at least half of it) a claim on an owner this node is not connected to waits
+first, for the owner's connected peers to take the work (a drained announcement calls it off)."""
 CROWD_EVERY = 5.0
 """Seconds between estimates of the crowd that hears an announcement (the peers known times this
 node's slots: the planner's claim timing scales with it)."""
@@ -67,6 +70,8 @@ class WorkMesh(MeshNode, Protocol):
     @property
     def gossip(self) -> Gossip | None: ...
 
+    def is_connected(self, peer_id: str) -> bool: ...
+
     async def ensure_connected(self, peer_id: str, addrs: Sequence[str] = ()) -> None: ...
 
     def protect(self, peer_id: str) -> contextlib.AbstractContextManager[None]: ...
@@ -85,6 +90,8 @@ class MeshStatistics:
     failed_claims: int
     leases: int
     """Tasks leased from owners (claims and follow-ons)."""
+    stood_down: int
+    """Claims on owners this node was not connected to, called off because the owner drained first."""
     running: int
     """Tasks of other owners running here now."""
 
@@ -114,6 +121,9 @@ class MeshScheduler:
         self._crowd_at = -math.inf
         self._sources: dict[str, RemoteSource] = {}
         self._addrs: dict[str, tuple[str, ...]] = {}
+        self._drained_at: dict[tuple[str, str], float] = {}
+        """(owner, type) -> when the owner last announced it has none of that type left."""
+        self._stood_down = 0
         self._types: dict[str, str] = {}
         """Leased task id -> its type (for the follow-on decision as its outcome is recorded)."""
         self._changed = trio.Event()
@@ -122,7 +132,7 @@ class MeshScheduler:
 
     def statistics(self) -> MeshStatistics:
         return MeshStatistics(self.announcer.announced, self._heard, self._claims, self._empty, self._failed,
-                              self._leases, self._running)
+                              self._leases, self._stood_down, self._running)
 
     def _poke(self) -> None:
         self._changed.set()
@@ -184,7 +194,10 @@ class MeshScheduler:
                 self.planner.crowd = float(max(1, (len(self.node.known_peers()) + 1) * self._slots))
             if announcement.addrs:
                 self._addrs[origin] = announcement.addrs
-            self.planner.heard(trio.current_time(), announcement)
+            for task_type, count in announcement.surplus.items():
+                if count == 0:
+                    self._drained_at[(origin, task_type)] = now
+            self.planner.heard(now, announcement)
             self._poke()
 
     async def _plan(self) -> None:
@@ -244,8 +257,19 @@ class MeshScheduler:
 
     async def _claim(self, claim: Claim) -> None:
         """One claim on an owner; each lease it brings runs in a slot of its own."""
-        self._claims += 1
         source = self._source(claim.owner)
+        if not self.node.is_connected(claim.owner):
+            # The owner's connected peers claim first: a dial costs a handshake on both sides, and
+            # when many nodes hear one announcement most are not connected to its owner. Stand down
+            # if the owner says it is drained meanwhile (the slots are free again at once).
+            asked = trio.current_time()
+            await trio.sleep(random.uniform(0.5, 1.0) * UNCONNECTED_DELAY)
+            if self._drained_at.get((claim.owner, claim.task_type), -math.inf) >= asked:
+                self._stood_down += 1
+                self.planner.claimed(trio.current_time(), claim, 0, 0)
+                self._poke()
+                return
+        self._claims += 1
         try:
             with trio.fail_after(self.node.settings.dial_timeout + self.node.settings.call_timeout):
                 await self.node.ensure_connected(claim.owner, self._addrs.get(claim.owner, ()))
