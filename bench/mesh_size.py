@@ -63,7 +63,7 @@ IDLE_SECONDS = 5.0
 SETTLE_SECONDS = 10.0
 HOT_TASKS = 80
 """Tasks each hot node (one node in eight) submits in the second work phase."""
-HOT_SECONDS = 0.2
+HOT_SECONDS = 1.0
 """How long each of them runs: more than the hot node's own four workers take at once."""
 
 
@@ -102,7 +102,8 @@ class Mesh:
                       p2p__bootstrap=bootstrap, taskqueue__lease_seconds=10,
                       taskqueue__handlers={"stamp": "bench.mesh_size:stamp"})
         self.started.append(time.monotonic())
-        self.procs.append(spawn([*TRIOMCP, "serve", "--bind", f"127.0.0.1:{self.ports[i]}"], env))
+        self.procs.append(spawn([*TRIOMCP, "serve", "--bind", f"127.0.0.1:{self.ports[i]}"], env,
+                                log=self.work / f"node-{i}.log"))  # kept with the data dirs
 
     async def wait_ready(self, client: httpx.AsyncClient, i: int) -> float:
         """Seconds from node ``i``'s start until its ``/readyz`` answered 200."""

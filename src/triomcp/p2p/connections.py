@@ -115,31 +115,25 @@ class Connections:
         """Requests in flight to or from each peer (only peers with some)."""
         return self._inflight
 
-    @contextlib.contextmanager
-    def using(self, peer_id: str) -> Iterator[None]:
+    def using(self, peer_id: str) -> contextlib.AbstractContextManager[None]:
         """A request to or from ``peer_id`` is in flight: its connection is not trimmed meanwhile."""
-        self._inflight[peer_id] += 1
-        self._last_used[peer_id] = trio.current_time()
-        try:
-            yield
-        finally:
-            self._inflight[peer_id] -= 1
-            if self._inflight[peer_id] <= 0:
-                del self._inflight[peer_id]
-            self._last_used[peer_id] = trio.current_time()
+        return self._held(self._inflight, peer_id)
 
-    @contextlib.contextmanager
-    def protect(self, peer_id: str) -> Iterator[None]:
+    def protect(self, peer_id: str) -> contextlib.AbstractContextManager[None]:
         """While in this block, the connection to ``peer_id`` is never trimmed (nested uses count:
         the mesh holds it while it runs a task leased from that owner)."""
-        self._protected[peer_id] += 1
+        return self._held(self._protected, peer_id)
+
+    @contextlib.contextmanager
+    def _held(self, counts: Counter[str], peer_id: str) -> Iterator[None]:
+        counts[peer_id] += 1
         self._last_used[peer_id] = trio.current_time()
         try:
             yield
         finally:
-            self._protected[peer_id] -= 1
-            if self._protected[peer_id] <= 0:
-                del self._protected[peer_id]
+            counts[peer_id] -= 1
+            if counts[peer_id] <= 0:
+                del counts[peer_id]
             self._last_used[peer_id] = trio.current_time()
 
     # -- goodbyes ------------------------------------------------------------------------------
