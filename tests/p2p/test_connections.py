@@ -273,7 +273,8 @@ async def test_a_client_only_peer_is_asked_for_peers_at_most_once(
     monkeypatch.setattr(exchange, "PEER_EXCHANGE_REFRESH", 0.1)  # rounds come fast
     caplog.set_level(logging.DEBUG, logger="triomcp")
     async with node_in(tmp_path / "n") as node, \
-            open_node(p2p_settings(), tmp_path / "c", announce=False) as client, node_in(tmp_path / "d") as other:
+            open_node(p2p_settings(), tmp_path / "c", announce=False) as client, \
+            node_in(tmp_path / "d", peer_exchange=False) as other:  # other must not dial node back itself
         client.host.remove_stream_handler(exchange.PEERS_PROTOCOL)  # type: ignore[arg-type]
         if not identify:
             client.host.remove_stream_handler(IDENTIFY_PROTOCOL)
