@@ -30,6 +30,7 @@ slots that run leases, each short; the decisions themselves are in ``taskqueue/s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import random
@@ -44,6 +45,7 @@ from triomcp.server.remote_source import RemoteSource
 from triomcp.server.seams import MeshNode
 from triomcp.taskqueue import HandlerRegistry, Lease, TaskQueue, run_one
 from triomcp.taskqueue.scheduling import Announcement, Announcer, Claim, ClaimPlanner, surplus
+from triomcp.taskqueue.signals import Signal
 
 __all__ = ["MeshScheduler", "MeshStatistics", "RemoteSource", "WorkMesh"]
 
@@ -119,7 +121,7 @@ class MeshScheduler:
         capacity = {t: max(0, concurrency.get(t, concurrency.get("*", 1))) for t in registry.types()}
         self.planner = ClaimPlanner(node.peer_id, capacity, rng=rng)
         # Sequence numbers from the clock: peers that heard this node before a restart hear it at once.
-        self.announcer = Announcer(node.peer_id, addrs=node.listen_addrs(), first_seq=time.time_ns())
+        self.announcer = Announcer(node.peer_id, first_seq=time.time_ns())
         self._slots = max(capacity.values(), default=0)
         self._crowd_at = -math.inf
         self._sources: dict[str, RemoteSource] = {}
@@ -129,7 +131,8 @@ class MeshScheduler:
         self._stood_down = 0
         self._types: dict[str, str] = {}
         """Leased task id -> its type (for the follow-on decision as its outcome is recorded)."""
-        self._changed = trio.Event()
+        self._changed = Signal()
+        """Fired when the planner may have claims due sooner (the planning loop re-plans)."""
         self._nursery: trio.Nursery | None = None
         self._heard = self._claims = self._empty = self._failed = self._leases = self._running = 0
 
@@ -138,8 +141,7 @@ class MeshScheduler:
                               self._leases, self._stood_down, self._running)
 
     def _poke(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        self._changed.fire()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         gossip = self.node.gossip
@@ -168,12 +170,14 @@ class MeshScheduler:
             idle = queue.idle_workers()
             anyone = idle.get("*", 0)
             now = trio.current_time()
-            announcer.addrs = tuple(self.node.listen_addrs())
             announcer.update(now, surplus(counts, {t: idle.get(t, 0) + anyone for t in counts}))
             announcement = announcer.due(now)
             if announcement is not None:
                 try:
-                    await gossip.publish(announcement.to_wire())
+                    # The addresses as they are now, read only when something is published (with
+                    # a wildcard listen address, each read lists the machine's interfaces).
+                    addrs = tuple(self.node.listen_addrs())
+                    await gossip.publish(dataclasses.replace(announcement, addrs=addrs).to_wire())
                 except ValueError as exc:  # more types than one message holds: the owner's own workers still run them
                     log.warning("announcing work: %s", exc)
             wake = min((t for t in (announcer.next_wakeup(), due_at) if t is not None), default=math.inf)
@@ -205,7 +209,7 @@ class MeshScheduler:
 
     async def _plan(self) -> None:
         while True:
-            changed = self._changed
+            changed = self._changed.arm()
             assert self._nursery is not None
             for claim in self.planner.due(trio.current_time()):
                 self._nursery.start_soon(self._claim, claim)
