@@ -44,7 +44,7 @@ import trio
 from triomcp.server.remote_source import RemoteSource
 from triomcp.server.seams import MeshNode
 from triomcp.taskqueue import HandlerRegistry, Lease, TaskQueue, run_one
-from triomcp.taskqueue.scheduling import Announcement, Announcer, Claim, ClaimPlanner, surplus
+from triomcp.taskqueue.scheduling import MAX_ADDRS, Announcement, Announcer, Claim, ClaimPlanner, surplus
 from triomcp.taskqueue.signals import Signal
 
 __all__ = ["MeshScheduler", "MeshStatistics", "RemoteSource", "WorkMesh"]
@@ -176,7 +176,8 @@ class MeshScheduler:
                 try:
                     # The addresses as they are now, read only when something is published (with
                     # a wildcard listen address, each read lists the machine's interfaces).
-                    addrs = tuple(self.node.listen_addrs())
+                    # At most what receivers accept (more and they would refuse the announcement).
+                    addrs = tuple(self.node.listen_addrs()[:MAX_ADDRS])
                     await gossip.publish(dataclasses.replace(announcement, addrs=addrs).to_wire())
                 except ValueError as exc:  # more types than one message holds: the owner's own workers still run them
                     log.warning("announcing work: %s", exc)
