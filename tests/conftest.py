@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import trio
 from hypercorn.config import Config
-from hypercorn.trio import serve
 from starlette.applications import Starlette
 
 from tests.toolkit import register_test_tools
 from triomcp import testing
 from triomcp.mcp.registry import Registry
 from triomcp.server.app import create_app
+from triomcp.server.serving import serve
 from triomcp.settings import Settings
 
 pytest_plugins = ["triomcp.testing.plugin", "tests.helpers.cli"]  # the latter: the data_dir fixture of the CLI tests
@@ -37,7 +37,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 @contextlib.asynccontextmanager
 async def run_app(app: Starlette, **cfg: Any) -> AsyncIterator[str]:
-    """Serve ``app`` with real Hypercorn on 127.0.0.1:0; yields the base URL."""
+    """Serve ``app`` as ``triomcp serve`` does (real Hypercorn, its request gate) on 127.0.0.1:0;
+    yields the base URL."""
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.graceful_timeout = cfg.pop("graceful_timeout", 2.0)
@@ -47,7 +48,8 @@ async def run_app(app: Starlette, **cfg: Any) -> AsyncIterator[str]:
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(
-            lambda task_status: serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
+            lambda task_status: serve(app, config, shutdown_trigger=stop.wait,
+                                      gate=app.state.services.request_gate, task_status=task_status)
         )
         try:
             yield binds[0]

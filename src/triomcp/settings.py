@@ -5,6 +5,9 @@ variables (nested keys use ``__``: ``TRIOMCP_P2P__LISTEN``), the TOML file named
 by ``TRIOMCP_CONFIG``, then the defaults below. Unknown keys and bad values are
 refused with a message naming the key (unlike Hypercorn's own TOML loader,
 which silently accepts typos).
+
+Size: over 300 lines because it is the whole schema, one documented field after another; each
+section is a few lines of code.
 """
 
 from __future__ import annotations
@@ -59,7 +62,24 @@ class HttpSettings(_Section):
     the authenticated one, or with authorization off the client's address (an IPv6 client's /64;
     all clients of a unix socket or of a proxy share one: raise it to ``max_calls_in_flight`` there)."""
     admission_wait: float = Field(default=0.05, ge=0)
-    """Seconds a call may wait for a free slot before it is refused (0: refuse at once)."""
+    """Seconds a call may wait for a free slot before it is refused (0: refuse at once); also how
+    long a request may wait for ``max_requests_in_progress``."""
+    max_requests_in_progress: int = Field(default=64, ge=0)
+    """HTTP requests being read, parsed and computed at once, before their response begins (with
+    ``triomcp serve``); past it a request waits up to ``admission_wait``, then gets a fixed 503 with
+    ``Retry-After`` and JSON-RPC error -32010 before Hypercorn parses it, and its connection is
+    closed. A request without an answer after ``request_park_after`` stops counting. Health,
+    readiness, metrics and a task's outcome tools are never refused. 0 turns it off."""
+    max_requests_in_progress_per_address: int = Field(default=16, gt=0)
+    """A client address's guaranteed share of ``max_requests_in_progress``: the last this many free
+    slots are kept for addresses holding fewer (all clients behind one proxy share one address)."""
+    refusal_pause: float = Field(default=1.0, ge=0)
+    """Seconds a connection whose request was refused by ``max_requests_in_progress`` is not read
+    again (the refusal's ``Retry-After``): a client that retries at once waits that long instead of
+    taking the server from the calls it serves. 0: read it again at once."""
+    request_park_after: float = Field(default=0.25, gt=0)
+    """Seconds after which a request still without an answer (a slow tool, a trickling client)
+    frees its ``max_requests_in_progress`` slot: it is waiting, not using the server."""
     backlog: int = Field(default=1024, gt=0)
     """Listen backlog: connections the kernel queues before they are accepted (used when no
     Hypercorn TOML is given; capped by ``net.core.somaxconn``)."""

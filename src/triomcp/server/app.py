@@ -25,6 +25,7 @@ from triomcp.p2p.identity import load_or_create_identity, peer_id_of
 from triomcp.server.admission import Admission
 from triomcp.server.auth import METADATA_PATH, Authenticator
 from triomcp.server.guard import AuthMiddleware, GuardMiddleware, ObserveMiddleware, RateLimitMiddleware
+from triomcp.server.http_gate import RequestGate
 from triomcp.server.lifespan import running_services
 from triomcp.server.mcp_endpoint import McpEndpoint
 from triomcp.server.mcp_tasks import QueueTaskBackend
@@ -145,6 +146,9 @@ def create_app(
     http = settings.http
     services.admission = Admission(http.max_calls_in_flight, http.max_calls_in_flight_per_principal,
                                    http.admission_wait)
+    if http.max_requests_in_progress:
+        services.request_gate = RequestGate(http.max_requests_in_progress, http.max_requests_in_progress_per_address,
+                                            http.admission_wait, http.request_park_after, http.refusal_pause)
     relay = None
     if settings.p2p.enabled and settings.p2p.mode == "embedded":
         relay = services.relay = Relay(services.engine, lambda: services.node if isinstance(services.node, Node)

@@ -96,6 +96,27 @@ class _StateCollector(Collector):
             refused.add_metric(["capacity"], seen.refused_capacity)
             refused.add_metric(["principal"], seen.refused_principal)
             yield refused
+        gate = s.request_gate
+        if gate is not None:
+            held = gate.statistics()
+            for name, value, doc in (
+                ("triomcp_http_requests_in_progress", held.in_progress,
+                 "HTTP requests holding an http.max_requests_in_progress slot."),
+                ("triomcp_http_requests_waiting", held.waiting, "HTTP requests waiting for a slot."),
+            ):
+                gauge = GaugeMetricFamily(name, doc)
+                gauge.add_metric([], value)
+                yield gauge
+            for name, value, doc in (
+                ("triomcp_http_requests_admitted", held.admitted, "HTTP requests admitted by the request gate."),
+                ("triomcp_http_requests_refused", held.refused,
+                 "HTTP requests refused with 503 before parsing (http.max_requests_in_progress)."),
+                ("triomcp_http_requests_parked", held.parked,
+                 "HTTP requests that stopped counting after http.request_park_after without an answer."),
+            ):
+                counter = CounterMetricFamily(name, doc)
+                counter.add_metric([], value)
+                yield counter
         auth = s.auth
         if auth is not None and auth.enabled:
             refused = CounterMetricFamily("triomcp_auth_refusals", "HTTP requests refused by authorization.",

@@ -90,7 +90,8 @@ async def run_server(settings: Settings, config: Config) -> None:
     async def run_serve(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             # Starlette's ASGI signature is looser than hypercorn's own ASGIFramework protocol; it is one.
-            await serve(cast(ASGIFramework, app), config, shutdown_trigger=shutdown.wait, task_status=task_status)
+            await serve(cast(ASGIFramework, app), config, shutdown_trigger=shutdown.wait,
+                        gate=services.request_gate, task_status=task_status)
         finally:
             served.set()
 

@@ -22,6 +22,7 @@ from triomcp.settings import Settings
 
 if TYPE_CHECKING:  # admission names the task tools, which import this module
     from triomcp.server.admission import Admission
+    from triomcp.server.http_gate import RequestGate
     from triomcp.server.relay import Relay
 
 __all__ = ["Services", "services_of"]
@@ -47,6 +48,9 @@ class Services:
     """Who may call what over HTTP (``settings.auth``; it lets everyone in when auth is off)."""
     admission: Admission | None = None
     """How many MCP calls may run over HTTP, and how many per principal (set by the HTTP app)."""
+    request_gate: RequestGate | None = None
+    """How many HTTP requests may be in progress before their response begins (set by the HTTP
+    app; the server applies it: ``triomcp serve``, or ``serving.serve(..., gate=...)``)."""
     http_app: Any = None
     """The HTTP app (ASGI), served to authorized peers over HTTP/1.1 over libp2p (set by the app)."""
     relay: Relay | None = None
