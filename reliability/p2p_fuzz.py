@@ -16,7 +16,8 @@ What counts, per input:
   seconds, the stream still open; after an ending, the node did not end the stream in time;
 - **stream killed**: the stream ended before the probe after a frame it must survive;
 - **unanswered**: a stream got fewer replies than JSON-RPC owes its inputs (every frame that is
-  not a notification gets one); the inputs still owed are named;
+  not a notification gets one: a ``notifications/cancelled`` carrying an ``id`` too); the inputs
+  still owed are named;
 - **internal error**: a reply with code -32603 (the libp2p face's 500);
 - **malformed reply**: a reply that is not a JSON-RPC 2.0 response with a spec-shaped error.
 
@@ -78,8 +79,6 @@ class P2PTally:
     streams_killed: int = 0
     hung: int = 0
     unanswered: int = 0
-    unanswered_known: int = 0
-    """``notifications/cancelled`` with an ``id``, unanswered (see ``FrameInput.known_silent``)."""
     internal_errors: int = 0
     malformed_replies: int = 0
     skipped: int = 0
@@ -367,7 +366,6 @@ async def _owed(reader: _Reader, items: Sequence[FrameInput], tally: P2PTally) -
     """Wait for every reply these inputs are owed; when some are missing, name the inputs short of theirs."""
     owed = sum(i.owed for i in items)
     await reader.wait_until(lambda: reader.replies() >= owed)
-    tally.unanswered_known += sum(1 for i in items if i.known_silent and not reader.got.get(i.index))
     if reader.replies() >= owed:
         return
     for item in items:

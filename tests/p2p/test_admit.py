@@ -69,7 +69,7 @@ TABLE: list[tuple[str, dict[str, Any] | FrameIssue, dict[str, Any], Decision]] =
      Drop("a cancel for no request in flight")),
     ("a cancel with params not an object", {"method": CANCELLED, "params": [7]}, {"inflight": {7}},
      Drop("a cancel for no request in flight")),
-    ("a cancel carrying an id is still only a cancel", cancel(7, id=3), {"inflight": {7}}, Cancel(7)),
+    ("a cancel carrying an id is a request", cancel(7, id=3), {"inflight": {7}}, Run(3, cancel(7, id=3))),
     ("a notification", NOTE, {}, Deliver(NOTE)),
     ("a boolean id", {"jsonrpc": "2.0", "id": True, "method": "x"}, {}, refused(None, BAD_REQUEST, BAD_ID)),
     ("a null id", {"jsonrpc": "2.0", "id": None, "method": "x"}, {}, refused(None, BAD_REQUEST, BAD_ID)),

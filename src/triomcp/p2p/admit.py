@@ -16,8 +16,10 @@ a skipped frame (bad UTF-8, JSON ...)  :class:`Answer` the issue's code, id null
 no ``method`` (a response)             :class:`Answer` -32600: peers send requests, notifications
 the peer is not authorized             :class:`Answer` -32001 to a request; :class:`Drop` a
                                        notification
-``notifications/cancelled``            :class:`Cancel` its ``requestId`` if that is in flight,
-                                       else :class:`Drop` (nothing more is sent for it)
+``notifications/cancelled``, no id    :class:`Cancel` its ``requestId`` if that is in flight,
+                                       else :class:`Drop` (nothing more is sent for it); with an
+                                       ``id`` it is a request (JSON-RPC owes it an answer),
+                                       decided by the rows below and run: it cancels nothing
 any other notification                 :class:`Deliver` it to the handler, in order
 an id neither a string nor an integer  :class:`Answer` -32600, id null
 an id already in flight                :class:`Answer` -32600
@@ -123,7 +125,7 @@ def admit(
             return Drop("a notification from a peer that is not authorized")
         return Answer(error_message(ident, NotAuthorized.jsonrpc_code,
                                     f"not authorized: peer {peer_id} is not in authorized_peers"))
-    if item.get("method") == CANCELLED:
+    if item.get("method") == CANCELLED and "id" not in item:
         return _cancel(item, inflight)
     if "id" not in item:
         return Deliver(item)

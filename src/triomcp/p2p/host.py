@@ -8,6 +8,8 @@ Rules learned by measurement (see docs/architecture.md):
   ``max_connections_per_peer=1`` (otherwise every dial waits 250 ms);
 - before authentication: capped connections overall and per source, one deadline, multistream
   reads capped (admission.py, hardening.py);
+- every yamux frame is written whole, even when its writer is cancelled, or the connection is
+  closed: a cut frame put the Noise stream out of step and killed the connection (whole_frames.py);
 - libp2p's auto-connector is stopped: the node dials whom it is told to, no one else; and so is
   its connection pruner: the node's trimmer keeps ``p2p.connections_high`` (node.py);
 - a wildcard listen address is announced (identify, peer exchange, the announce file) as this
@@ -42,10 +44,9 @@ from libp2p.network.swarm import Swarm
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL
-from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from triomcp.errors import ConfigError
-from triomcp.p2p import hardening
+from triomcp.p2p import hardening, whole_frames
 from triomcp.p2p.admission import InboundGate
 from triomcp.p2p.authz import AuthorizedPeers
 from triomcp.p2p.discovery import (
@@ -69,6 +70,7 @@ from triomcp.p2p.identity import (
 from triomcp.p2p.node import AUTHORIZED_FILE, Node
 from triomcp.p2p.peerstore import PEERS_FILE, KnownPeers
 from triomcp.p2p.rpc import MCP_PROTOCOL, FrameHandler
+from triomcp.p2p.whole_frames import WholeFrameYamux
 from triomcp.settings import P2PSettings
 
 __all__ = ["open_node"]
@@ -115,7 +117,9 @@ def _new_host(key_pair: KeyPair, settings: P2PSettings, *, mdns: bool, listen: l
     return new_host(
         key_pair=key_pair,
         sec_opt={NOISE_PROTOCOL: NoiseTransport(key_pair, noise_privkey=x25519_key_pair().private_key)},
-        muxer_opt={TProtocol(YAMUX_PROTOCOL): Yamux},
+        # py-libp2p 0.8.1 builds yamux connections by name, not from this class: whole_frames.apply()
+        # is what puts WholeFrameYamux in use; naming it here keeps it so if libp2p stops doing that.
+        muxer_opt={TProtocol(YAMUX_PROTOCOL): WholeFrameYamux},
         # max_connections: py-libp2p 0.8.1 keeps every inbound connection's handler (and its slot
         # in an inbound limiter of max_connections - min_connections) alive until the host stops,
         # even after the connection closed; with the default (300 - 50) a node refuses every
@@ -158,6 +162,7 @@ async def open_node(
     # mDNS browses from the moment the host is built: catch its finds from then on.
     finds = MdnsFinds() if settings.mdns else None
     hardening.apply()  # GHSA-hmjq-g7pp-rw3x, until libp2p>=0.8.2 (idempotent; logs once)
+    whole_frames.apply()  # yamux frames written whole, whatever cancels their writer (idempotent)
     try:
         host = _new_host(key_pair, settings, mdns=settings.mdns, listen=listen)
         cast(Swarm, host.get_network()).retry_config = RetryConfig(max_retries=0)
