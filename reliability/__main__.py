@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import logging
 import shutil
@@ -22,10 +23,10 @@ from typing import Any
 import trio
 
 from harness import wrk
-from harness.measure import rss_kib
+from harness.measure import rss_kib, settle
 from harness.procs import env_for, free_port, started, wait_for_announce, wait_http
 from harness.progress import Progress, clock
-from reliability import faults, http_fuzz, http_inputs, load, p2p_fuzz, p2p_inputs
+from reliability import faults, http_fuzz, http_inputs, load, load_clients, p2p_fuzz, p2p_inputs
 from reliability.checks import answers_valid_call
 from reliability.faults import QUIET
 
@@ -146,8 +147,7 @@ def replay(fuzzer: str, seed: int, index: int, base: Path) -> int:
     first = index - index % p2p_inputs.STREAM_INPUTS
     print(f"p2p input {item.ref} ({item.kind}; in a run it is on stream {index // p2p_inputs.STREAM_INPUTS}, "
           f"inputs {first}-{first + p2p_inputs.STREAM_INPUTS - 1}): {len(item.data)} bytes"
-          f"{f', then {item.ending}' if item.ending else ', then a probe'}; replies owed {item.owed}"
-          f"{' (JSON-RPC owes one more, which the node does not give: a notifications/cancelled with an id)' if item.known_silent else ''}:")
+          f"{f', then {item.ending}' if item.ending else ', then a probe'}; replies owed {item.owed}:")
     print(f"  {item.data[:4000]!r}{' ...' if len(item.data) > 4000 else ''}")
     for reply in replies:
         print(f"reply: {json.dumps(reply, default=repr)[:500]}")
@@ -160,24 +160,33 @@ SOAK_GROWTH_KIB = 5 * 1024
 
 
 def load_section(base: Path, steps: list[int], seconds: float, soak_rounds: int,
-                 progress: Progress | None = None) -> dict[str, Any]:
+                 progress: Progress | None = None, python_steps: list[int] | None = None) -> dict[str, Any]:
+    """The load steps: ``python_steps`` (default ``steps``) clients of both eras in several
+    processes (:func:`reliability.load_clients.run_processes`), then wrk at ``steps`` and twice the last,
+    the soak (wrk at the first step, ``soak_rounds`` times) and past ``mcp.max_sessions``."""
     progress = progress if progress is not None else Progress.silent()
+    python_steps = python_steps if python_steps is not None else steps
     progress.section("load")
     progress.step("starting the server")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    max_sessions = max(steps)
+    # Room for the legacy half of the largest Python step; "past max_sessions" tries twice this.
+    max_sessions = max(*steps, *(c // 2 for c in python_steps))
     env = env_for(base / "load", "load", log_level=QUIET, p2p={"enabled": False}, mcp={"max_sessions": max_sessions})
     with started(["serve", "--bind", f"127.0.0.1:{port}"], env, base / "load.log") as proc:
         wait_http(url, proc)
         before = rss_kib(proc.pid)
         progress.watch(proc.pid, "server")
         runs = []
-        for k, c in enumerate(steps):
-            progress.step(f"step {k + 1}/{len(steps)}: {c} Python clients", seconds=seconds)
-            runs.append(trio.run(load.run, url, c, seconds))
-        # The same steps from wrk (C, its own process): the Python clients above saturate their own
-        # process past a few hundred connections, so these say what the server itself sustains.
+        for k, c in enumerate(python_steps):
+            settle([proc.pid], limit=10)  # the previous step's last answers are not this one's load
+            runs.append(trio.run(functools.partial(
+                load_clients.run_processes, url, c, seconds, server_pid=proc.pid, progress=progress,
+                label=f"step {k + 1}/{len(python_steps)}: {c} Python clients", log_dir=base / "load-clients" / str(c))))
+            progress.say(_python_step_line(runs[-1]))
+        runs = load_clients.judge(runs)
+        # The same load from wrk (C, its own process, far less CPU per call than the Python clients,
+        # which share the cores with the server): these say what the server itself sustains.
         wrk_runs = []
         if shutil.which("wrk"):
             for c in [*steps, 2 * steps[-1]]:  # and past it: admission control refuses with 503, -32010
@@ -197,6 +206,46 @@ def load_section(base: Path, steps: list[int], seconds: float, soak_rounds: int,
     return {"steps": runs, "wrk_steps": wrk_runs, "soak_connections": steps[0], "soak_rss_kib": soak_rss,
             "rss_kib_before": before, "rss_kib_after": after, "past_limit": over,
             "alive_after": alive, "max_sessions": max_sessions}
+
+
+def _ms(value: float | None) -> str:
+    """Milliseconds as the summaries print them: ``359 ms``, ``5.40 s``, ``-`` for none."""
+    return "-" if value is None else f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
+
+
+def _python_step_line(step: dict[str, Any]) -> str:
+    """The progress summary of one Python-client load step."""
+    era = step["calls_by_era"]
+    return (f"load: {step['clients']} Python clients in {step['processes']} processes: {step['calls']} calls "
+            f"(modern {era['modern']}, legacy {era['legacy']}), served {step['served_per_s']}/s p50 "
+            f"{_ms(step['p50_ms'])} p99 {_ms(step['p99_ms'])}, refused {step['refused_503']} (p50 "
+            f"{_ms(step['refusal_p50_ms'])} p99 {_ms(step['refusal_p99_ms'])}), errors {step['errors']}, timeouts "
+            f"{step['timeouts']}; CPU cores: clients {step['client_cores']}, server {step['server_cores']} "
+            f"of {step['cores']}")
+
+
+def _python_step_row(step: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    """The table's row of a Python-client load step, with the requirement's verdicts (:func:`load_clients.judge`)."""
+
+    def yes(value: bool | None) -> str:
+        return "yes" if value else "NO"
+
+    if step["below_capacity"]:
+        verdict = f"below capacity: p99<=3x p50 {yes(step['p99_within_3x_p50'])}"
+    else:
+        verdict = (f"past capacity: refusal p99<=100ms {yes(step['refusal_p99_within_100ms'])}, served p99<=3x "
+                   f"the p50 below capacity ({_ms(step['reference_p50_ms'])}) {yes(step['served_latency_kept'])}")
+    era = step["calls_by_era"]
+    return _row(f"load {step['clients']} Python clients", f"{step['calls']} calls",
+                f"errors={step['errors']} timeouts={step['timeouts']}", step["ok"],
+                f"{step['processes']} processes ({step['workers_reported']} reported); modern {era['modern']} + "
+                f"legacy {era['legacy']} calls; served {step['served_per_s']}/s p50={_ms(step['p50_ms'])} "
+                f"p99={_ms(step['p99_ms'])}; refused (503) {step['refused_503']} p50={_ms(step['refusal_p50_ms'])} "
+                f"p99={_ms(step['refusal_p99_ms'])}, then waited Retry-After {step['retry_after_wait_s']} client-s; "
+                f"{verdict}; CPU cores: clients {step['client_cores']}, server "
+                f"{step['server_cores']} of {step['cores']}"
+                + (f"; errors {step['errors_by_kind']}" if step["errors"] else "")
+                + (f"; timeouts {step['timeouts_by_kind']}" if step["timeouts"] else ""))
 
 
 def _row(name: str, inputs: Any, bad: Any, verdict: bool, note: str) -> tuple[str, str, str, str, str]:
@@ -248,9 +297,7 @@ def table(results: dict[str, Any]) -> str:
     lo = results.get("load")
     if lo:
         for step in lo["steps"]:
-            rows.append(_row(f"load {step['clients']} clients", f"{step['calls']} calls", f"errors={step['errors']}",
-                             step["errors"] == 0, f"p50={step['p50_ms']}ms p99={step['p99_ms']}ms "
-                             f"{step['calls_per_s']}/s"))
+            rows.append(_python_step_row(step))
         for step in lo.get("wrk_steps", []):
             bad = step["failed"] + step["socket_errors_total"]
             rows.append(_row(f"load {step['connections']} conns (wrk)", f"{step['rps']:.0f}/s", f"errors={bad:.0f}",
@@ -319,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
             progress.say("faults: done")
         if "load" in only:
             results["load"] = load_section(base, [50] if quick else [200, 400, 800], 5.0 if quick else 20.0,
-                                           soak_rounds=2 if quick else 6, progress=progress)
+                                           soak_rounds=2 if quick else 6, progress=progress,
+                                           python_steps=[20, 40] if quick else [200, 400, 800, 1600])
             progress.say("load: done")
     results["seconds"] = round(time.monotonic() - started_at)
     rendered = table(results)

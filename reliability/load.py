@@ -1,9 +1,26 @@
-"""Concurrent MCP clients (modern stateless calls and legacy sessions) with httpx under Trio; and
-:func:`wrk_overload`: wrk past the node's admission capacity, with probes timing served and refused calls."""
+"""wrk past the node's admission capacity, with probes timing its served and refused calls
+(:func:`wrk_overload`); legacy sessions past ``mcp.max_sessions`` (:func:`past_the_limit`); and what
+the load generators share: the refusal's code, how a well-behaved client reads ``Retry-After``
+(:func:`retry_after_wait`), quantiles in milliseconds. The MCP clients of both eras spread over
+several processes are :mod:`reliability.load_clients`.
+
+**wrk ignores Retry-After**: each of its connections sends its next request as soon as it has an
+answer, a refusal included. So its steps stay the adversary a node must survive, the client that
+retries at once; the request gate (:mod:`triomcp.server.http_gate`) does not read such a
+connection again for ``http.refusal_pause`` (1 s, the ``Retry-After``), so the request a refused
+connection sends next waits that pause, and wrk's latencies (served and refused together) include it.
+
+**The probes honour it**, as the Python clients do: after a deliberate refusal (503 with JSON-RPC
+-32010) a probe connection waits the answer's ``Retry-After`` before its next call. Their refusal
+latencies then time refusals (send to answer), not the pause wrk's connections are given; their
+served latencies time calls served while wrk floods.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import email.utils
 import http.client
 import json
 import re
@@ -15,14 +32,7 @@ import httpx
 import trio
 
 from harness import wrk
-from harness.mcp_http import (
-    JSON_HEADERS,
-    initialize,
-    legacy_headers,
-    modern_call,
-    open_session_async,
-    tool_call,
-)
+from harness.mcp_http import JSON_HEADERS, initialize, legacy_headers, modern_call
 
 OVERLOAD_SCRIPT = wrk.CALL_SCRIPT
 """The same script as every wrk call: it also sorts answers into served, refused and failed."""
@@ -30,61 +40,32 @@ PROBE_CONNECTIONS = 4
 """Keep-alive connections per probe, each sending one call after another."""
 OTHER_ADDRESS = "127.0.0.2"
 """Another loopback address: with authorization off, another principal than wrk's 127.0.0.1."""
+REFUSED = -32010
+"""The JSON-RPC code of a deliberate refusal (admission control), answered with HTTP 503."""
+_REFUSED_CODE = f'"code":{REFUSED}'.encode()
+RETRY_AFTER_DEFAULT = 1.0
+"""Seconds a client waits after a deliberate refusal without a readable ``Retry-After`` (the node
+always sends one, of 1 s)."""
+RETRY_AFTER_BOUND = 5.0
+"""Most seconds a client waits after a refusal, whatever its ``Retry-After`` says."""
 
 
-async def run(url: str, clients: int, seconds: float) -> dict[str, Any]:
-    """``clients`` clients calling ``server_status`` for ``seconds``; half of them over a legacy session."""
-    latencies: list[float] = []
-    refusals: list[float] = []
-    errors: dict[str, int] = {}
-    calls = 0
-
-    def err(kind: str) -> None:
-        errors[kind] = errors.get(kind, 0) + 1
-
-    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        end = trio.current_time() + seconds
-
-        async def one(k: int) -> None:
-            nonlocal calls
-            headers, body = modern_call("server_status", {}, k)
-            session: str | None = None
-            if k % 2:
-                try:
-                    headers = await open_session_async(client, url)
-                except (httpx.HTTPError, KeyError) as exc:
-                    err(f"open-session {type(exc).__name__}")
-                    return
-                session = headers["mcp-session-id"]
-                body = tool_call("server_status", {}, k)
-            while trio.current_time() < end:
-                t0 = time.perf_counter()
-                try:
-                    r = await client.post(f"{url}/mcp", json=body, headers=headers)
-                    calls += 1
-                    if r.status_code == 503 and r.json().get("error", {}).get("code") == -32010:
-                        refusals.append(time.perf_counter() - t0)  # admission control: deliberate
-                    elif r.status_code != 200 or "result" not in r.json():
-                        err(str(r.status_code))
-                    else:
-                        latencies.append(time.perf_counter() - t0)
-                except (httpx.HTTPError, ValueError) as exc:
-                    err(type(exc).__name__)
-            if session is not None:
-                with contextlib.suppress(httpx.HTTPError):
-                    await client.delete(f"{url}/mcp", headers=headers)
-
-        async with trio.open_nursery() as nursery:
-            for k in range(clients):
-                nursery.start_soon(one, k)
-    return {"clients": clients, "seconds": seconds, "calls": calls, "ok": len(latencies),
-            "errors": sum(errors.values()), "errors_by_kind": errors, "p50_ms": _pct(latencies, 0.50),
-            "p99_ms": _pct(latencies, 0.99), "calls_per_s": round(len(latencies) / seconds, 1),
-            "refused_503": len(refusals), "refusal_p50_ms": _pct(refusals, 0.50)}
+def retry_after_wait(value: str | None, left: float) -> float:
+    """Seconds a well-behaved client waits after a deliberate refusal whose ``Retry-After`` is
+    ``value`` (delta-seconds or an HTTP-date; absent or unreadable: :data:`RETRY_AFTER_DEFAULT`):
+    at most :data:`RETRY_AFTER_BOUND`, and never more than the ``left`` seconds of its step."""
+    wait = RETRY_AFTER_DEFAULT
+    text = (value or "").strip()
+    if text.isascii() and text.isdigit():
+        wait = float(text)
+    elif text:
+        with contextlib.suppress(TypeError, ValueError):
+            when = email.utils.parsedate_to_datetime(text)
+            wait = (when - datetime.datetime.now(datetime.UTC)).total_seconds()
+    return max(0.0, min(wait, RETRY_AFTER_BOUND, left))
 
 
-def _pct(values: list[float], p: float) -> float | None:
+def quantile_ms(values: list[float], p: float) -> float | None:
     """The ``p`` quantile of ``values`` (seconds) in milliseconds."""
     ordered = sorted(values)
     return round(1000 * ordered[min(len(ordered) - 1, int(p * len(ordered)))], 1) if ordered else None
@@ -92,7 +73,8 @@ def _pct(values: list[float], p: float) -> float | None:
 
 def _probe(url: str, source: str, seconds: float, tally: dict[str, list[float]]) -> None:
     """One keep-alive connection from ``source`` calling ``server_status`` for ``seconds``; each
-    answer's latency goes to ``served``, ``refused`` (503, -32010) or ``failed`` in ``tally``."""
+    answer's latency goes to ``served``, ``refused`` (503, -32010) or ``failed`` in ``tally``. After
+    a refusal it waits the answer's ``Retry-After`` (:func:`retry_after_wait`) before its next call."""
     host, port = url.split("://", 1)[1].rsplit(":", 1)
     headers, body = modern_call("server_status", {}, 1)
     payload = json.dumps(body).encode()
@@ -111,8 +93,10 @@ def _probe(url: str, source: str, seconds: float, tally: dict[str, list[float]])
                 conn = http.client.HTTPConnection(host, int(port), timeout=30, source_address=(source, 0))
                 continue
             kind = ("served" if r.status == 200 and b'"result"' in data else
-                    "refused" if r.status == 503 and b'"code":-32010' in data.replace(b" ", b"") else "failed")
+                    "refused" if r.status == 503 and _REFUSED_CODE in data.replace(b" ", b"") else "failed")
             tally[kind].append(time.perf_counter() - t0)
+            if kind == "refused":
+                time.sleep(retry_after_wait(r.getheader("retry-after"), end - time.monotonic()))
     finally:
         conn.close()
 
@@ -121,7 +105,9 @@ def wrk_overload(url: str, connections: int, seconds: float) -> dict[str, Any]:
     """wrk from 127.0.0.1 (one principal) with ``connections`` connections calling ``server_status``
     for ``seconds``, sorting answers into served, refused (503, -32010) and failed; meanwhile two
     probes of :data:`PROBE_CONNECTIONS` connections each time their calls: one from wrk's address
-    (its answers are a sample of wrk's), one from :data:`OTHER_ADDRESS` (another principal)."""
+    (its answers are a sample of the node's to wrk's principal, timed without the pause wrk's
+    connections are given: a probe honours ``Retry-After``), one from :data:`OTHER_ADDRESS`
+    (another principal)."""
     tallies: dict[str, dict[str, list[float]]] = {
         who: {"served": [], "refused": [], "failed": []} for who in ("same", "other")}
     probes = [threading.Thread(target=_probe, args=(url, source, seconds, tallies[who]), daemon=True)
@@ -142,10 +128,10 @@ def wrk_overload(url: str, connections: int, seconds: float) -> dict[str, Any]:
         "failed": failed, "socket_errors": result.socket_errors, "socket_errors_total": result.socket_errors_total,
         "timeouts": result.socket_errors.get("timeout", 0),
         "p50_ms": result.p50_ms, "p99_ms": result.p99_ms,  # wrk's, served and refused together
-        "served_p50_ms": _pct(same["served"], 0.50), "served_p99_ms": _pct(same["served"], 0.99),
-        "refusal_p50_ms": _pct(same["refused"], 0.50), "refusal_p99_ms": _pct(same["refused"], 0.99),
+        "served_p50_ms": quantile_ms(same["served"], 0.50), "served_p99_ms": quantile_ms(same["served"], 0.99),
+        "refusal_p50_ms": quantile_ms(same["refused"], 0.50), "refusal_p99_ms": quantile_ms(same["refused"], 0.99),
         "probe_same": {k: len(v) for k, v in same.items()},
-        "other_served_p50_ms": _pct(other["served"], 0.50), "other_served_p99_ms": _pct(other["served"], 0.99),
+        "other_served_p50_ms": quantile_ms(other["served"], 0.50), "other_served_p99_ms": quantile_ms(other["served"], 0.99),
         "probe_other": {k: len(v) for k, v in other.items()},
     }
 

@@ -60,13 +60,6 @@ class FrameInput:
     def ref(self) -> str:
         return f"{self.seed}:{self.index}"
 
-    @property
-    def known_silent(self) -> bool:
-        """Always False: a ``notifications/cancelled`` carrying an ``id`` used to go unanswered and was
-        counted apart; the node answers it now, and it is owed like any request. Kept only while
-        ``reliability/__main__.py``'s replay still reads it: delete the two together."""
-        return False
-
 
 def answers_owed(body: bytes, max_frame_bytes: int) -> tuple[int, Any]:
     """(replies owed, request id) for a frame holding ``body``: a frame that is too big, not UTF-8,
