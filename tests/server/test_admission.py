@@ -322,3 +322,49 @@ async def test_connections_taken_but_not_handed_out_are_closed_with_the_listener
     await first.aclose()
     for peer in peers:
         peer.close()
+
+
+# -- calls from peers ----------------------------------------------------------------------------
+
+
+async def test_a_peers_calls_share_the_nodes_budget_and_past_it_get_32010_at_once() -> None:
+    from tests.toolkit import register_test_tools
+    from triomcp.mcp.engine import Engine
+    from triomcp.mcp.registry import Registry
+    from triomcp.mcp.results import modern_meta
+    from triomcp.server.peer_mcp import PeerMcpHandler
+
+    registry = Registry()
+    register_test_tools(registry)
+    admission = Admission(capacity=1, per_principal=1, wait=0.05)
+    handler = PeerMcpHandler(Engine(registry), admission=admission)
+
+    async def notify(note: dict[str, Any]) -> None:
+        pass
+
+    def frame(ident: int, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "id": ident, "method": "tools/call",
+                "params": {"name": tool, "arguments": arguments, "_meta": modern_meta()}}
+
+    STARTED["peer-held"], GATES["peer-held"] = trio.Event(), trio.Event()
+    answers: list[dict[str, Any] | None] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async def held() -> None:
+                answers.append(await handler(frame(1, "gate", {"text": "peer-held"}), peer_id="12D3KooWa",
+                                             notify=notify))
+
+            nursery.start_soon(held)
+            await STARTED["peer-held"].wait()
+            assert admission.statistics().in_flight == 1  # the peer's call holds the node's one slot
+            start = trio.current_time()
+            refused = await handler(frame(2, "echo", {"text": "x"}), peer_id="12D3KooWb", notify=notify)
+            assert trio.current_time() - start < 2.0
+            assert refused is not None and refused["id"] == 2 and refused["error"]["code"] == -32010
+            assert refused["error"]["data"]["reason"] == "capacity"
+            assert admission.enter_nowait("address:127.0.0.1") is not None  # HTTP calls meet the same budget
+            GATES["peer-held"].set()
+    assert answers[0] is not None and answers[0]["result"]["structuredContent"]["text"] == "peer-held"
+    assert admission.statistics().in_flight == 0
+    served = await handler(frame(3, "echo", {"text": "after"}), peer_id="12D3KooWb", notify=notify)
+    assert served is not None and served["result"]["structuredContent"]["text"] == "after"

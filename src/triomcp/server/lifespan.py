@@ -61,7 +61,7 @@ async def _maybe_node(services: Services) -> AsyncIterator[Any]:
             yield None  # this process has no node of its own: the local node serves the tools
         return
     async with open_node(settings.p2p, settings.data_dir, frame_handler=PeerMcpHandler(
-            services.engine, node=lambda: services.node), http_app=services.http_app,
+            services.engine, node=lambda: services.node, admission=services.admission), http_app=services.http_app,
             http_max_body_bytes=settings.http.max_body_bytes) as node:
         yield node
 

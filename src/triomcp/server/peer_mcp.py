@@ -5,7 +5,9 @@ JSON-RPC frame a peer sends on ``/triomcp/mcp/1.0.0``: it is the same engine tha
 HTTP, in the modern era, with the peer id as the principal. The stream has already refused
 peers that are not authorized; a frame that acts on behalf of other peers (a forwarded one) is
 checked here as well, by :func:`triomcp.p2p.authz.forwarding_refusal` (docs/security.md,
-"Forwarding and delegation").
+"Forwarding and delegation"). A peer's call takes a slot of the node's one admission budget
+(:class:`~triomcp.server.admission.Admission`, shared with HTTP calls; the peer is its principal)
+and past it is answered -32010 at once; a task's outcome tools are never refused.
 
 The client half is :func:`triomcp.p2p.mcp_client.call_peer_tool`.
 """
@@ -16,13 +18,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from triomcp.errors import MethodNotFound, NotAuthorized, ToolError
+from triomcp.errors import MethodNotFound, NotAuthorized, Overloaded, ToolError
 from triomcp.logs import REQUEST_ID, valid_request_id
 from triomcp.mcp import jsonrpc
 from triomcp.mcp.engine import Engine
 from triomcp.mcp.outcomes import Call, Reply
 from triomcp.p2p.authz import forwarding_refusal, peer_principal
 from triomcp.p2p.mcp_client import ON_BEHALF_OF_META_KEY, REQUEST_ID_META_KEY
+from triomcp.server.admission import NEVER_REFUSED, RETRY_AFTER_SECONDS, Admission, Refusal
 from triomcp.server.seams import MeshNode
 
 __all__ = ["PeerMcpHandler", "peer_principal"]
@@ -49,6 +52,15 @@ class _FrameOutbound:
         """A libp2p stream carries many calls: nothing to end early."""
 
 
+def _refused(ident: Any, refusal: Refusal) -> dict[str, Any]:
+    """-32010 for a call refused by the node's admission control (the code HTTP's 503 carries)."""
+    what = ("the node is full: {limit} MCP calls in flight (http.max_calls_in_flight)" if refusal.reason == "capacity"
+            else "too many calls in flight from this peer: {limit} (http.max_calls_in_flight_per_principal)")
+    err = Overloaded(f"{what.format(limit=refusal.limit)}; retry after {RETRY_AFTER_SECONDS} s",
+                     data={"reason": refusal.reason, "limit": refusal.limit, "retryAfter": RETRY_AFTER_SECONDS})
+    return jsonrpc.error_response(ident if isinstance(ident, (str, int)) else None, err)
+
+
 class PeerMcpHandler:
     """``async (message, *, peer_id, notify) -> response | None`` for the node's MCP protocol.
 
@@ -56,9 +68,11 @@ class PeerMcpHandler:
     is starting, or in a test without one: forwarded frames are then refused).
     """
 
-    def __init__(self, engine: Engine, *, node: Callable[[], MeshNode | None] = lambda: None) -> None:
+    def __init__(self, engine: Engine, *, node: Callable[[], MeshNode | None] = lambda: None,
+                 admission: Admission | None = None) -> None:
         self.engine = engine
         self._node = node
+        self.admission = admission
 
     def refusal(self, peer_id: str, on_behalf_of: str | None) -> str | None:
         """Why a frame from ``peer_id`` acting for ``on_behalf_of`` may not be served; None if it may."""
@@ -102,7 +116,17 @@ class PeerMcpHandler:
         if isinstance(outcome, Reply):
             return outcome.body if isinstance(outcome.body, dict) else None
         if isinstance(outcome, Call):
-            return await outcome.run(_FrameOutbound(notify))
+            admission = self.admission
+            if admission is None or outcome.tool in NEVER_REFUSED:
+                return await outcome.run(_FrameOutbound(notify))
+            principal = f"peer:{peer_id}"
+            refusal = await admission.enter(principal)
+            if refusal is not None:
+                return _refused(ident, refusal)
+            try:
+                return await outcome.run(_FrameOutbound(notify))
+            finally:
+                admission.leave(principal)
         return jsonrpc.error_response(
             ident if isinstance(ident, (str, int)) else None,
             MethodNotFound("subscriptions/listen is not served over libp2p"),
