@@ -15,7 +15,7 @@ CONFORMANCE_DIR := .cache/conformance
 # The stamp names a digest of every pinned version: changing one reinstalls.
 CONFORMANCE_STAMP := $(CONFORMANCE_DIR)/.installed-$(shell printf '%s' '$(CONFORMANCE_VERSION) $(CONFORMANCE_CLIENTS)' | cksum | cut -d' ' -f1)
 
-.PHONY: install serve test lint bench reliability conformance clean wrk npm haproxy
+.PHONY: install serve test lint bench reliability conformance clean wrk npm haproxy nginx nftables
 
 # The benchmarks' load generator: a system package (apt-get as root, else say how).
 wrk:
@@ -28,6 +28,20 @@ haproxy:
 	@command -v haproxy >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& apt-get update -qq && apt-get install -y -qq haproxy; } \
 		|| { echo "make test needs haproxy: sudo apt-get install haproxy (or brew install haproxy)" >&2; exit 1; }
+
+# The other load balancer of the multi-node tests (harness/nginx.py runs deploy/nginx.conf): a system
+# package (apt-get as root, else say how).
+nginx:
+	@command -v nginx >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && apt-get install -y -qq nginx; } \
+		|| { echo "make test needs nginx: sudo apt-get install nginx (or brew install nginx)" >&2; exit 1; }
+
+# NAT for the network-namespace tests (masquerading routers, tests/reliability/test_nat.py): nft, a
+# system package (apt-get as root, else say how).
+nftables:
+	@command -v nft >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && apt-get install -y -qq nftables; } \
+		|| { echo "make test needs nft: sudo apt-get install nftables" >&2; exit 1; }
 
 # npm, to install the conformance suite and Node 22: a system package (apt-get as root, else say how).
 npm:
@@ -57,7 +71,7 @@ serve: $(STAMP)
 	$(BIN)/triomcp serve --bind 127.0.0.1:8080
 
 # pytest's testpaths include the example plugin's tests (examples/weather-tools/tests), from source.
-test: $(STAMP) haproxy
+test: $(STAMP) haproxy nginx nftables
 	$(BIN)/ruff check src tests harness bench reliability conformance examples
 	$(BIN)/pytest -q
 

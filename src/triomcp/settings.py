@@ -26,7 +26,7 @@ from pydantic_settings import (
 
 from triomcp.errors import ConfigError
 
-__all__ = ["AuthSettings", "HttpSettings", "McpSettings", "P2PSettings", "Settings", "TaskQueueSettings", "load_settings"]
+__all__ = ["AuthSettings", "HttpSettings", "McpSettings", "P2PSettings", "RelaySettings", "Settings", "TaskQueueSettings", "load_settings"]
 
 
 class _Section(BaseModel):
@@ -62,15 +62,16 @@ class HttpSettings(_Section):
     the authenticated one, or with authorization off the client's address (an IPv6 client's /64;
     all clients of a unix socket or of a proxy share one: raise it to ``max_calls_in_flight`` there)."""
     admission_wait: float = Field(default=0.05, ge=0)
-    """Seconds a call may wait for a free slot before it is refused (0: refuse at once); also how
-    long a request may wait for ``max_requests_in_progress``."""
-    max_requests_in_progress: int = Field(default=64, ge=0)
+    """Seconds a call may wait for a free slot before it is refused (0: refuse at once)."""
+    max_requests_in_progress: int = Field(default=32, ge=0)
     """HTTP requests being read, parsed and computed at once, before their response begins (with
-    ``triomcp serve``); past it a request waits up to ``admission_wait``, then gets a fixed 503 with
+    ``triomcp serve``); past it a request waits up to ``request_wait``, then gets a fixed 503 with
     ``Retry-After`` and JSON-RPC error -32010 before Hypercorn parses it, and its connection is
     closed. A request without an answer after ``request_park_after`` stops counting. Health,
     readiness, metrics and a task's outcome tools are never refused. 0 turns it off."""
-    max_requests_in_progress_per_address: int = Field(default=16, gt=0)
+    request_wait: float = Field(default=0.025, ge=0)
+    """Seconds a request may wait for a ``max_requests_in_progress`` slot before it is refused."""
+    max_requests_in_progress_per_address: int = Field(default=8, gt=0)
     """A client address's guaranteed share of ``max_requests_in_progress``: the last this many free
     slots are kept for addresses holding fewer (all clients behind one proxy share one address)."""
     refusal_pause: float = Field(default=1.0, ge=0)
@@ -109,6 +110,39 @@ class McpSettings(_Section):
     conformance_fixtures: bool = False
     """Also serve the fixtures of the official MCP conformance suite (``test_*`` tools, ``test://``
     resources and prompts; ``make conformance``). For testing only: never on a production node."""
+
+
+class RelaySettings(_Section):
+    """Circuit relay v2: relaying for authorized peers, and slots on relays for a node behind NAT."""
+
+    service: bool = False
+    """Serve circuit relay v2 (HOP) on this node: peers listed in ``authorized_peers`` may reserve a
+    slot here and reach each other through it. Others are refused. Run it on a publicly reachable node."""
+    use: list[str] = Field(default_factory=list)
+    """Relays to reserve a slot on (multiaddrs ending in ``/p2p/<relay id>``), kept connected and
+    reserved; this node then tells its peers ``<relay>/p2p-circuit/p2p/<this node>`` as one of its
+    addresses, and accepts relayed connections through these relays only."""
+    use_bootstrap: bool = False
+    """Also reserve a slot on every ``p2p.bootstrap`` peer that serves circuit relay."""
+    max_reservations: int = Field(default=128, gt=0)
+    """``service``: reservations held at once; more are refused (RESOURCE_LIMIT_EXCEEDED)."""
+    reservation_ttl: int = Field(default=3600, ge=2, le=86_400)
+    """``service``: seconds a reservation lasts; its holder refreshes it before it expires (at 3/4)."""
+    max_circuits_per_peer: int = Field(default=16, gt=0)
+    """``service``: relayed connections open at once to one peer holding a reservation."""
+    circuit_duration: int = Field(default=3600, gt=0)
+    """``service``: seconds a relayed connection may last; then it is reset (the peers dial again on demand)."""
+    circuit_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    """``service``: bytes (both directions) a relayed connection may carry; then it is reset."""
+
+    @field_validator("use")
+    @classmethod
+    def _relay_addrs(cls, v: list[str]) -> list[str]:
+        for addr in v:
+            if "/p2p-circuit" in addr or not addr.rpartition("/p2p/")[2] or "/" in addr.rpartition("/p2p/")[2]:
+                raise ValueError(f"{addr!r}: a relay's own multiaddr, ending in /p2p/<relay id> "
+                                 "(not a /p2p-circuit address)")
+        return v
 
 
 class P2PSettings(_Section):
@@ -163,6 +197,8 @@ class P2PSettings(_Section):
     """Connected peers above which the oldest-unused connections are closed, down to
     ``connections_low`` (not this node's bootstrap peers, peers in use or with requests in flight,
     nor connections younger than 10 s). At least ``connections_low``."""
+
+    relay: RelaySettings = Field(default_factory=RelaySettings)
 
     @field_validator("connections_high")
     @classmethod

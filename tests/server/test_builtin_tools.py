@@ -132,10 +132,14 @@ class FakeNode:
         return sorted(self.connected)
 
     def known_peers(self) -> list[dict[str, Any]]:
-        return [{"peer_id": p, "addrs": [], "connected": True, "authorized": True} for p in self.connected]
+        return [{"peer_id": p, "addrs": [], "connected": True, "connections": [{"kind": "direct", "addr": "?"}],
+                 "authorized": True} for p in self.connected]
 
     def statistics(self) -> NodeStatistics:
         return NodeStatistics(self.peer_id, len(self.connected), 0, 0, 0)
+
+    def relay_status(self) -> dict[str, Any]:
+        return {"service": {"service": False}, "reservations": [], "relayed_addrs": []}
 
     async def connect(self, multiaddr: str) -> str:
         peer = multiaddr.rsplit("/p2p/", 1)[1]
@@ -202,6 +206,7 @@ async def test_server_status_and_p2p_tools_on_a_node_in_memory(services: Service
     ctx = context(services)
     here = await p2p.p2p_status(p2p.NoArguments(), ctx)
     assert here.peer_id == node.peer_id and here.connected_peers == ["12D3KooWother"] and here.queue is None
+    assert here.relay == node.relay_status()
     assert (await p2p.p2p_peers(p2p.NoArguments(), ctx)).peers[0]["peer_id"] == "12D3KooWother"
     dialed = await p2p.p2p_connect(p2p.ConnectArgs(multiaddr="/ip4/10.0.0.2/tcp/1/p2p/12D3KooWthird"), ctx)
     assert dialed.peer_id == "12D3KooWthird"

@@ -1,5 +1,5 @@
 """The request gate: past ``http.max_requests_in_progress`` a request is refused before Hypercorn
-parses it (fixed 503, ``Retry-After``, -32010, connection closed) within ``admission_wait``;
+parses it (fixed 503, ``Retry-After``, -32010, connection closed) within ``request_wait``;
 health, readiness, metrics and a task's outcome tools pass a full gate; a request waiting on
 something is parked after ``request_park_after``; a streamed response frees its slot with its head.
 
@@ -122,7 +122,7 @@ def test_the_refusal_is_a_complete_http_response_with_a_json_rpc_error() -> None
 
 
 async def test_a_full_server_refuses_before_parsing_and_still_answers_health(app_factory: Any) -> None:
-    app = app_factory(http={"max_requests_in_progress": 1, "admission_wait": 0.05, "request_park_after": 30.0,
+    app = app_factory(http={"max_requests_in_progress": 1, "request_wait": 0.05, "request_park_after": 30.0,
                             "refusal_pause": 0.3})
     async with run_app(app) as url, clients(url, "127.0.0.1", "127.0.0.2") as [c, other]:
         with trio.fail_after(10):
@@ -158,7 +158,7 @@ async def test_a_full_server_refuses_before_parsing_and_still_answers_health(app
 
 
 async def test_a_request_waiting_past_park_after_lets_others_in(app_factory: Any) -> None:
-    app = app_factory(http={"max_requests_in_progress": 1, "admission_wait": 0.05, "request_park_after": 0.2})
+    app = app_factory(http={"max_requests_in_progress": 1, "request_wait": 0.05, "request_park_after": 0.2})
     async with run_app(app) as url, clients(url, "127.0.0.1") as [c]:
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
@@ -172,7 +172,7 @@ async def test_a_request_waiting_past_park_after_lets_others_in(app_factory: Any
 
 
 async def test_a_streamed_response_frees_its_slot_with_its_head(app_factory: Any) -> None:
-    app = app_factory(http={"max_requests_in_progress": 1, "admission_wait": 0.05, "request_park_after": 30.0})
+    app = app_factory(http={"max_requests_in_progress": 1, "request_wait": 0.05, "request_park_after": 30.0})
     async with run_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
         headers, body = call("gate", "streamed", 1)["headers"], call("gate", "streamed", 1)["json"]
         body["params"]["_meta"]["progressToken"] = "p"  # progress: an SSE response, its head sent at once

@@ -10,7 +10,7 @@ import trio
 
 from triomcp.errors import DialFailed, PeerError, PeerTimeout
 
-__all__ = ["close_quietly", "map_libp2p_errors"]
+__all__ = ["close_quietly", "map_libp2p_errors", "refused_protocol"]
 
 
 @contextmanager
@@ -34,3 +34,10 @@ async def close_quietly(stream: Any, *, reset: bool = False) -> None:
     """Close (or reset) a libp2p stream, shielded and bounded, ignoring errors: clean-up only."""
     with trio.CancelScope(shield=True), trio.move_on_after(1), suppress(Exception):
         await (stream.reset() if reset else stream.close())
+
+
+def refused_protocol(exc: PeerError) -> bool:
+    """Did opening a stream fail in protocol negotiation (the peer does not serve that protocol)?"""
+    from libp2p.host.exceptions import StreamFailure
+
+    return isinstance(exc.__cause__, StreamFailure)

@@ -198,11 +198,7 @@ class AuthorizedPeers:
         if not force and now - self._checked_at < 1.0:
             return
         self._checked_at = now
-        for key in [k for k in self.local_keys if k.exists()]:
-            from triomcp.p2p.identity import load_or_create_identity, peer_id_of
-
-            self.always.add(peer_id_of(load_or_create_identity(key)))
-            self.local_keys.remove(key)
+        self._load_local_keys()
         try:
             mtime = self.path.stat().st_mtime
         except FileNotFoundError:
@@ -220,10 +216,20 @@ class AuthorizedPeers:
                 entries[entry.peer_id] = entry
         self._entries, self._mtime = entries, mtime
 
+    def _load_local_keys(self) -> None:
+        for key in [k for k in self.local_keys if k.exists()]:
+            from triomcp.p2p.identity import load_or_create_identity, peer_id_of
+
+            self.always.add(peer_id_of(load_or_create_identity(key)))
+            self.local_keys.remove(key)
+
     def is_authorized(self, peer_id: str) -> bool:
         if peer_id in self.always:
             return True
         self._reload()
+        if peer_id not in self._entries and self.local_keys:
+            # A local identity made since the last look (the CLI's first run): not a second later.
+            self._load_local_keys()
         return peer_id in self._entries or peer_id in self.always
 
     def is_listed(self, peer_id: str) -> bool:

@@ -18,9 +18,16 @@ Goodbyes (sent and heard by ``exchange.py``): a peer that said it is leaving is 
 bootstrap loop for ``TRIM_HOLD``, unless it connects again first; a closing mesh node tells its
 connected listed peers it is leaving (:meth:`Connections.say_leaving`), so they do not redial it.
 
+Dialing a peer at several addresses (:meth:`Connections.dial_first`): its direct addresses first,
+its relayed ones (``<relay>/p2p-circuit/p2p/<peer>``) from ``RELAY_HEAD_START`` on; the relays that
+relayed connections run through, and peers holding a reservation on this relay, are never trimmed.
+
 The :class:`~triomcp.p2p.node.Node` owns one :class:`Connections` (``node.connections``) and keeps
 its methods under the same names (``node.protect``, ``node.trim``, ...); the host's notifee
 reports each connection opened or closed (:meth:`Connections.on_connection`).
+
+Size: a little over 300 lines: one concept (which connections a node keeps, and how it makes them
+on demand), the trimmer and the dialing policy each a few short methods.
 """
 
 from __future__ import annotations
@@ -38,13 +45,14 @@ import trio
 from libp2p.peer.id import ID
 
 from triomcp.errors import ConfigError, PeerError
+from triomcp.p2p.circuit import is_circuit, relay_of
 from triomcp.p2p.discovery import PeerUse, peer_id_in, pick_trims
 from triomcp.p2p.exchange import LEAVING, TRIMMING
 
 if TYPE_CHECKING:
     from triomcp.p2p.node import Node
 
-__all__ = ["LEAVING_HOLD", "LEAVING_REDIAL", "TRIM_GRACE", "TRIM_HOLD", "Connections"]
+__all__ = ["LEAVING_HOLD", "LEAVING_REDIAL", "RELAY_HEAD_START", "TRIM_GRACE", "TRIM_HOLD", "Connections"]
 
 log = logging.getLogger("triomcp.p2p")
 
@@ -57,6 +65,10 @@ TRIM_HOLD = 60.0
 """Seconds a peer that trimmed our connection is not redialed by the exchange or a bootstrap loop."""
 LEAVING_REDIAL = 5.0
 """A bootstrap peer that said it is leaving is first redialed after 5 to 7.5 s (jitter)."""
+RELAY_HEAD_START = 0.5
+"""Seconds a peer's direct addresses are dialed alone before its relayed ones are dialed too
+(go-libp2p waits as long): a peer on the same network is reached directly, one behind NAT
+without waiting for every direct dial to time out."""
 
 
 @dataclass
@@ -194,7 +206,58 @@ class Connections:
             found += [s if s.endswith(suffix) else f"{s}{suffix}" for s in (str(a) for a in stored)]
         if node.known is not None:
             found += node.known.addrs(peer_id)
-        return [a for a in dict.fromkeys(found) if not node.reaches_self(a)]
+        return [a for a in dict.fromkeys(found) if self._dialable(a)]
+
+    def _dialable(self, addr: str) -> bool:
+        """Not this node, and a relayed address only if it names a relay other than this node (the
+        library stores circuits without the relay's id, which can never be dialed)."""
+        node = self._node
+        if is_circuit(addr):
+            relay = relay_of(addr)
+            return relay is not None and relay != node.peer_id and addr.rpartition("/p2p/")[2] != node.peer_id
+        return not node.reaches_self(addr)
+
+    async def dial_first(self, peer_id: str, addrs: Sequence[str]) -> str | None:
+        """Dial ``peer_id`` at one of ``addrs``: the direct ones one after another and, from
+        ``RELAY_HEAD_START`` seconds on (or once the direct ones have all failed), the relayed ones
+        one after another; the first connection wins and the other dial is cancelled. Returns None
+        once connected, else the last error. The caller bounds it."""
+        node = self._node
+        direct = [a for a in addrs if not is_circuit(a)]
+        relayed = [a for a in addrs if is_circuit(a)]
+        errors: list[str] = []
+        connected = False
+
+        async def one_by_one(batch: list[str], after: trio.Event | None, done: trio.Event,
+                             scope: trio.CancelScope) -> None:
+            nonlocal connected
+            try:
+                if after is not None:
+                    with trio.move_on_after(RELAY_HEAD_START):
+                        await after.wait()
+                for addr in batch:
+                    try:
+                        await node.connect(addr)
+                    except (PeerError, ConfigError) as exc:
+                        errors.append(str(exc))
+                        continue
+                    connected = True
+                    scope.cancel()
+                    return
+            finally:
+                done.set()
+
+        direct_done, relayed_done = trio.Event(), trio.Event()
+        async with trio.open_nursery() as nursery:
+            if direct:
+                nursery.start_soon(one_by_one, direct, None, direct_done, nursery.cancel_scope)
+            else:
+                direct_done.set()
+            if relayed:
+                nursery.start_soon(one_by_one, relayed, direct_done, relayed_done, nursery.cancel_scope)
+        if connected:
+            return None
+        return errors[-1] if errors else "timed out"
 
     async def dial_on_demand(self, peer_id: str, addrs: Sequence[str], *, what: str) -> None:
         """Dial ``peer_id``, not connected, where it may be (``what`` names it in errors)."""
@@ -209,14 +272,11 @@ class Connections:
         if not candidates:
             raise PeerError(f"{what} {peer_id} is not reachable: no address of it is known")
         self.on_demand_dials += 1
-        last = "timed out"
+        last: str | None = "timed out"
         with trio.move_on_after(2 * node.settings.dial_timeout):
-            for addr in candidates:
-                try:
-                    await node.connect(addr)
-                    return
-                except (PeerError, ConfigError) as exc:
-                    last = str(exc)
+            last = await self.dial_first(peer_id, candidates)
+        if last is None:
+            return
         raise PeerError(f"{what} {peer_id} is not reachable at {', '.join(candidates)}: {last}")
 
     # -- trimming --------------------------------------------------------------------------------
@@ -224,11 +284,13 @@ class Connections:
         node = self._node
         now = trio.current_time()
         uses = []
+        carrying = node.relays_in_use()  # closing one would close the relayed connections through it
         for peer in node._connected():
             if node.authorized.is_local(peer):  # this node's own CLI and front end: never counted
                 continue
             since = self._connected_at.get(peer, now)
-            spared = peer in self._bootstrap_ids or peer in self._protected or peer in self._inflight
+            spared = (peer in self._bootstrap_ids or peer in self._protected or peer in self._inflight
+                      or peer in carrying or node.circuits.holds_reservation(peer))
             uses.append(PeerUse(peer, since, max(since, self._last_used.get(peer, since)),
                                 node.authorized.is_listed(peer), spared))
         return uses

@@ -19,7 +19,9 @@ and a peer that refused the protocol is not asked again while it stays connected
 peer (the CLI, a js-libp2p client) is thus asked at most once per connection, and usually never.
 
 Only authorized peers are answered, only listed peers are told about or dialed, no address is
-passed on that is a wildcard, and every list read from the network is capped.
+passed on that is a wildcard, and every list read from the network is capped. A peer with a
+relayed address (``<relay>/p2p-circuit/p2p/<peer>``) is dialed by the exchange only from the side
+whose peer id sorts first, so two peers that learn of each other at once make one connection.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from triomcp.errors import ConfigError, PeerError
-from triomcp.p2p._errors import close_quietly, map_libp2p_errors
+from triomcp.p2p._errors import close_quietly, map_libp2p_errors, refused_protocol
+from triomcp.p2p.circuit import is_circuit, relay_of
 from triomcp.p2p.discovery import is_unspecified, peer_id_in
 from triomcp.p2p.framing import FrameDecoder, FrameIssue, encode_frame
 from triomcp.p2p.rpc import Stream
@@ -49,6 +52,8 @@ PEERS_PROTOCOL = "/triomcp/peers/1.0.0"
 PEERS_MAX_BYTES = 256 * 1024
 PEERS_MAX_ENTRIES = 256
 ADDRS_PER_PEER = 8
+MAX_ADDR_CHARS = 512
+"""Longer addresses read from the network are dropped (a relayed one is about 170 characters)."""
 PEER_EXCHANGE_REFRESH = 10.0
 """About how often one connected peer is asked again (jittered)."""
 WANTING_REFRESH = 1.0
@@ -81,13 +86,6 @@ async def read_one_frame(stream: Stream, limit: int) -> dict[str, Any]:
             return item
 
 
-def _refused_protocol(exc: PeerError) -> bool:
-    """Did opening the stream fail in protocol negotiation (the peer does not serve it)?"""
-    from libp2p.host.exceptions import StreamFailure
-
-    return isinstance(exc.__cause__, StreamFailure)
-
-
 class PeerExchange:
     """One node's side of the peer exchange, as listener (:meth:`serve`) and dialer (:meth:`ask`)."""
 
@@ -116,13 +114,20 @@ class PeerExchange:
 
     def _usable(self, peer_id: str, addrs: Any) -> list[str]:
         """The addresses of ``peer_id`` in ``addrs`` (read from the network) worth keeping: its own
-        (``/p2p/<peer_id>``), not a wildcard, not this node's; at most ``ADDRS_PER_PEER``."""
+        (``/p2p/<peer_id>``), not a wildcard, not this node's; a relayed one if it names its relay,
+        even when that relay is this node (it passes the address on); at most ``ADDRS_PER_PEER``."""
         if not isinstance(addrs, list):
             return []
         suffix = f"/p2p/{peer_id}"
         node = self._node
-        return [a for a in addrs if isinstance(a, str) and a.endswith(suffix) and not is_unspecified(a)
-                and not node.reaches_self(a)][:ADDRS_PER_PEER]
+
+        def usable(addr: str) -> bool:
+            if is_circuit(addr):
+                return relay_of(addr) is not None
+            return not is_unspecified(addr) and not node.reaches_self(addr)
+
+        return [a for a in addrs if isinstance(a, str) and len(a) <= MAX_ADDR_CHARS and a.endswith(suffix)
+                and usable(a)][:ADDRS_PER_PEER]
 
     async def serve(self, stream: INetStream) -> None:
         """Answer a peer exchange or a goodbye: only to authorized peers; nothing escapes into the host."""
@@ -160,7 +165,7 @@ class PeerExchange:
         stream = await node._open_stream(peer_id, PEERS_PROTOCOL)
         try:
             with map_libp2p_errors(f"exchanging peers with {peer_id}"), trio.fail_after(node.settings.call_timeout):
-                await stream.write(encode_frame({"addrs": node.listen_addrs()}))
+                await stream.write(encode_frame({"addrs": node.announced_addrs(ADDRS_PER_PEER)}))
                 answer = await read_one_frame(stream, PEERS_MAX_BYTES)
         finally:
             await close_quietly(stream)
@@ -181,20 +186,26 @@ class PeerExchange:
                 break
             if node.is_connected(other) or node.said_bye(other) is not None:
                 continue
+            if node.peer_id > other and any(map(is_circuit, addrs)):
+                # Two peers behind relays learn of each other from the relay at about the same time;
+                # both dialing would make two relayed connections (two circuits on the relay, which
+                # the transport cannot merge). Only the one whose id sorts first dials; the other
+                # is dialed, or dials on demand.
+                continue
             if await self._dial_one_of(other, addrs):
                 dialed.append(other)
         return dialed
 
     async def _dial_one_of(self, peer_id: str, addrs: list[str]) -> bool:
-        for addr in addrs:
-            try:
-                if peer_id_in(addr) != peer_id:
-                    continue
-                await self._node.connect(addr)
-                return True
-            except (PeerError, ConfigError) as exc:
-                log.debug("peer exchange: %s unreachable at %s: %s", peer_id, addr, exc)
-        return False
+        """Dial ``peer_id`` at its own addresses (direct first, relayed ones after a head start),
+        within twice ``p2p.dial_timeout``."""
+        own = [a for a in addrs if peer_id_in(a) == peer_id]
+        error: str | None = "timed out"
+        with trio.move_on_after(2 * self._node.settings.dial_timeout):
+            error = await self._node.connections.dial_first(peer_id, own) if own else "no address"
+        if error is not None:
+            log.debug("peer exchange: %s unreachable at %s: %s", peer_id, ", ".join(own), error)
+        return error is None
 
     async def say_bye(self, peers: list[str], bye: str) -> None:
         """Tell connected ``peers`` goodbye (``LEAVING`` or ``TRIMMING``): all at once, shielded, each
@@ -282,7 +293,7 @@ class PeerExchange:
                         dialed_any = True
                         log.info("peer exchange with %s: connected to %d more peers", peer[:16], len(dialed))
                 except (PeerError, ConfigError) as exc:
-                    if isinstance(exc, PeerError) and _refused_protocol(exc):
+                    if isinstance(exc, PeerError) and refused_protocol(exc):
                         self.refused[peer] = since
                     log.debug("peer exchange with %s failed: %s", peer, exc)
             if round_:

@@ -14,6 +14,9 @@ Rules learned by measurement (see docs/architecture.md):
   its connection pruner: the node's trimmer keeps ``p2p.connections_high`` (node.py);
 - a wildcard listen address is announced (identify, peer exchange, the announce file) as this
   machine's interface addresses (``discovery.announce_addrs`` as libp2p's ``addrs_factory``);
+- circuit relay v2 is mounted on every host (``circuit.py``: relayed connections accepted through
+  this node's relays only; HOP served with ``p2p.relay.service``, for authorized peers only), and a
+  node configured with relays keeps a reservation on each (``reservations.py``);
 - libp2p's own dial retries are off (``RetryConfig(max_retries=0)``): the one retry and backoff
   is ours (``keep_connected``), and each of libp2p's attempts logged an ERROR of its own;
 - the finding, keeping and trimming loops run until the node begins closing
@@ -69,6 +72,7 @@ from triomcp.p2p.identity import (
 )
 from triomcp.p2p.node import AUTHORIZED_FILE, Node
 from triomcp.p2p.peerstore import PEERS_FILE, KnownPeers
+from triomcp.p2p.reservations import Reservations
 from triomcp.p2p.rpc import MCP_PROTOCOL, FrameHandler
 from triomcp.p2p.whole_frames import WholeFrameYamux
 from triomcp.settings import P2PSettings
@@ -195,6 +199,7 @@ async def _serving(new_node: Callable[[trio.Nursery], Node], listen: list[ma.Mul
         if frame_handler is not None:
             host.set_stream_handler(TProtocol(MCP_PROTOCOL), node._on_mcp_stream)
         host.set_stream_handler(TProtocol(PEERS_PROTOCOL), node.exchange.serve)
+        node.circuits.mount()
         if http_app is not None:  # HTTP over libp2p: the node's own HTTP app, for authorized peers
             server = HttpServer(http_app, authorized=node.authorized.is_authorized,
                                 max_body_bytes=http_max_body_bytes, timeout=node.settings.stream_timeout)
@@ -243,6 +248,11 @@ async def _start_services(node: Node, nursery: trio.Nursery, finds: MdnsFinds | 
             pause=node.redial_pause, needed=node.wants_peers))
     if announce:
         nursery.start_soon(node.run_until_closing, node.run_trimmer)
+    relays = [*node.settings.relay.use, *(node.settings.bootstrap if node.settings.relay.use_bootstrap else [])]
+    if relays and announce:
+        node.reservations = Reservations(node, relays)
+        node.circuits.relays = node.reservations.relays
+        nursery.start_soon(node.run_until_closing, node.reservations.run)
     if node.settings.peer_exchange and announce:
         nursery.start_soon(node.run_until_closing, node.run_peer_exchange)
     if node.known is not None:

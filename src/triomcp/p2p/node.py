@@ -18,11 +18,12 @@ no one, its finding and keeping loops stop, and its listed peers are told it is 
 do not redial it.
 
 Beside it: ``rpc`` (MCP streams), ``exchange`` (peer exchange, goodbyes), ``connections``,
-``http`` and ``http_serve`` (HTTP over libp2p), ``discovery``, ``authz``.
+``http`` and ``http_serve`` (HTTP over libp2p), ``discovery``, ``authz``, ``circuit`` and
+``reservations`` (circuit relay v2: the relay service, relayed connections, slots on relays).
 
-Size: about 500 lines: the one facade of a running host (identity, peers, dialing, pings,
-peer exchange, the MCP and HTTP streams, closing), each operation a few lines over the modules
-beside it; and the connection methods other code calls on a Node (``protect``, ``trim``,
+Size: about 570 lines: the one facade of a running host (identity, peers, dialing, pings,
+peer exchange, relays, the MCP and HTTP streams, closing), each operation a few lines over the
+modules beside it; and the connection methods other code calls on a Node (``protect``, ``trim``,
 ``said_bye``, ...), kept as one-line delegations to ``connections.py``, which holds their state
 and logic.
 """
@@ -30,6 +31,7 @@ and logic.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -53,6 +55,7 @@ from triomcp.errors import ConfigError, PeerError
 from triomcp.p2p._errors import close_quietly, map_libp2p_errors
 from triomcp.p2p.admission import InboundGate
 from triomcp.p2p.authz import AuthorizedPeers
+from triomcp.p2p.circuit import Circuits, is_circuit, relay_of
 from triomcp.p2p.connections import Connections
 from triomcp.p2p.discovery import peer_id_in, reaches_self
 from triomcp.p2p.exchange import PeerExchange
@@ -61,6 +64,7 @@ from triomcp.p2p.gossip import Gossip
 from triomcp.p2p.http import HTTP_PROTOCOL, HttpStreams, Response
 from triomcp.p2p.identity import peer_id_of
 from triomcp.p2p.peerstore import KnownPeers
+from triomcp.p2p.reservations import Reservations
 from triomcp.p2p.rpc import MCP_PROTOCOL, FrameHandler, PeerChannel, serve_stream
 from triomcp.settings import P2PSettings
 
@@ -131,6 +135,8 @@ class Node:
         self._frame_errors = 0
         self._calls_served = 0
         self._budgets: dict[str, TokenBucket] = {}
+        self._relayed_dials: dict[str, trio.Lock] = {}
+        """A relayed dial in progress, by peer (``_connect_relayed``)."""
         """Per-peer request budgets, kept across the peer's streams and reconnections."""
         self._closed = False
         self._closing = False
@@ -149,12 +155,40 @@ class Node:
         self.http: HttpStreams = _UsedHttp(self.connections, self._open_http_stream,
                                            write_timeout=settings.stream_timeout)
         """HTTP requests to peers over ``/http/1.1`` (pooled streams)."""
+        self.circuits = Circuits(host, settings.relay, is_authorized=authorized.is_authorized,
+                                 using=self.connections.using)
+        """Circuit relay v2 (``circuit.py``): the relay service, relayed connections, circuit dials."""
+        self.reservations: Reservations | None = None
+        """Slots reserved on relays (``reservations.py``), on nodes configured with relays."""
 
     # -- identity and peers ---------------------------------------------------------------
     def listen_addrs(self) -> list[str]:
         """The addresses peers are told: a wildcard listen address stands for this machine's
         interface addresses (``discovery.announce_addrs``, libp2p's ``addrs_factory``)."""
         return [str(a) for a in self.host.get_addrs()]
+
+    def relayed_addrs(self) -> list[str]:
+        """This node's addresses through the relays where it holds a reservation now."""
+        return self.reservations.relayed_addrs() if self.reservations is not None else []
+
+    def announced_addrs(self, limit: int | None = None) -> list[str]:
+        """What this node tells its peers (peer exchange, mesh announcements): its listen addresses,
+        then its relayed ones; with ``limit``, the relayed ones are kept and the listen ones fill the
+        rest (a peer behind NAT is reached only through them)."""
+        relayed = self.relayed_addrs()
+        if limit is None:
+            return [*self.listen_addrs(), *relayed]
+        relayed = relayed[:limit]
+        return [*self.listen_addrs()[:limit - len(relayed)], *relayed]
+
+    def connections_to(self, peer_id: str) -> list[dict[str, str]]:
+        """Each open connection to ``peer_id``: ``{"kind": "direct", "addr": ...}`` or
+        ``{"kind": "relayed", "relay": <relay peer id>}`` (``circuit.py``)."""
+        return self.circuits.connections_to(peer_id)
+
+    def relays_in_use(self) -> set[str]:
+        """The relays this node's relayed connections run through (their connections carry those)."""
+        return self.circuits.relays_in_use(self._connected())
 
     def reaches_self(self, multiaddr: str) -> bool:
         """Would dialing ``multiaddr`` reach this node (its id, a wildcard, one of its listeners)?"""
@@ -198,6 +232,7 @@ class Node:
             found[peer] = list(dict.fromkeys([*found.get(peer, []), *addrs]))
         connected = self._connected()
         return [{"peer_id": peer, "addrs": addrs, "connected": peer in connected,
+                 "connections": self.connections_to(peer) if peer in connected else [],
                  "authorized": self.authorized.is_authorized(peer)}
                 for peer, addrs in sorted(found.items()) if peer != self.peer_id]
 
@@ -208,6 +243,14 @@ class Node:
                               admitted.unauthenticated if admitted else 0, admitted.refused if admitted else 0,
                               connections_trimmed=self.connections.trimmed,
                               on_demand_dials=self.connections.on_demand_dials)
+
+    def relay_status(self) -> dict[str, Any]:
+        """Circuit relay v2 as ``p2p_status`` shows it: the service (reservations held here for
+        peers, refusals) and this node's own reservations on its relays, with its relayed addresses."""
+        service = self.circuits.statistics()
+        return {"service": dataclasses.asdict(service),
+                "reservations": self.reservations.statistics() if self.reservations is not None else [],
+                "relayed_addrs": self.relayed_addrs()}
 
     def _fire_peers_changed(self) -> None:
         self._peers_changed.set()
@@ -260,10 +303,13 @@ class Node:
         return self._closing
 
     async def connect(self, multiaddr: str) -> str:
-        """Dial a full multiaddr (ending in ``/p2p/<id>``); returns the peer id."""
+        """Dial a full multiaddr (ending in ``/p2p/<id>``), a relayed one
+        (``<relay multiaddr>/p2p-circuit/p2p/<id>``) included; returns the peer id."""
         peer_id = peer_id_in(multiaddr)
         if peer_id == self.peer_id:
             raise ConfigError("that multiaddr is this node itself")
+        if is_circuit(multiaddr):
+            return await self._connect_relayed(multiaddr, peer_id)
         if self.reaches_self(multiaddr):
             raise ConfigError(f"{multiaddr} would reach this node itself (a wildcard address, or one of its "
                               "own listeners): not dialing it")
@@ -283,6 +329,41 @@ class Node:
         except PeerError:
             self._dial_failures += 1
             raise
+        await self._remember(peer_id, [multiaddr])
+        return peer_id
+
+    async def _connect_relayed(self, multiaddr: str, peer_id: str) -> str:
+        """Dial ``peer_id`` through the relay its circuit address names (``circuit.py``)."""
+        relay = relay_of(multiaddr)
+        if relay is None:
+            raise ConfigError(f"{multiaddr!r}: a relayed address names its relay: "
+                              "<relay multiaddr>/p2p/<relay id>/p2p-circuit/p2p/<peer id>")
+        if relay == self.peer_id:
+            raise ConfigError(f"{multiaddr} is a circuit through this node itself: not dialing it")
+        if self._closing:
+            raise PeerError(f"this node is closing: not dialing {peer_id}")
+        try:
+            pid = ID.from_base58(peer_id)
+            ma.Multiaddr(multiaddr)
+        except Exception as exc:
+            raise ConfigError(f"invalid multiaddr {multiaddr!r}: {exc}") from None
+        # The peer's stored addresses stay: the library first tries the circuits it stored itself,
+        # which lack the relay's id and fail at once, without a byte sent.
+        self._swarm().unblock_peer(pid)
+        # One relayed dial per peer at a time, and none once connected: libp2p's swarm dedups its
+        # own dials, not the relay transport's, and each extra connection is a circuit on the relay.
+        lock = self._relayed_dials.setdefault(peer_id, trio.Lock())
+        try:
+            with map_libp2p_errors(f"dialing {multiaddr}"), trio.fail_after(self.settings.dial_timeout):
+                async with lock:
+                    if not self.is_connected(peer_id):
+                        await self.circuits.dial(multiaddr)
+        except PeerError:
+            self._dial_failures += 1
+            raise
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._relayed_dials.pop(peer_id, None)
         await self._remember(peer_id, [multiaddr])
         return peer_id
 

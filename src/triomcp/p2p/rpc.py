@@ -4,9 +4,8 @@ Server side, :func:`serve_stream` reads frames and asks :func:`~triomcp.p2p.admi
 what to do with each: run a request in its own task (bounded per peer), hand a notification to
 the handler, route ``notifications/cancelled`` to the request's cancel scope (nothing more is sent
 for it), or answer with a JSON-RPC error while the stream stays usable. A peer that leaves cancels
-its requests. A ``notifications/cancelled`` that carries an ``id`` is a request (JSON-RPC 2.0 owes
-it an answer): it is decided and run as any other, so the engine answers it as it does over HTTP
-(-32601, or -32602 without ``_meta``), and it cancels nothing.
+its requests. A ``notifications/cancelled`` with an ``id`` is a request (admit.py): answered as
+over HTTP, it cancels nothing.
 
 Client side, :class:`PeerChannel` multiplexes calls by id on one stream, routes progress
 notifications to the caller whose ``progressToken`` they carry, sends ``notifications/cancelled``
@@ -14,8 +13,7 @@ when a caller is cancelled, and reopens the stream on the next call after it die
 flight when the stream dies fails with a :class:`~triomcp.errors.PeerError`: a truncated stream
 is never a result.
 
-Both ends take a :class:`Stream` (the part of a libp2p stream they use): tests run them over
-``trio.testing`` memory streams.
+Both ends take a :class:`Stream` (the part of a libp2p stream they use): tests use memory streams.
 """
 
 from __future__ import annotations

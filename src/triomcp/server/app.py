@@ -148,7 +148,7 @@ def create_app(
                                    http.admission_wait)
     if http.max_requests_in_progress:
         services.request_gate = RequestGate(http.max_requests_in_progress, http.max_requests_in_progress_per_address,
-                                            http.admission_wait, http.request_park_after, http.refusal_pause)
+                                            http.request_wait, http.request_park_after, http.refusal_pause)
     relay = None
     if settings.p2p.enabled and settings.p2p.mode == "embedded":
         relay = services.relay = Relay(services.engine, lambda: services.node if isinstance(services.node, Node)

@@ -77,6 +77,10 @@ class WorkMesh(MeshNode, Protocol):
 
     def is_connected(self, peer_id: str) -> bool: ...
 
+    def announced_addrs(self, limit: int | None = None) -> list[str]:
+        """The addresses peers are told (listen ones, then relayed ones; relayed kept within ``limit``)."""
+        ...
+
     async def ensure_connected(self, peer_id: str, addrs: Sequence[str] = ()) -> None: ...
 
     def protect(self, peer_id: str) -> contextlib.AbstractContextManager[None]: ...
@@ -176,8 +180,9 @@ class MeshScheduler:
                 try:
                     # The addresses as they are now, read only when something is published (with
                     # a wildcard listen address, each read lists the machine's interfaces).
-                    # At most what receivers accept (more and they would refuse the announcement).
-                    addrs = tuple(self.node.listen_addrs()[:MAX_ADDRS])
+                    # At most what receivers accept (more and they would refuse the announcement);
+                    # relayed ones (a node behind NAT) kept.
+                    addrs = tuple(self.node.announced_addrs(MAX_ADDRS))
                     await gossip.publish(dataclasses.replace(announcement, addrs=addrs).to_wire())
                 except ValueError as exc:  # more types than one message holds: the owner's own workers still run them
                     log.warning("announcing work: %s", exc)

@@ -61,10 +61,15 @@ class MeshNode(PeerCaller, Protocol):
     def connected_peers(self) -> list[str]: ...
 
     def known_peers(self) -> list[dict[str, Any]]:
-        """Every peer in the peerstore: ``{peer_id, addrs, connected, authorized}``."""
+        """Every peer in the peerstore: ``{peer_id, addrs, connected, connections, authorized}``
+        (``connections``: each open one, ``{kind: "direct", addr}`` or ``{kind: "relayed", relay}``)."""
         ...
 
     def statistics(self) -> NodeStatistics: ...
+
+    def relay_status(self) -> dict[str, Any]:
+        """Circuit relay: the service's reservations and refusals, this node's own reservations."""
+        ...
 
     async def connect(self, multiaddr: str) -> str:
         """Dial a full multiaddr (ending in ``/p2p/<id>``); returns the peer id."""

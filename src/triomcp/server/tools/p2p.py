@@ -37,6 +37,9 @@ class Status(BaseModel):
     mesh: dict[str, Any] | None = Field(default=None, description="the mesh scheduler's counters (announcements "
                                                                   "published and heard, claims, leases) and the "
                                                                   "work topic's gossip counters")
+    relay: dict[str, Any] | None = Field(default=None, description="circuit relay: the relay service (reservations "
+                                                                   "held here, refusals) and this node's reservations "
+                                                                   "on its relays, with its relayed addresses")
 
 
 class Peers(BaseModel):
@@ -83,6 +86,7 @@ async def p2p_status(args: NoArguments, ctx: ToolContext) -> Status:
                      "high": node.settings.connections_high, "trimmed": stats.connections_trimmed,
                      "on_demand_dials": stats.on_demand_dials},
         mesh=mesh,
+        relay=node.relay_status(),
         peer_id=node.peer_id,
         listen_addrs=node.listen_addrs(),
         connected_peers=node.connected_peers(),
@@ -132,10 +136,11 @@ async def peers_resource(ctx: ToolContext) -> str:
 
 
 TOOLS = [
-    BuiltinTool(p2p_status, "This node's peer id, listen multiaddrs, connected peers and queue statistics.",
+    BuiltinTool(p2p_status, "This node's peer id, listen multiaddrs, connected peers, relay reservations and "
+                "queue statistics.",
                 group="status", read_only=True),
-    BuiltinTool(p2p_peers, "Peers this node knows, with addresses and whether they are connected and "
-                "authorized.", group="status", read_only=True),
+    BuiltinTool(p2p_peers, "Peers this node knows, with addresses, whether they are connected (each connection "
+                "direct or relayed, and through which relay) and authorized.", group="status", read_only=True),
     BuiltinTool(p2p_connect, "Dial a peer by multiaddr (…/p2p/<peer id>).", group="p2p", open_world=True),
     BuiltinTool(p2p_ping, "Round-trip time to a peer over libp2p.", group="status", read_only=True,
                 open_world=True),
