@@ -1,8 +1,9 @@
-"""A real load balancer in front of real nodes: HAProxy over ``triomcp serve`` processes on 127.0.0.1.
+"""A real load balancer in front of real nodes: HAProxy or nginx over ``triomcp serve`` processes on 127.0.0.1.
 
-:func:`balancer` runs HAProxy (a system package: ``make haproxy``) in the foreground over some HTTP
-ports; :func:`cluster` starts ``n`` meshed ``triomcp serve`` nodes (each authorizing every other,
-all connected) and a balancer over them, and can SIGKILL and restart a node.
+:func:`balancer` runs HAProxy (a system package: ``make haproxy``) or nginx (``make nginx``, with
+the shipped ``deploy/nginx.conf``: :mod:`harness.nginx`) in the foreground over some HTTP ports;
+:func:`cluster` starts ``n`` meshed ``triomcp serve`` nodes (each authorizing every other, all
+connected) and a balancer over them, and can SIGKILL and restart a node.
 
 HAProxy balances every request, not every connection: in HTTP mode it runs keep-alive on both
 sides (the default, no ``option http-server-close`` needed) and picks a server for each request, so
@@ -34,6 +35,7 @@ from typing import Any
 import httpx
 
 from harness.mcp_http import modern_call, structured
+from harness.nginx import NGINX, nginx_config, nginx_main_config
 from harness.procs import (
     TRIOMCP,
     Process,
@@ -47,7 +49,9 @@ from harness.procs import (
     wait_until,
 )
 
-__all__ = ["HAPROXY", "Cluster", "ClusterNode", "balancer", "cluster", "haproxy_config", "p2p_status"]
+__all__ = ["BALANCERS", "HAPROXY", "Cluster", "ClusterNode", "balancer", "cluster", "haproxy_config", "p2p_status"]
+
+BALANCERS = ("haproxy", "nginx")
 
 HAPROXY = "haproxy"
 """The HAProxy command (2.6 or later, on ``PATH``)."""
@@ -110,28 +114,41 @@ def _accepts(port: int) -> bool | None:
         return None
 
 
-@contextlib.contextmanager
-def balancer(backends: list[int], *, log: Path) -> Iterator[str]:
-    """HAProxy over the HTTP servers on 127.0.0.1 at ``backends`` (see :func:`haproxy_config`),
-    in the foreground (``-W -db``) and stopped at the end of the block; yields its base URL
-    (``http://127.0.0.1:PORT``). Its configuration is written beside ``log`` (its stderr) and
-    checked with ``haproxy -c`` first."""
-    exe = shutil.which(HAPROXY)
+def _command(kind: str) -> str:
+    exe = shutil.which({"haproxy": HAPROXY, "nginx": NGINX}[kind])
     if exe is None:
-        raise RuntimeError("haproxy is not installed: make haproxy (or apt-get install haproxy)")
+        raise RuntimeError(f"{kind} is not installed: make {kind} (or apt-get install {kind})")
+    return exe
+
+
+@contextlib.contextmanager
+def balancer(backends: list[int], *, log: Path, kind: str = "haproxy") -> Iterator[str]:
+    """``kind`` (:data:`BALANCERS`) over the HTTP servers on 127.0.0.1 at ``backends``, in the
+    foreground and stopped at the end of the block; yields its base URL (``http://127.0.0.1:PORT``).
+    HAProxy runs :func:`haproxy_config`, nginx the shipped ``deploy/nginx.conf``
+    (:func:`harness.nginx.nginx_config`). Its configuration is written beside ``log`` (its stderr;
+    nginx's request log is ``access.log`` beside it) and checked first (``haproxy -c``, ``nginx -t``)."""
+    exe = _command(kind)
     port = free_port()
     log.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="haproxy-", suffix=".cfg", dir=log.parent)
-    cfg = Path(name)
-    with os.fdopen(fd, "w") as out:
-        out.write(haproxy_config(port, backends))
-    checked = subprocess.run([exe, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30,
-                             check=False)
+    if kind == "haproxy":
+        fd, name = tempfile.mkstemp(prefix="haproxy-", suffix=".cfg", dir=log.parent)
+        cfg = Path(name)
+        with os.fdopen(fd, "w") as out:
+            out.write(haproxy_config(port, backends))
+        check, run = [exe, "-c", "-f", str(cfg)], [exe, "-W", "-db", "-f", str(cfg)]
+    else:
+        prefix = Path(tempfile.mkdtemp(prefix="nginx-", dir=log.parent))
+        (prefix / "triomcp.conf").write_text(nginx_config(port, backends))
+        cfg = prefix / "nginx.conf"
+        cfg.write_text(nginx_main_config(prefix / "triomcp.conf", prefix))
+        check, run = [exe, "-t", "-p", str(prefix), "-c", str(cfg)], [exe, "-p", str(prefix), "-c", str(cfg)]
+    checked = subprocess.run(check, capture_output=True, text=True, timeout=30, check=False)
     if checked.returncode != 0:
-        raise RuntimeError(f"haproxy -c -f {cfg} failed ({checked.returncode}): {checked.stdout}{checked.stderr}")
-    proc = spawn([exe, "-W", "-db", "-f", str(cfg)], os.environ, log=log)
+        raise RuntimeError(f"{' '.join(check)} failed ({checked.returncode}): {checked.stdout}{checked.stderr}")
+    proc = spawn(run, os.environ, log=log)
     try:
-        wait_until(lambda: _accepts(port), proc, what=f"haproxy to listen on 127.0.0.1:{port}", timeout=10)
+        wait_until(lambda: _accepts(port), proc, what=f"{kind} to listen on 127.0.0.1:{port}", timeout=10)
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(proc, timeout=10)
@@ -255,9 +272,10 @@ def _peer_id(env: dict[str, str]) -> str:
 
 
 @contextlib.contextmanager
-def cluster(tmp_path: Path, n: int = 3, *, settings: dict[str, Any] | None = None) -> Iterator[Cluster]:
+def cluster(tmp_path: Path, n: int = 3, *, settings: dict[str, Any] | None = None,
+            kind: str = "haproxy") -> Iterator[Cluster]:
     """``n`` ``triomcp serve`` nodes (``node0``..., data dirs and stderr logs in ``tmp_path``)
-    behind a :func:`balancer`; every node authorizes every other, nodes 1.. bootstrap to node 0 and
+    behind a :func:`balancer` of ``kind``; every node authorizes every other, nodes 1.. bootstrap to node 0 and
     the block starts once all are ready (``/readyz``) and each is connected to every other. The
     settings (see :func:`harness.procs.env_for`) are ``taskqueue={"enabled": True, "lease_seconds":
     2.0}`` with ``settings`` over them (a section given as a dict updates that section's keys).
@@ -293,6 +311,6 @@ def cluster(tmp_path: Path, n: int = 3, *, settings: dict[str, Any] | None = Non
         for node in nodes[1:]:
             _ready(node)
         _connected(nodes, 30)
-        log = tmp_path / "haproxy.log"
-        url = stack.enter_context(balancer([node.port for node in nodes], log=log))
+        log = tmp_path / f"{kind}.log"
+        url = stack.enter_context(balancer([node.port for node in nodes], log=log, kind=kind))
         yield Cluster(url=url, nodes=nodes, balancer_log=log)

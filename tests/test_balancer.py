@@ -1,15 +1,17 @@
-"""Many nodes, one MCP server, end to end: three ``triomcp serve`` processes in one mesh behind HAProxy
-(round-robin, no stickiness), and the official MCP Python SDK client through it in every mode.
+"""Many nodes, one MCP server, end to end: three ``triomcp serve`` processes in one mesh behind a real
+load balancer (round-robin, no stickiness), HAProxy and nginx in turn (nginx with the shipped
+``deploy/nginx.conf``), and the official MCP Python SDK client through it in every mode.
 
 Every request of a session, stream or task may land on any node; the node holding it serves it over
-the mesh (``triomcp.server.relay``). Each test counts failures and asserts there are none. The
-last one kills a node: its sessions end cleanly (404, then a new session works), the others go
-on, and its durable tasks are readable again once it is back. They need ``haproxy`` (``make haproxy``).
+the mesh (``triomcp.server.relay``). Each test counts failures and asserts there are none. Closed
+sessions end on their nodes, wherever their DELETE lands; a client's task tools find its tasks on
+every node, inside a legacy session too. The last test kills a node: its sessions end cleanly (404,
+then a new session works), the others go on, and its durable tasks are readable again once it is
+back. They need ``haproxy`` and ``nginx`` (``make haproxy nginx``).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,10 +20,12 @@ import mcp_types as types
 import pytest
 import trio
 from mcp.client import Client
-from mcp.shared.exceptions import MCPDeprecationWarning
 
-from harness.balancer import Cluster, cluster
+from harness.balancer import BALANCERS, Cluster, cluster
 from harness.mcp_http import INITIALIZED, JSON_HEADERS, initialize, legacy_headers, modern_headers, tool_call
+from tests.helpers.balanced import metric as _metric
+from tests.helpers.balanced import never_task as _never_task
+from tests.helpers.balanced import subscribe as _subscribe
 from tests.helpers.http import meta
 from tests.helpers.tasks import modern, poll_until
 from triomcp._owner import owner_tag, tag_of
@@ -33,31 +37,12 @@ SESSIONS = 4
 CALLS = 12
 
 
-@pytest.fixture(scope="module")
-def mesh3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with cluster(tmp_path_factory.mktemp("balanced"), 3, settings={"mcp": {"conformance_fixtures": True}}) as c:
+@pytest.fixture(scope="module", params=BALANCERS)
+def mesh3(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    kind = str(request.param)
+    with cluster(tmp_path_factory.mktemp(f"balanced-{kind}"), 3, settings={"mcp": {"conformance_fixtures": True}},
+                 kind=kind) as c:
         yield c
-
-
-def _metric(c: Cluster, name: str, **labels: str) -> float:
-    """A counter summed over every node (its ``/metrics``)."""
-    total = 0.0
-    want = [f'{k}="{v}"' for k, v in labels.items()]
-    for node in c.nodes:
-        if not node.alive:
-            continue
-        text = httpx.get(f"{node.url}/metrics", timeout=5).text
-        for line in text.splitlines():
-            if line.startswith(name + "{") and all(w in line for w in want):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-async def _never_task(client: Client) -> str:
-    """A task no worker has a handler for: it stays queued (a call waiting on it waits)."""
-    submitted = await client.call_tool("taskqueue_submit", {"task_type": "test.never", "payload": {}})
-    assert submitted.is_error is False, submitted
-    return str(submitted.structured_content["task_id"])  # type: ignore[index]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -192,6 +177,91 @@ async def test_mcp_tasks_and_task_tools_through_the_balancer(mesh3: Cluster) -> 
     assert failures == []
 
 
+async def test_closed_sessions_end_on_their_nodes_wherever_their_delete_lands(mesh3: Cluster) -> None:
+    before = _metric(mesh3, "triomcp_mcp_sessions_open")
+    deletes = _metric(mesh3, "triomcp_http_requests_total", method="DELETE")
+    failures: list[str] = []
+
+    async def one_session(i: int) -> None:
+        async with Client(f"{mesh3.url}/mcp", mode="legacy") as client:
+            for n in range(CALLS):
+                if (await client.call_tool("test_simple_text", {})).is_error:
+                    failures.append(f"session {i} call {n}")
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for i in range(2 * SESSIONS):
+                nursery.start_soon(one_session, i)
+        for _ in range(50):  # each client's DELETE, relayed to its session's node (bounded: 5 s)
+            if _metric(mesh3, "triomcp_mcp_sessions_open") <= before:
+                break
+            await trio.sleep(0.1)
+    assert failures == []
+    assert _metric(mesh3, "triomcp_mcp_sessions_open") <= before
+    # each DELETE answered where it landed, and (on another node) once more where it ran
+    assert _metric(mesh3, "triomcp_http_requests_total", method="DELETE") - deletes >= 2 * SESSIONS
+
+
+async def test_a_clients_task_tools_find_its_tasks_on_every_node_inside_a_legacy_session_too(
+        mesh3: Cluster) -> None:
+    failures: list[str] = []
+    async with httpx.AsyncClient(base_url=mesh3.url, timeout=20) as c:
+        with trio.fail_after(90):
+            submitted = []
+            for i in range(6):  # tasks on every node (round robin)
+                body = tool_call("taskqueue_submit", {"task_type": "test.never", "payload": {"i": i}}, i, meta=meta())
+                r = await c.post("/mcp", headers=modern_headers("tools/call", "taskqueue_submit"), json=body)
+                submitted.append(r.json()["result"]["structuredContent"]["task_id"])
+            assert {tag_of(t) for t in submitted} == {owner_tag(n.peer_id) for n in mesh3.nodes}
+            async with Client(f"{mesh3.url}/mcp", mode="legacy") as client:  # its node holds a third of them
+                for task_id in submitted:
+                    for tool, arguments in (("taskqueue_get", {}), ("taskqueue_wait", {"timeout_s": 0.2}),
+                                            ("taskqueue_cancel", {}), ("taskqueue_get", {})):
+                        result = await client.call_tool(tool, {"task_id": task_id, **arguments})
+                        if result.is_error or result.structured_content["task"]["id"] != task_id:  # type: ignore[index]
+                            failures.append(f"{tool} {task_id}: {result}")
+                    if result.structured_content["task"]["state"] != "cancelled":  # type: ignore[index]
+                        failures.append(f"not cancelled: {result}")
+                listed = await _listed(client)
+            missing = set(submitted) - {t["id"] for t in listed}
+            if missing:
+                failures.append(f"not listed: {missing}")
+            through_modern = await _listed_modern(c)
+            if set(submitted) - {t["id"] for t in through_modern}:
+                failures.append("not listed by a modern call")
+    assert failures == []
+
+
+async def _listed(client: Client) -> list[dict[str, Any]]:
+    """Every task ``taskqueue_list`` pages through (bounded: 50 pages), with no node left out."""
+    tasks: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(50):
+        out = (await client.call_tool("taskqueue_list", {"limit": 50, **({"cursor": cursor} if cursor else {})}))
+        assert out.is_error is False and out.structured_content is not None, out
+        assert out.structured_content["partial"] is False, out
+        tasks += out.structured_content["tasks"]
+        cursor = out.structured_content["next_cursor"]
+        if cursor is None:
+            return tasks
+    raise AssertionError("the listing did not end within 50 pages")
+
+
+async def _listed_modern(c: httpx.AsyncClient) -> list[dict[str, Any]]:
+    tasks: list[dict[str, Any]] = []
+    cursor = None
+    for i in range(50):  # bounded: 50 pages
+        body = tool_call("taskqueue_list", {"limit": 50, **({"cursor": cursor} if cursor else {})}, i, meta=meta())
+        out = (await c.post("/mcp", headers=modern_headers("tools/call", "taskqueue_list"), json=body)).json()
+        page = out["result"]["structuredContent"]
+        assert page["partial"] is False, page
+        tasks += page["tasks"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return tasks
+    raise AssertionError("the listing did not end within 50 pages")
+
+
 async def test_a_killed_node_loses_its_sessions_cleanly_and_serves_its_tasks_again_once_back(
         mesh3: Cluster) -> None:
     victim = mesh3.nodes[1]
@@ -201,6 +271,9 @@ async def test_a_killed_node_loses_its_sessions_cleanly_and_serves_its_tasks_aga
             sessions: dict[str, list[dict[str, str]]] = {"victim": [], "others": []}
             tasks: dict[str, list[str]] = {"victim": [], "others": []}
             for _ in range(60):  # sessions and tasks on every node (bounded)
+                # Four requests a round: under strict round robin over three nodes, three would put
+                # every initialize on one node and every submit on another.
+                assert (await c.get("/healthz")).status_code == 200
                 r = await c.post("/mcp", headers=JSON_HEADERS, json=initialize("2025-11-25", client="raw"))
                 h = legacy_headers(r.headers["mcp-session-id"], "2025-11-25")
                 assert (await c.post("/mcp", headers=h, json=INITIALIZED)).status_code == 202
@@ -212,6 +285,7 @@ async def test_a_killed_node_loses_its_sessions_cleanly_and_serves_its_tasks_aga
                 tasks["victim" if tag_of(task_id) == victim_tag else "others"].append(task_id)
                 if min(len(v) for v in (*sessions.values(), *tasks.values())) >= 2:
                     break
+            assert min(len(v) for v in (*sessions.values(), *tasks.values())) >= 2, (sessions, tasks)
             mesh3.kill(1)
             for h in sessions["victim"]:
                 r = await c.post("/mcp", headers=h, json=tool_call("test_simple_text", {}, 7))
@@ -236,13 +310,6 @@ async def test_a_killed_node_loses_its_sessions_cleanly_and_serves_its_tasks_aga
                     await trio.sleep(0.1)
                 assert r.status_code == 200, r.text
                 assert r.json()["result"]["structuredContent"]["task"]["id"] == task_id
-
-
-async def _subscribe(client: Client, uri: str) -> None:
-    """``resources/subscribe``, a legacy-era request (the SDK warns that the modern era dropped it)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MCPDeprecationWarning)
-        await client.subscribe_resource(uri)
 
 
 async def _get_task(c: httpx.AsyncClient, task_id: str) -> httpx.Response:

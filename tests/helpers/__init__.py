@@ -5,4 +5,5 @@
 - :mod:`tests.helpers.auth`: bearer-token files.
 - :mod:`tests.helpers.mesh`: servers with libp2p nodes in one process, connected to each other.
 - :mod:`tests.helpers.tasks`: MCP tasks spoken raw, in both eras.
+- :mod:`tests.helpers.balanced`: nodes behind a real load balancer: their counters, shared calls.
 """

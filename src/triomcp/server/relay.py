@@ -16,7 +16,9 @@ Failure is an answer, never a hang: a legacy session whose node cannot be reache
 JSON-RPC error -32011 naming the node. A node that failed is not dialed again for
 :data:`DOWN_SECONDS` (unless it connects again first), so a dead node costs its requests one fast
 answer, not a dial timeout each.
-"""
+
+Calls a tool makes on another node for its own client (:mod:`triomcp.server.relay_call`) share the
+owner lookup, the down marks, :class:`Carrier` and :func:`sse_messages`."""
 
 from __future__ import annotations
 
@@ -37,11 +39,11 @@ from triomcp.mcp.outcomes import Listen, Reply
 from triomcp.mcp.routing import OwnerRoute
 from triomcp.p2p import Node
 from triomcp.p2p._errors import close_quietly
-from triomcp.p2p.http import FORWARDED_FOR, HOP_BY_HOP, Headers
+from triomcp.p2p.http import FORWARDED_FOR, HOP_BY_HOP, HTTP_PROTOCOL, Headers, Response
 from triomcp.p2p.rpc import Stream
 from triomcp.server.http_io import send_reply
 
-__all__ = ["DOWN_SECONDS", "Relay", "RelayStatistics"]
+__all__ = ["DOWN_SECONDS", "Carrier", "Relay", "RelayStatistics", "sse_messages"]
 
 
 def _relayed_headers(scope: Scope) -> Headers:
@@ -66,6 +68,40 @@ def _sse_data(event: bytes) -> Any:
     except ValueError:
         return None
 
+
+async def sse_messages(response: Response) -> AsyncIterator[Any]:
+    """The JSON messages of an SSE response's events, as they arrive."""
+    buffer = b""
+    async for chunk in response.chunks():
+        buffer += chunk
+        while b"\n\n" in buffer:
+            event, buffer = buffer.split(b"\n\n", 1)
+            message = _sse_data(event)
+            if message is not None:
+                yield message
+
+
+class Carrier:
+    """The libp2p stream a relayed request goes over, and how the request is abandoned: by closing
+    the stream (the owner takes its end as the client's disconnect), never by cancelling a read."""
+
+    def __init__(self) -> None:
+        self.streams: list[Stream] = []
+        self.known = trio.Event()
+        self.left = trio.Event()  # the request was given up: it is not sent again on a fresh stream
+
+    def carried_by(self, stream: Stream) -> None:
+        self.streams.append(stream)
+        self.known.set()
+
+    async def abandon(self, wait_s: float) -> None:
+        self.left.set()
+        with trio.move_on_after(wait_s):  # while the stream is being opened
+            await self.known.wait()
+        if self.streams:
+            await close_quietly(self.streams[-1])
+
+
 log = logging.getLogger("triomcp.relay")
 
 DOWN_SECONDS = 2.0
@@ -76,8 +112,9 @@ RETRY_AFTER_SECONDS = 1
 
 class RelayStatistics:
     def __init__(self) -> None:
-        self.relayed = 0
+        self.relayed = 0  # requests relayed as they came
         self.failed = 0
+        self.calls = 0  # tool calls made on another node for a client of this one (relay_call)
 
 
 class Relay:
@@ -91,6 +128,22 @@ class Relay:
         self._down: dict[str, float] = {}
         """peer id -> until when it is taken as unreachable."""
         self.statistics = RelayStatistics()
+
+    def node(self) -> Node | None:
+        """This node's libp2p node, once it runs."""
+        return self._node()
+
+    def is_down(self, node: Node, peer: str) -> bool:
+        """Did a request to ``peer`` fail a moment ago (and it has not connected again since)?"""
+        return trio.current_time() < self._down.get(peer, 0.0) and not node.is_connected(peer)
+
+    def answered(self, peer: str) -> None:
+        self._down.pop(peer, None)  # it is up
+
+    def failed(self, peer: str) -> None:
+        """A request to ``peer`` failed before it was answered: take it as down for a moment."""
+        self.statistics.failed += 1
+        self._down[peer] = trio.current_time() + DOWN_SECONDS
 
     def owner(self, route: OwnerRoute) -> str | None:
         """The peer id of the node ``route`` names, among the peers this node authorizes; None
@@ -107,13 +160,24 @@ class Relay:
             peer = self._by_tag.get(route.tag)
         return peer if peer is not None and peer != node.peer_id and node.authorized.is_listed(peer) else None
 
+    def mesh_peers(self) -> list[str]:
+        """The other nodes of the mesh, as far as this one knows: the peers listed in its
+        ``authorized_peers`` that it is connected to or has addresses for, except those whose
+        identify said they serve no HTTP over libp2p (a worker-only ``triomcp node``)."""
+        node = self._node()
+        if node is None:
+            return []
+        listed = {e.peer_id for e in node.authorized.entries()} - {node.peer_id}
+        reached = {p["peer_id"] for p in node.known_peers() if p["connected"] or p["addrs"]}
+        return sorted(p for p in listed & reached if node.supports(p, HTTP_PROTOCOL) is not False)
+
     async def serve(self, route: OwnerRoute, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
         """Relay the request to the node ``route`` names; False when no such node is known."""
         node = self._node()
         peer = self.owner(route)
         if node is None or peer is None:
             return False
-        if trio.current_time() < self._down.get(peer, 0.0) and not node.is_connected(peer):
+        if self.is_down(node, peer):
             await send_reply(send, self._unreachable(route, peer, "it failed a moment ago"))
             return True
         headers = _relayed_headers(scope)
@@ -121,32 +185,23 @@ class Relay:
         target = scope.get("raw_path") or scope["path"].encode("latin-1")
         if scope.get("query_string"):
             target += b"?" + scope["query_string"]
-        carrier: list[Stream] = []
-        known, left = trio.Event(), trio.Event()
+        carrier = Carrier()
         answered = False
-
-        def carried_by(stream: Stream) -> None:
-            carrier.append(stream)
-            known.set()
 
         async with trio.open_nursery() as nursery:
 
             async def until_disconnect() -> None:
                 while (await receive())["type"] != "http.disconnect":
                     pass
-                if answered:  # Hypercorn says so once the response is complete: the stream is pooled
-                    return
-                left.set()
-                with trio.move_on_after(node.settings.stream_timeout):  # while the stream is being opened
-                    await known.wait()
-                if carrier:  # close, never cancel, a stream being read: the owner sees the client leave
-                    await close_quietly(carrier[-1])
+                if not answered:  # Hypercorn says so once the response is complete: the stream is pooled
+                    await carrier.abandon(node.settings.stream_timeout)
 
             nursery.start_soon(until_disconnect)
             try:
                 async with node.http.request(peer, scope["method"], target.decode("latin-1"), headers, body,
-                                             on_stream=carried_by, abandoned=left.is_set) as response:
-                    self._down.pop(peer, None)
+                                             on_stream=carrier.carried_by, abandoned=carrier.left.is_set
+                                             ) as response:
+                    self.answered(peer)
                     self.statistics.relayed += 1
                     out = [(k, v) for k, v in response.headers
                            if (k not in HOP_BY_HOP or k == b"content-length") and k != b"x-request-id"]
@@ -157,12 +212,12 @@ class Relay:
                     answered = True
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
             except PeerError as exc:
-                if not left.is_set():
-                    self.statistics.failed += 1
+                if not carrier.left.is_set():
                     if started:  # the owner went away mid-response: the client sees the response end
+                        self.statistics.failed += 1
                         log.info("relay to %s ended early: %s", peer[:16], exc)
                     else:
-                        self._down[peer] = trio.current_time() + DOWN_SECONDS
+                        self.failed(peer)
                         log.info("relay to %s failed: %s", peer[:16], exc)
                         await send_reply(send, self._unreachable(route, peer, str(exc)))
             nursery.cancel_scope.cancel()
@@ -219,19 +274,14 @@ class Relay:
     async def _watch(self, node: Node, peer: str, scope: Scope, body: bytes,
                      deliver: Callable[[dict[str, Any]], None], carried_by: Callable[[Stream], None]) -> None:
         headers = _relayed_headers(scope)
-        buffer = b""
         try:
             async with node.http.request(peer, "POST", "/mcp", headers, body, on_stream=carried_by) as response:
                 if response.status != 200:
                     log.info("watching tasks on %s: answered %d", peer[:16], response.status)
                     return
-                async for chunk in response.chunks():
-                    buffer += chunk
-                    while b"\n\n" in buffer:
-                        event, buffer = buffer.split(b"\n\n", 1)
-                        message = _sse_data(event)
-                        if isinstance(message, dict) and message.get("method") == "notifications/tasks":
-                            deliver(message)
+                async for message in sse_messages(response):
+                    if isinstance(message, dict) and message.get("method") == "notifications/tasks":
+                        deliver(message)
         except PeerError as exc:
             log.info("watching tasks on %s ended: %s", peer[:16], exc)
 
@@ -239,8 +289,12 @@ class Relay:
         if route.session:
             return self.engine.error_reply(SessionNotFound(
                 "Session not found: the node holding it cannot be reached; start a new session"))
-        unavailable = OwnerUnavailable(
+        reply = self.engine.error_reply(self.unavailable(peer, why), route.request_id)
+        return Reply(reply.status, reply.body, {**reply.headers, "retry-after": str(RETRY_AFTER_SECONDS)})
+
+    @staticmethod
+    def unavailable(peer: str, why: str) -> OwnerUnavailable:
+        """The error for a request whose owner ``peer`` cannot be reached (-32011, retryable)."""
+        return OwnerUnavailable(
             f"the node holding this ({peer}) cannot be reached now: {why}; retry in {RETRY_AFTER_SECONDS} s",
             data={"reason": "owner_unreachable", "owner": peer, "retryable": True})
-        reply = self.engine.error_reply(unavailable, route.request_id)
-        return Reply(reply.status, reply.body, {**reply.headers, "retry-after": str(RETRY_AFTER_SECONDS)})

@@ -1,5 +1,9 @@
 """Task queue tools: submit and watch tasks on this node or any authorized peer; external workers.
 
+A client's tool names the node that serves it by ``peer`` or by its task id's owner tag, and is
+served there as the same caller (:mod:`triomcp.server.tools.owners`); ``taskqueue_list`` without
+``peer`` lists the caller's tasks on every node of the mesh (:mod:`triomcp.server.tools.task_listing`).
+
 Size: a little over 300 lines: twelve tools (five for clients, seven for external workers), each an
 argument model and a few lines over the queue; splitting them would scatter one wire contract.
 """
@@ -16,7 +20,8 @@ from triomcp.errors import ResourceNotFound, TaskNotFound, ToolError
 from triomcp.mcp.context import ToolContext
 from triomcp.mcp.registry import AnyJson, Registry
 from triomcp.server.services import Services, services_of
-from triomcp.server.tools.forwarding import on_peer
+from triomcp.server.tools.owners import on_owner, serving_relay
+from triomcp.server.tools.task_listing import Page, list_mesh
 from triomcp.server.tools.toolset import BuiltinTool, add_tools
 from triomcp.taskqueue import Lease, Task
 
@@ -66,7 +71,8 @@ class ListArgs(BaseModel):
     task_type: str | None = None
     cursor: str | None = None
     limit: int = Field(default=50, ge=1, le=500)
-    peer: str | None = PEER
+    peer: str | None = Field(default=None, description="peer id of the one node to list (default: every node of "
+                                                       "the mesh, for an HTTP client; this node, for a peer)")
 
 
 class TaskOut(BaseModel):
@@ -88,6 +94,9 @@ class Waited(BaseModel):
 class Listed(BaseModel):
     tasks: list[dict[str, Any]]
     next_cursor: str | None
+    partial: bool = Field(default=False, description="some node of the mesh did not answer: see unreachable")
+    unreachable: list[dict[str, str]] = Field(default_factory=list, description="{peer, error} of each node that "
+                                              "did not answer; it is asked again on the next page")
 
 
 class ClaimArgs(BaseModel):
@@ -165,7 +174,7 @@ def _holder(ctx: ToolContext, holder: str) -> str:
 
 # -- submitting and watching, on this node or the peer the arguments name ------------------
 async def taskqueue_submit(args: SubmitArgs, ctx: ToolContext) -> Submitted:
-    if (remote := await on_peer(ctx, "taskqueue_submit", args, Submitted)) is not None:
+    if (remote := await on_owner(ctx, "taskqueue_submit", args, Submitted)) is not None:
         return remote
     services = services_of(ctx)
     task = await services.require_queue().submit(
@@ -175,13 +184,14 @@ async def taskqueue_submit(args: SubmitArgs, ctx: ToolContext) -> Submitted:
 
 
 async def taskqueue_get(args: TaskRef, ctx: ToolContext) -> TaskOut:
-    if (remote := await on_peer(ctx, "taskqueue_get", args, TaskOut)) is not None:
+    if (remote := await on_owner(ctx, "taskqueue_get", args, TaskOut, task_id=args.task_id)) is not None:
         return remote
     return TaskOut(task=(await _owned(services_of(ctx), args.task_id, ctx.principal)).to_dict())
 
 
 async def taskqueue_wait(args: WaitArgs, ctx: ToolContext) -> Waited:
-    if (remote := await on_peer(ctx, "taskqueue_wait", args, Waited)) is not None:
+    if (remote := await on_owner(ctx, "taskqueue_wait", args, Waited, task_id=args.task_id,
+                                 runs_for=args.timeout_s)) is not None:
         return remote
     services = services_of(ctx)
     queue = services.require_queue()
@@ -197,19 +207,30 @@ async def taskqueue_wait(args: WaitArgs, ctx: ToolContext) -> Waited:
 
 
 async def taskqueue_list(args: ListArgs, ctx: ToolContext) -> Listed:
-    if (remote := await on_peer(ctx, "taskqueue_list", args, Listed)) is not None:
+    if (remote := await on_owner(ctx, "taskqueue_list", args, Listed)) is not None:
         return remote
-    try:
-        tasks, cursor = await services_of(ctx).require_queue().list_tasks(
-            state=args.state, task_type=args.task_type, submitter=ctx.principal, cursor=args.cursor,
-            limit=args.limit)
-    except ValueError as exc:
-        raise ToolError(str(exc), code="invalid_cursor") from None
-    return Listed(tasks=[t.to_dict() for t in tasks], next_cursor=cursor)
+    queue = services_of(ctx).require_queue()
+
+    async def here(cursor: str | None, limit: int) -> Page:
+        try:
+            tasks, after = await queue.list_tasks(state=args.state, task_type=args.task_type,
+                                                  submitter=ctx.principal, cursor=cursor, limit=limit)
+        except ValueError as exc:
+            raise ToolError(str(exc), code="invalid_cursor") from None
+        return Page([t.to_dict() for t in tasks], after)
+
+    serving = serving_relay(ctx)
+    if args.peer is None and serving is not None:  # an HTTP client: its tasks on every node
+        filters = args.model_dump(mode="json", include={"state", "task_type"}, exclude_none=True)
+        found = await list_mesh(ctx, *serving, filters, cursor=args.cursor, limit=args.limit, local=here)
+        return Listed(tasks=found.tasks, next_cursor=found.next_cursor, partial=bool(found.unreachable),
+                      unreachable=found.unreachable)
+    page = await here(args.cursor, args.limit)
+    return Listed(tasks=page.tasks, next_cursor=page.next_cursor)
 
 
 async def taskqueue_cancel(args: TaskRef, ctx: ToolContext) -> TaskOut:
-    if (remote := await on_peer(ctx, "taskqueue_cancel", args, TaskOut)) is not None:
+    if (remote := await on_owner(ctx, "taskqueue_cancel", args, TaskOut, task_id=args.task_id)) is not None:
         return remote
     services = services_of(ctx)
     await _owned(services, args.task_id, ctx.principal)
@@ -281,11 +302,16 @@ async def taskqueue_suspend(args: SuspendArgs, ctx: ToolContext) -> TaskOut:
 
 
 async def task_resource(variables: dict[str, str], ctx: ToolContext) -> str:
-    try:
-        task = await _owned(services_of(ctx), variables["task_id"], ctx.principal)
-    except TaskNotFound:
-        raise ResourceNotFound(f"Resource not found: triomcp://tasks/{variables['task_id']}") from None
-    return json.dumps(task.to_dict(), indent=2)
+    task_id = variables["task_id"]
+    try:  # inside a legacy session, another node's task is read there (as taskqueue_get is)
+        remote = await on_owner(ctx, "taskqueue_get", TaskRef(task_id=task_id), TaskOut,
+                                task_id=task_id) if 0 < len(task_id) <= 64 else None
+        task = remote.task if remote is not None else (await _owned(services_of(ctx), task_id, ctx.principal)).to_dict()
+    except (TaskNotFound, ToolError) as exc:
+        if isinstance(exc, ToolError) and exc.code != TaskNotFound.code:
+            raise
+        raise ResourceNotFound(f"Resource not found: triomcp://tasks/{task_id}") from None
+    return json.dumps(task, indent=2)
 
 
 TOOLS = [
@@ -295,8 +321,8 @@ TOOLS = [
                 owner_argument="task_id", peer_argument="peer"),
     BuiltinTool(taskqueue_wait, "Wait until a task finishes or the timeout passes; sends progress meanwhile.",
                 group="tasks", read_only=True, owner_argument="task_id", peer_argument="peer"),
-    BuiltinTool(taskqueue_list, "List your tasks (newest first), filtered by state and type.", group="tasks",
-                read_only=True, peer_argument="peer"),
+    BuiltinTool(taskqueue_list, "List your tasks (newest first) on every node of the mesh, filtered by state and "
+                "type; `peer` lists one node's.", group="tasks", read_only=True, peer_argument="peer"),
     BuiltinTool(taskqueue_cancel, "Cancel a task: at once when queued, by stopping its handler when running.",
                 group="tasks", destructive=True, owner_argument="task_id", peer_argument="peer"),
     BuiltinTool(taskqueue_claim, "Claim a task of the given types (waits up to wait_s); returns a lease.", "worker"),
