@@ -17,37 +17,32 @@ CONFORMANCE_STAMP := $(CONFORMANCE_DIR)/.installed-$(shell printf '%s' '$(CONFOR
 
 .PHONY: install serve test lint bench reliability conformance clean wrk npm haproxy nginx nftables
 
-# The benchmarks' load generator: a system package (apt-get as root, else say how).
+# A system package a target needs: there already, or installed with apt-get when root, else say how.
+# $(call system_package,<command>,<Debian package>,<who needs it>)
+define system_package
+	@command -v $(1) >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && apt-get install -y -qq $(2); } \
+		|| { echo "$(3) needs $(1): sudo apt-get install $(2)" >&2; exit 1; }
+endef
+
+# The benchmarks' load generator.
 wrk:
-	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& apt-get update -qq && apt-get install -y -qq wrk; } \
-		|| { echo "make bench needs wrk: sudo apt-get install wrk (or brew install wrk)" >&2; exit 1; }
+	$(call system_package,wrk,wrk,make bench)
 
-# The load balancer of the multi-node tests (harness/balancer.py): a system package (apt-get as root, else say how).
+# The load balancers of the multi-node tests (harness/balancer.py; harness/nginx.py runs deploy/nginx.conf).
 haproxy:
-	@command -v haproxy >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& apt-get update -qq && apt-get install -y -qq haproxy; } \
-		|| { echo "make test needs haproxy: sudo apt-get install haproxy (or brew install haproxy)" >&2; exit 1; }
+	$(call system_package,haproxy,haproxy,make test)
 
-# The other load balancer of the multi-node tests (harness/nginx.py runs deploy/nginx.conf): a system
-# package (apt-get as root, else say how).
 nginx:
-	@command -v nginx >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& apt-get update -qq && apt-get install -y -qq nginx; } \
-		|| { echo "make test needs nginx: sudo apt-get install nginx (or brew install nginx)" >&2; exit 1; }
+	$(call system_package,nginx,nginx,make test)
 
-# NAT for the network-namespace tests (masquerading routers, tests/reliability/test_nat.py): nft, a
-# system package (apt-get as root, else say how).
+# NAT for the network-namespace tests (masquerading routers, tests/reliability/test_nat.py).
 nftables:
-	@command -v nft >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& apt-get update -qq && apt-get install -y -qq nftables; } \
-		|| { echo "make test needs nft: sudo apt-get install nftables" >&2; exit 1; }
+	$(call system_package,nft,nftables,make test)
 
-# npm, to install the conformance suite and Node 22: a system package (apt-get as root, else say how).
+# npm, to install the conformance suite and Node 22.
 npm:
-	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& apt-get update -qq && apt-get install -y -qq npm; } \
-		|| { echo "make conformance needs npm: sudo apt-get install npm (or brew install node)" >&2; exit 1; }
+	$(call system_package,npm,npm,make conformance)
 
 $(CONFORMANCE_STAMP): | npm
 	mkdir -p $(CONFORMANCE_DIR)
