@@ -1,6 +1,7 @@
 """``make bench``: every benchmark in one run, each printing its table of ratios and writing JSON + PNG.
 
-    .venv/bin/python -m bench [--quick] [PART ...]      (PART: foundation, bridge, mesh, relay, announce; default: all)
+    .venv/bin/python -m bench [--quick] [PART ...]      (PART: foundation, bridge, mesh, relay, announce, nat;
+                                                         default: all but nat)
 
 - Part 1 (bench/foundation.py): trivial MCP tool calls side by side (triomcp in both eras, the
   official SDK on Hypercorn-trio and on Uvicorn, a bare floor) and the durable queue.
@@ -21,9 +22,11 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from bench import bridge, foundation, gossip, mesh_sim, mesh_size, relay
+from bench import bridge, foundation, gossip, mesh_sim, mesh_size, nat, relay
 
-PARTS = ("foundation", "bridge", "mesh", "relay", "announce")
+PARTS = ("foundation", "bridge", "mesh", "relay", "announce", "nat")
+DEFAULT_PARTS = PARTS[:-1]
+"""``nat`` runs only when named (it needs root to create namespaces)."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,8 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(args.parts) - set(PARTS))
     if unknown:
         parser.error(f"unknown part {', '.join(unknown)} (choose from {', '.join(PARTS)})")
-    parts = args.parts or PARTS
-    if shutil.which("wrk") is None:
+    parts = args.parts or DEFAULT_PARTS
+    if set(parts) - {"nat"} and shutil.which("wrk") is None:
         raise SystemExit("make bench needs wrk (Debian: apt-get install -y wrk)")
     quick = ["--quick"] if args.quick else []
     if "foundation" in parts:
@@ -55,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
               flush=True)
         gossip.main(quick)
         mesh_sim.main(quick)
+    if "nat" in parts:
+        print("\n== nat: p2p_call_tool relayed, hole-punched and direct, behind NAT (bench/nat.py) ==", flush=True)
+        nat.main(quick)
 
 
 if __name__ == "__main__":

@@ -193,7 +193,8 @@ def node() -> None:
 
 @main.command("id")
 def show_id() -> None:
-    """Print this data dir's node peer id and announced multiaddrs (creating the identity if needed)."""
+    """Print this data dir's node peer id and announced multiaddrs, then the running node's
+    reachability (unknown, public or private), creating the identity if needed."""
     from triomcp.p2p import IDENTITY_FILE, read_announce
     from triomcp.p2p.identity import load_or_create_identity, peer_id_of
 
@@ -204,6 +205,8 @@ def show_id() -> None:
     if announced and announced.get("peer_id") == peer_id:
         for addr in announced["multiaddrs"]:
             click.echo(addr)
+        if isinstance(announced.get("reachability"), str):  # the running node's (p2p/reachability.py)
+            click.echo(f"reachability: {announced['reachability']}")
 
 
 @main.group()

@@ -134,6 +134,10 @@ class RelaySettings(_Section):
     """``service``: seconds a relayed connection may last; then it is reset (the peers dial again on demand)."""
     circuit_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     """``service``: bytes (both directions) a relayed connection may carry; then it is reset."""
+    hole_punch: bool = True
+    """When a relayed connection to an authorized peer opens, try py-libp2p's DCUtR (hole punching
+    through both NATs, TCP simultaneous open) to replace it with a direct one; the relayed
+    connection stays the path if that fails."""
 
     @field_validator("use")
     @classmethod
@@ -143,6 +147,20 @@ class RelaySettings(_Section):
                 raise ValueError(f"{addr!r}: a relay's own multiaddr, ending in /p2p/<relay id> "
                                  "(not a /p2p-circuit address)")
         return v
+
+
+class ReachabilitySettings(_Section):
+    """Is this node publicly reachable? Its authorized peers dial it back (``p2p/reachability.py``)."""
+
+    check: bool = True
+    """Ask connected authorized peers to dial this node back (at its observed IP, on its listen
+    ports): ``public`` if one reaches it, ``private`` if they answered and none did, ``unknown``
+    until one answers. With relays configured, a ``public`` node does not announce its relayed
+    address. The answering side (for authorized peers only, rate limited) is always on."""
+    interval: float = Field(default=300.0, ge=1.0)
+    """Seconds between checks once one was answered (while none was, each new peer is asked)."""
+    dialback_timeout: float = Field(default=3.0, gt=0, le=30.0)
+    """Seconds one dial-back (TCP connect and multistream-select header) may take."""
 
 
 class P2PSettings(_Section):
@@ -199,6 +217,8 @@ class P2PSettings(_Section):
     nor connections younger than 10 s). At least ``connections_low``."""
 
     relay: RelaySettings = Field(default_factory=RelaySettings)
+    reachability: ReachabilitySettings = Field(default_factory=ReachabilitySettings)
+    """Whether this node is publicly reachable: its trusted peers dial it back."""
 
     @field_validator("connections_high")
     @classmethod

@@ -44,6 +44,10 @@ async def fake_handler(message: dict[str, Any], *, peer_id: str, notify: Any) ->
 
 
 def p2p_settings(**kw: Any) -> P2PSettings:
+    """Loopback nodes; reachability checks and hole punching off unless a test turns them on (on
+    loopback every node reaches every other: both would only add background dials to other tests)."""
+    kw = {"reachability": {"check": False}, **kw}
+    kw["relay"] = {"hole_punch": False, **kw.get("relay", {})}
     return P2PSettings(**{"listen": ["/ip4/127.0.0.1/tcp/0"], "dial_timeout": 5.0, "stream_timeout": 5.0, **kw})
 
 

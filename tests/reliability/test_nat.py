@@ -1,4 +1,4 @@
-"""Two nodes behind NAT reach each other through a public relay, in network namespaces this test creates.
+"""Two nodes behind NAT reach each other through a public relay, in network namespaces these tests create.
 
 A public node R (``p2p.relay.service``) and two nodes, A and B, each in its own private network
 behind its own masquerading router (nft; ``tests/netns.py``'s :func:`nat_topology`). A and B know
@@ -8,31 +8,35 @@ a TCP connection from A's network to B's address fails), so everything A does on
 from A to B, and a task submitted on A with ``peer`` = B, which runs on B and whose result comes
 back. Real ``triomcp node`` processes, driven by the CLI in each node's namespace (the CLI dials its
 node on the node's own address). Every wait is
-bounded; the whole test takes about 20-40 s.
+bounded; each test takes about 20-40 s.
+
+The first test runs behind Linux's default masquerade and asks for hole punching not at all
+(``p2p.relay.hole_punch`` off): the relay is the path. It also checks reachability: R, dialed
+back by A and B, is ``public``; A and B, whose routers let nothing in, are ``private``. The second
+runs DCUtR (on by default) behind two kinds of NAT (``tests/netns.py``'s ``NAT_KINDS``): behind
+``endpoint-independent`` routers the relayed connection is replaced by a direct one; behind
+``symmetric`` ones it stays relayed, and calls still work.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from harness.procs import env_for, run_cli, started, stderr_text, wait_for_announce
-from tests.netns import NatTopology, nat_topology
-from triomcp.p2p import AuthorizedPeers
-from triomcp.p2p.identity import load_or_create_identity, peer_id_of
+from harness.procs import run_cli
+from tests.netns import (
+    NatTopology,
+    cli_json,
+    eventually,
+    nat_cannot_be_crossed,
+    nat_mesh,
+    nat_topology,
+    router_lets_nothing_in,
+)
 
 pytestmark = pytest.mark.slow
-
-PORT = 4001
-READY_WITHIN = 90.0
-"""Seconds for B's reservation and for A to learn B's relayed address (peer exchange with R)."""
 
 
 @pytest.fixture
@@ -41,106 +45,87 @@ def topology() -> Iterator[NatTopology]:
         yield made
 
 
-def _call(node: str, env: dict[str, str], netns: str, tool: str,
-          arguments: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
-    return run_cli(["call", node, tool, json.dumps(arguments or {})], env, timeout=60, netns=netns)
-
-
-def _ok(out: subprocess.CompletedProcess[str]) -> Any:
-    """The JSON a CLI call printed, which must have succeeded."""
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
-def _eventually(attempt: Callable[[], subprocess.CompletedProcess[str]], ok: Callable[[Any], bool], what: str,
-                within: float = READY_WITHIN) -> tuple[Any, float]:
-    """Run ``attempt`` (a CLI call) until its JSON output passes ``ok``, at most ``within`` seconds:
-    the output and how long it took."""
-    begun = time.monotonic()
-    last = ""
-    while time.monotonic() - begun < within:
-        out = attempt()
-        if out.returncode == 0:
-            value = json.loads(out.stdout)
-            if ok(value):
-                return value, time.monotonic() - begun
-            last = out.stdout
-        else:
-            last = out.stderr
-        time.sleep(0.5)
-    pytest.fail(f"{what}: not within {within}s; last answer: {last[-2000:]}")
-
-
 def test_two_nodes_behind_nat_call_each_other_and_run_tasks_through_a_relay(
         tmp_path: Path, topology: NatTopology) -> None:
-    data = {n: tmp_path / n for n in "rab"}
-    ids = {n: peer_id_of(load_or_create_identity(data[n] / "identity.key")) for n in "rab"}
-    for n in "rab":
-        allowed = AuthorizedPeers(data[n] / "authorized_peers")
-        for other in "rab":
-            if other != n:
-                allowed.authorize(ids[other], other)
-    r_addr = f"/ip4/{NatTopology.PUBLIC_IP}/tcp/{PORT}/p2p/{ids['r']}"
-    ns = {"r": topology.public, "a": topology.a, "b": topology.b}
-    listen = {"r": NatTopology.PUBLIC_IP, "a": NatTopology.A_IP, "b": NatTopology.B_IP}
-    handlers = {"test.sleep": "tests.handlers:sleep_then_answer"}
-    env = {n: env_for(data[n], n, p2p__listen=[f"/ip4/{listen[n]}/tcp/{PORT}"],
-                      p2p__bootstrap=[] if n == "r" else [r_addr],
-                      p2p__relay={"service": True} if n == "r" else {"use_bootstrap": True},
-                      taskqueue={"mesh": False, "handlers": handlers}) for n in "rab"}
+    with nat_mesh(tmp_path, topology, hole_punch=False) as mesh:
+        ids = mesh.ids
+        # B reserves a slot on R and tells its peers its relayed address.
+        relayed = f"{mesh.r_addr}/p2p-circuit/p2p/{ids['b']}"
+        status, reserved_in = eventually(lambda: mesh.call("b", "p2p_status"),
+                                          lambda s: relayed in s["relay"]["relayed_addrs"], "B's reservation on R")
+        (reservation,) = status["relay"]["reservations"]
+        assert reservation["relay"] == ids["r"] and reservation["state"] == "reserved"
+        r_status = cli_json(mesh.call("r", "p2p_status"))
+        assert ids["b"] in r_status["relay"]["service"]["reservations"]
 
-    with started(["node"], env["r"], netns=ns["r"]) as r, started(["node"], env["a"], netns=ns["a"]) as a, \
-            started(["node"], env["b"], netns=ns["b"]) as b:
-        procs = {"r": r, "a": a, "b": b}
-        try:
-            for n, proc in procs.items():
-                assert wait_for_announce(data[n], proc)["peer_id"] == ids[n]
+        # Reachability: R is dialed back at its address; A and B, behind their routers, are not.
+        for n, state in (("r", "public"), ("a", "private"), ("b", "private")):
+            seen, _ = eventually(lambda n=n: mesh.call(n, "p2p_status"),  # type: ignore[misc]
+                                  lambda s: s["reachability"]["state"] != "unknown", f"{n}'s reachability")
+            assert seen["reachability"]["state"] == state, (n, seen["reachability"])
+        r_id = run_cli(["id"], mesh.env["r"], netns=mesh.ns["r"]).stdout.splitlines()
+        assert r_id[0] == ids["r"] and r_id[-1] == "reachability: public", r_id
+        b_status = cli_json(mesh.call("b", "p2p_status"))
+        assert b_status["relay"]["announces_relayed"] is True  # private: its relayed address is how it is reached
 
-            # B reserves a slot on R and tells its peers its relayed address.
-            relayed = f"{r_addr}/p2p-circuit/p2p/{ids['b']}"
-            status, reserved_in = _eventually(lambda: _call(ids["b"], env["b"], ns["b"], "p2p_status"),
-                                              lambda s: relayed in s["relay"]["relayed_addrs"], "B's reservation on R")
-            (reservation,) = status["relay"]["reservations"]
-            assert reservation["relay"] == ids["r"] and reservation["state"] == "reserved"
-            r_status = _ok(_call(ids["r"], env["r"], ns["r"], "p2p_status"))
-            assert ids["b"] in r_status["relay"]["service"]["reservations"]
+        nat_cannot_be_crossed(mesh)
 
-            # The NAT is real: from A's network, B's own address cannot even be reached by TCP.
-            probe = subprocess.run(["ip", "netns", "exec", ns["a"], sys.executable, "-c",
-                                    "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 3)",
-                                    NatTopology.B_IP, str(PORT)], capture_output=True, text=True, timeout=30,
-                                   check=False)
-            assert probe.returncode != 0 and "unreachable" in probe.stderr, probe.stderr
+        # A calls B's tools, through R (A learned B's relayed address from R by peer exchange).
+        called, call_in = eventually(
+            lambda: mesh.call("a", "p2p_call_tool", {"peer": ids["b"], "tool": "p2p_status", "arguments": {}}),
+            lambda c: c["is_error"] is False, "p2p_call_tool from A to B")
+        assert called["result"]["peer_id"] == ids["b"]
+        peers = cli_json(mesh.call("a", "p2p_peers"))["peers"]
+        (b_seen,) = [p for p in peers if p["peer_id"] == ids["b"]]
+        # Relayed, through R (usually one connection: two if A and B happened to dial each other at once).
+        assert b_seen["connected"] and b_seen["connections"]
+        assert all(c == {"kind": "relayed", "relay": ids["r"]} for c in b_seen["connections"]), b_seen
+        assert relayed in b_seen["addrs"]
 
-            # A calls B's tools, through R (A learned B's relayed address from R by peer exchange).
-            called, call_in = _eventually(
-                lambda: _call(ids["a"], env["a"], ns["a"], "p2p_call_tool",
-                              {"peer": ids["b"], "tool": "p2p_status", "arguments": {}}),
-                lambda c: c["is_error"] is False, "p2p_call_tool from A to B")
-            assert called["result"]["peer_id"] == ids["b"]
-            peers = _ok(_call(ids["a"], env["a"], ns["a"], "p2p_peers"))["peers"]
-            (b_seen,) = [p for p in peers if p["peer_id"] == ids["b"]]
-            # Relayed, through R (usually one connection: two if A and B happened to dial each other at once).
-            assert b_seen["connected"] and b_seen["connections"]
-            assert all(c == {"kind": "relayed", "relay": ids["r"]} for c in b_seen["connections"]), b_seen
-            assert relayed in b_seen["addrs"]
-
-            # A task submitted on A for B runs on B, and its result comes back to A.
-            submitted = _call(ids["a"], env["a"], ns["a"], "taskqueue_submit",
+        # A task submitted on A for B runs on B, and its result comes back to A.
+        submitted = mesh.call("a", "taskqueue_submit",
                               {"task_type": "test.sleep", "payload": {"seconds": 0.1}, "peer": ids["b"]})
-            task_id = _ok(submitted)["task_id"]
-            waited = _call(ids["a"], env["a"], ns["a"], "taskqueue_wait",
-                           {"task_id": task_id, "peer": ids["b"], "timeout_s": 30})
-            task = _ok(waited)["task"]
-            assert task["state"] == "succeeded" and task["result"]["node"] == "b", task
+        task_id = cli_json(submitted)["task_id"]
+        waited = mesh.call("a", "taskqueue_wait", {"task_id": task_id, "peer": ids["b"], "timeout_s": 30})
+        task = cli_json(waited)["task"]
+        assert task["state"] == "succeeded" and task["result"]["node"] == "b", task
 
-            pinged = _call(ids["a"], env["a"], ns["a"], "p2p_ping", {"peer": ids["b"]})
-            print(f"\nreserved within {reserved_in:.1f}s of start; first relayed p2p_call_tool after "
-                  f"{call_in:.1f}s more; relayed ping {_ok(pinged)['rtt_ms']} ms; "
-                  f"{len(b_seen['connections'])} connection(s) A-B")
-        except BaseException:
-            for n, proc in procs.items():
-                print(f"--- {n} stderr ---\n{stderr_text(proc, 6000)}")
-            raise
-        for proc in procs.values():
-            assert proc.poll() is None  # nobody crashed
+        pinged = mesh.call("a", "p2p_ping", {"peer": ids["b"]})
+        print(f"\nreserved within {reserved_in:.1f}s of start; first relayed p2p_call_tool after "
+              f"{call_in:.1f}s more; relayed ping {cli_json(pinged)['rtt_ms']} ms; "
+              f"{len(b_seen['connections'])} connection(s) A-B")
+
+
+@pytest.mark.parametrize("kind", ["endpoint-independent", "symmetric"])
+def test_hole_punching_makes_the_connection_direct_where_the_nat_allows_and_the_relay_stays_otherwise(
+        tmp_path: Path, kind: str) -> None:
+    with nat_topology(kind) as topology, nat_mesh(tmp_path, topology, hole_punch=True) as mesh:
+        ids = mesh.ids
+        nat_cannot_be_crossed(mesh)
+        router_lets_nothing_in(mesh)
+        called, _ = eventually(
+            lambda: mesh.call("a", "p2p_call_tool", {"peer": ids["b"], "tool": "p2p_status", "arguments": {}}),
+            lambda c: c["is_error"] is False, "p2p_call_tool from A to B")
+        assert called["result"]["peer_id"] == ids["b"]
+        # The peer whose id sorts first tries DCUtR once on the relayed connection.
+        first = "a" if ids["a"] < ids["b"] else "b"
+        status, punched_in = eventually(
+            lambda: mesh.call(first, "p2p_status"),
+            lambda s: s["relay"]["hole_punch"]["upgraded"] + s["relay"]["hole_punch"]["failed"] >= 1,
+            "a hole punch's outcome")
+        punch = status["relay"]["hole_punch"]
+        peers = cli_json(mesh.call("a", "p2p_peers"))["peers"]
+        (b_seen,) = [p for p in peers if p["peer_id"] == ids["b"]]
+        kinds = [c["kind"] for c in b_seen["connections"]]
+        if kind == "endpoint-independent":
+            assert punch["upgraded"] == 1, status["relay"]
+            assert "direct" in kinds, b_seen
+            direct = [c for c in b_seen["connections"] if c["kind"] == "direct"]
+            assert all("/ip4/198.18.0.2/" in c["addr"] for c in direct), b_seen  # B's router's public address
+        else:
+            assert punch["upgraded"] == 0 and punch["failed"] == 1, status["relay"]
+            assert kinds and set(kinds) == {"relayed"}, b_seen
+        # Either way, calls work (over whichever path is there now).
+        again = cli_json(mesh.call("a", "p2p_call_tool", {"peer": ids["b"], "tool": "p2p_status", "arguments": {}}))
+        assert again["is_error"] is False and again["result"]["peer_id"] == ids["b"]
+        print(f"\n{kind}: hole punch outcome after {punched_in:.1f}s: {punch}; A-B connections: {kinds}")

@@ -290,6 +290,20 @@ class Circuits:
                 out.append({"kind": "direct", "addr": addrs[0] if addrs else "unknown"})
         return out
 
+    def relayed_connection_id(self, peer_id: str) -> int:
+        """An id of the first relayed connection to ``peer_id`` (0 if none): tells one from the next."""
+        try:
+            conns = getattr(self.host.get_network(), "connections", {}).get(ID.from_base58(peer_id)) or []
+        except Exception:
+            return 0
+        for conn in conns:
+            try:
+                if any(map(is_circuit, map(str, conn.get_transport_addresses()))):
+                    return id(conn)
+            except Exception:
+                continue
+        return 0
+
     def relays_in_use(self, peers: set[str]) -> set[str]:
         """The relays that the relayed connections to ``peers`` run through."""
         return {c["relay"] for p in peers for c in self.connections_to(p) if c["kind"] == "relayed"}

@@ -62,11 +62,15 @@ def peer_id_in(multiaddr: str) -> str:
     return rest
 
 
-def write_announce(data_dir: Path, peer_id: str, addrs: list[str]) -> Path:
-    """Atomically record this node's real listen multiaddrs for local tools and peers."""
+def write_announce(data_dir: Path, peer_id: str, addrs: list[str], reachability: str | None = None) -> Path:
+    """Atomically record this node's real listen multiaddrs (and its reachability, ``reachability.py``)
+    for local tools and peers."""
     path = data_dir / ANNOUNCE_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"peer_id": peer_id, "multiaddrs": addrs, "pid": os.getpid()}, indent=2) + "\n")
+    record: dict[str, Any] = {"peer_id": peer_id, "multiaddrs": addrs, "pid": os.getpid()}
+    if reachability is not None:
+        record["reachability"] = reachability
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, path)
     return path
 

@@ -72,6 +72,7 @@ from triomcp.p2p.identity import (
 )
 from triomcp.p2p.node import AUTHORIZED_FILE, Node
 from triomcp.p2p.peerstore import PEERS_FILE, KnownPeers
+from triomcp.p2p.reachability import DIALBACK_PROTOCOL
 from triomcp.p2p.reservations import Reservations
 from triomcp.p2p.rpc import MCP_PROTOCOL, FrameHandler
 from triomcp.p2p.whole_frames import WholeFrameYamux
@@ -200,6 +201,8 @@ async def _serving(new_node: Callable[[trio.Nursery], Node], listen: list[ma.Mul
             host.set_stream_handler(TProtocol(MCP_PROTOCOL), node._on_mcp_stream)
         host.set_stream_handler(TProtocol(PEERS_PROTOCOL), node.exchange.serve)
         node.circuits.mount()
+        node.hole_punch.mount()
+        host.set_stream_handler(TProtocol(DIALBACK_PROTOCOL), node.reachability.serve)
         if http_app is not None:  # HTTP over libp2p: the node's own HTTP app, for authorized peers
             server = HttpServer(http_app, authorized=node.authorized.is_authorized,
                                 max_body_bytes=http_max_body_bytes, timeout=node.settings.stream_timeout)
@@ -241,7 +244,8 @@ async def _start_services(node: Node, nursery: trio.Nursery, finds: MdnsFinds | 
     if pruner is not None:
         await pruner.stop()
     if announce:
-        await trio.to_thread.run_sync(write_announce, node.data_dir, node.peer_id, node.listen_addrs())
+        await trio.to_thread.run_sync(write_announce, node.data_dir, node.peer_id, node.listen_addrs(),
+                                      node.reachability.state)
     for bootstrap in node.settings.bootstrap:
         nursery.start_soon(node.run_until_closing, functools.partial(
             keep_bootstrap_connected, bootstrap, node.connect, node.is_connected, node.wait_peers_changed,
@@ -253,6 +257,10 @@ async def _start_services(node: Node, nursery: trio.Nursery, finds: MdnsFinds | 
         node.reservations = Reservations(node, relays)
         node.circuits.relays = node.reservations.relays
         nursery.start_soon(node.run_until_closing, node.reservations.run)
+    if announce and node.settings.reachability.check:
+        nursery.start_soon(node.run_until_closing, node.reachability.run)
+    if announce and node.settings.relay.hole_punch:
+        nursery.start_soon(node.run_until_closing, node.hole_punch.run)
     if node.settings.peer_exchange and announce:
         nursery.start_soon(node.run_until_closing, node.run_peer_exchange)
     if node.known is not None:

@@ -19,9 +19,11 @@ do not redial it.
 
 Beside it: ``rpc`` (MCP streams), ``exchange`` (peer exchange, goodbyes), ``connections``,
 ``http`` and ``http_serve`` (HTTP over libp2p), ``discovery``, ``authz``, ``circuit`` and
-``reservations`` (circuit relay v2: the relay service, relayed connections, slots on relays).
+``reservations`` (circuit relay v2: the relay service, relayed connections, slots on relays),
+``reachability`` (trusted peers dial this node back: unknown, public, private) and ``holepunch``
+(DCUtR on relayed connections to listed peers).
 
-Size: about 570 lines: the one facade of a running host (identity, peers, dialing, pings,
+Size: about 590 lines: the one facade of a running host (identity, peers, dialing, pings,
 peer exchange, relays, the MCP and HTTP streams, closing), each operation a few lines over the
 modules beside it; and the connection methods other code calls on a Node (``protect``, ``trim``,
 ``said_bye``, ...), kept as one-line delegations to ``connections.py``, which holds their state
@@ -61,9 +63,11 @@ from triomcp.p2p.discovery import peer_id_in, reaches_self
 from triomcp.p2p.exchange import PeerExchange
 from triomcp.p2p.flow import batch_window_updates
 from triomcp.p2p.gossip import Gossip
+from triomcp.p2p.holepunch import HolePunch
 from triomcp.p2p.http import HTTP_PROTOCOL, HttpStreams, Response
 from triomcp.p2p.identity import peer_id_of
 from triomcp.p2p.peerstore import KnownPeers
+from triomcp.p2p.reachability import PUBLIC, Reachability
 from triomcp.p2p.reservations import Reservations
 from triomcp.p2p.rpc import MCP_PROTOCOL, FrameHandler, PeerChannel, serve_stream
 from triomcp.settings import P2PSettings
@@ -160,6 +164,10 @@ class Node:
         """Circuit relay v2 (``circuit.py``): the relay service, relayed connections, circuit dials."""
         self.reservations: Reservations | None = None
         """Slots reserved on relays (``reservations.py``), on nodes configured with relays."""
+        self.reachability = Reachability(self)
+        """Is this node publicly reachable (``reachability.py``): its trusted peers dial it back."""
+        self.hole_punch = HolePunch(self)
+        """DCUtR for relayed connections to authorized peers (``holepunch.py``)."""
 
     # -- identity and peers ---------------------------------------------------------------
     def listen_addrs(self) -> list[str]:
@@ -171,11 +179,16 @@ class Node:
         """This node's addresses through the relays where it holds a reservation now."""
         return self.reservations.relayed_addrs() if self.reservations is not None else []
 
+    def announces_relayed(self) -> bool:
+        """Does this node tell peers its relayed addresses? Unless it is publicly reachable."""
+        return self.reachability.state != PUBLIC
+
     def announced_addrs(self, limit: int | None = None) -> list[str]:
         """What this node tells its peers (peer exchange, mesh announcements): its listen addresses,
-        then its relayed ones; with ``limit``, the relayed ones are kept and the listen ones fill the
-        rest (a peer behind NAT is reached only through them)."""
-        relayed = self.relayed_addrs()
+        then its relayed ones unless it is publicly reachable (``reachability.py``); with ``limit``,
+        the relayed ones are kept and the listen ones fill the rest (a peer behind NAT is reached
+        only through them)."""
+        relayed = self.relayed_addrs() if self.announces_relayed() else []
         if limit is None:
             return [*self.listen_addrs(), *relayed]
         relayed = relayed[:limit]
@@ -246,11 +259,15 @@ class Node:
 
     def relay_status(self) -> dict[str, Any]:
         """Circuit relay v2 as ``p2p_status`` shows it: the service (reservations held here for
-        peers, refusals) and this node's own reservations on its relays, with its relayed addresses."""
+        peers, refusals), this node's own reservations on its relays, with its relayed addresses
+        (and whether it announces them), its hole punches, and its reachability (``reachability``:
+        ``p2p_status`` shows it beside ``relay``)."""
         service = self.circuits.statistics()
         return {"service": dataclasses.asdict(service),
                 "reservations": self.reservations.statistics() if self.reservations is not None else [],
-                "relayed_addrs": self.relayed_addrs()}
+                "relayed_addrs": self.relayed_addrs(), "announces_relayed": self.announces_relayed(),
+                "hole_punch": dataclasses.asdict(self.hole_punch.statistics()),
+                "reachability": dataclasses.asdict(self.reachability.statistics())}
 
     def _fire_peers_changed(self) -> None:
         self._peers_changed.set()

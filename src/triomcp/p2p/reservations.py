@@ -90,6 +90,10 @@ class Reservations:
         self.announcements = 0
         """Times this node told its peers its addresses because a reservation began or ended."""
 
+    def addresses_changed(self) -> None:
+        """What this node announces changed (its reachability): tell the peers."""
+        self._changed.set()
+
     @property
     def relays(self) -> set[str]:
         return set(self._states)

@@ -40,6 +40,9 @@ class Status(BaseModel):
     relay: dict[str, Any] | None = Field(default=None, description="circuit relay: the relay service (reservations "
                                                                    "held here, refusals) and this node's reservations "
                                                                    "on its relays, with its relayed addresses")
+    reachability: dict[str, Any] | None = Field(
+        default=None, description="is this node publicly reachable: state (unknown, public or private, as its "
+                                  "authorized peers dialing it back found), when last checked, where it was reached")
 
 
 class Peers(BaseModel):
@@ -81,12 +84,14 @@ async def p2p_status(args: NoArguments, ctx: ToolContext) -> Status:
         if gossip is not None:
             mesh["gossip"] = dataclasses.asdict(gossip.statistics())
     stats = node.statistics()
+    relay = node.relay_status()
     return Status(
         connections={"connected": stats.connected_peers, "low": node.settings.connections_low,
                      "high": node.settings.connections_high, "trimmed": stats.connections_trimmed,
                      "on_demand_dials": stats.on_demand_dials},
         mesh=mesh,
-        relay=node.relay_status(),
+        relay=relay,
+        reachability=relay.pop("reachability", None),
         peer_id=node.peer_id,
         listen_addrs=node.listen_addrs(),
         connected_peers=node.connected_peers(),
@@ -136,8 +141,8 @@ async def peers_resource(ctx: ToolContext) -> str:
 
 
 TOOLS = [
-    BuiltinTool(p2p_status, "This node's peer id, listen multiaddrs, connected peers, relay reservations and "
-                "queue statistics.",
+    BuiltinTool(p2p_status, "This node's peer id, listen multiaddrs, connected peers, reachability (unknown, "
+                "public or private), relay reservations, hole punches and queue statistics.",
                 group="status", read_only=True),
     BuiltinTool(p2p_peers, "Peers this node knows, with addresses, whether they are connected (each connection "
                 "direct or relayed, and through which relay) and authorized.", group="status", read_only=True),
