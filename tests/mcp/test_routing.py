@@ -10,10 +10,12 @@ from pydantic import BaseModel
 
 from triomcp._owner import owner_tag, tag_of, tagged
 from triomcp.mcp.context import ToolContext
-from triomcp.mcp.outcomes import HttpRequest
+from triomcp.mcp.engine import Engine, EngineConfig
+from triomcp.mcp.outcomes import NOT_DECODED, HttpRequest, Reply
 from triomcp.mcp.registry import Registry
 from triomcp.mcp.request_state import RequestStateSigner
-from triomcp.mcp.routing import OwnerRoute, owner_named
+from triomcp.mcp.results import modern_meta
+from triomcp.mcp.routing import OwnerRoute, owner_named, route
 
 OWN, OTHER = "aaaaaaaa", "bbbbbbbb"
 PEER = "12D3KooWRQUueBPfiFUULiccYajmffFDgQnbZouDWecMbxm7xYCB"
@@ -107,3 +109,65 @@ def test_ids_and_states_carry_the_tag_and_stay_verifiable() -> None:
     assert signer.verify(token, {"m": "tools/call"}, now=101.0)["m"] == "tools/call"
     untagged = RequestStateSigner(b"k" * 32).sign({"m": "tools/call"}, now=100.0)
     assert tag_of(untagged) is None and signer.verify(untagged, {}, now=101.0)["m"] == "tools/call"
+
+
+def _modern_post(method: str, params: dict[str, Any], name: str | None) -> HttpRequest:
+    headers = {"mcp-protocol-version": "2026-07-28", "mcp-method": method, "accept": "application/json"}
+    if name is not None:
+        headers["mcp-name"] = name
+    return _post(method, {**params, "_meta": modern_meta()}, **headers)
+
+
+HEADER_CASES: list[tuple[str, HttpRequest, OwnerRoute | None, bool]] = [
+    # (case, request, route, whether the body had to be parsed)
+    ("a plain tool whose arguments hold routing keys", _modern_post(
+        "tools/call", {"name": "plain", "arguments": {"text": '"task_id" "uri"', "peer": PEER}}, "plain"), None, False),
+    ("tasks/get of this node's task", _modern_post("tasks/get", {"taskId": f"{OWN}.1"}, f"{OWN}.1"), None, False),
+    ("tasks/get of another node's task: parsed, for the id", _modern_post(
+        "tasks/get", {"taskId": f"{OTHER}.1"}, f"{OTHER}.1"), OwnerRoute(OTHER, request_id=7), True),
+    ("a resource of a template without an owner", _modern_post(
+        "resources/read", {"uri": f"test://items/{OTHER}.1"}, f"test://items/{OTHER}.1"), None, False),
+    ("a tool that names nodes in its arguments", _modern_post(
+        "tools/call", {"name": "task_tool", "arguments": {"task_id": f"{OTHER}.1"}}, "task_tool"),
+     OwnerRoute(OTHER, request_id=7), True),
+    ("an input round", _modern_post("tools/call", {"name": "plain", "arguments": {"text": "x"},
+                                                   "requestState": f"{OTHER}.body.mac"}, "plain"),
+     OwnerRoute(OTHER, request_id=7), True),
+    ("no routing headers: the body decides", _post("tools/call", {"name": "plain", "arguments": {"text": "x",
+                                                                                                "peer": PEER}}),
+     None, True),
+]
+
+
+@pytest.mark.parametrize(("case", "request_", "expected", "parsed"), HEADER_CASES, ids=[c[0] for c in HEADER_CASES])
+def test_modern_routing_headers_spare_the_parse_and_a_parsed_body_is_handed_on(
+        case: str, request_: HttpRequest, expected: OwnerRoute | None, parsed: bool) -> None:
+    named, handed = route(request_, own_tag=OWN, registry=_registry())
+    assert named == expected
+    if parsed:
+        assert handed.decoded == json.loads(request_.body)
+    else:
+        assert handed is request_ and handed.decoded is NOT_DECODED
+
+
+def test_a_routing_header_that_lies_is_refused_where_the_request_lands() -> None:
+    """Headers naming a local tool over a body naming another node's task: served here, refused."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "tasks/get",
+                       "params": {"taskId": f"{OTHER}.1", "_meta": modern_meta()}}).encode()
+    headers = {"content-type": "application/json", "accept": "application/json",
+               "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "plain"}
+    request_ = HttpRequest("POST", headers, body)
+    engine = Engine(_registry(), EngineConfig(owner_tag=OWN))
+    named, handed = engine.route(request_)
+    assert named is None and handed is request_
+    reply = engine.handle(handed)
+    assert isinstance(reply, Reply) and reply.status == 400 and reply.body["error"]["code"] == -32020
+
+
+def test_the_engine_reads_a_body_routing_decoded_instead_of_parsing_it_again() -> None:
+    obj = {"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {"_meta": modern_meta()}}
+    headers = {"content-type": "application/json", "accept": "application/json",
+               "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/list"}
+    engine = Engine(_registry(), EngineConfig(owner_tag=OWN))
+    reply = engine.handle(HttpRequest("POST", headers, b"not parsed again", decoded=obj))
+    assert isinstance(reply, Reply) and reply.status == 200 and reply.body["id"] == 3

@@ -36,3 +36,40 @@ async def test_fast_calls_get_no_watcher_and_slow_ones_do(autojump_clock: trio.t
         await trio.testing.wait_all_tasks_blocked()
         assert started == ["slow", "unswept"] and watchers.remove(key) is True
         call.cancel_scope.cancel()
+
+
+async def test_a_call_without_a_nursery_has_its_watcher_run_by_the_sweeper(
+        autojump_clock: trio.testing.MockClock) -> None:
+    watchers = LateWatchers(after=0.05)
+    states: list[str] = []
+
+    async def watch() -> None:
+        states.append("watching")
+        try:
+            await trio.sleep_forever()
+        finally:
+            states.append("cancelled")
+
+    async def failing() -> None:
+        raise RuntimeError("the watcher broke")
+
+    async with trio.open_nursery() as outer:
+        assert not watchers.running
+        await outer.start(watchers.run)
+        assert watchers.running
+        fast = watchers.add(None, watch)
+        assert watchers.remove(fast) is False and states == []
+        slow = watchers.add(None, watch)
+        await trio.sleep(0.2)
+        assert states == ["watching"]
+        assert watchers.remove(slow) is False  # nothing for the caller to cancel: done here
+        await trio.testing.wait_all_tasks_blocked()
+        assert states == ["watching", "cancelled"]
+        broken = watchers.add(None, failing)
+        await trio.sleep(0.2)  # its error is logged; the sweeper goes on
+        watchers.remove(broken)
+        again = watchers.add(None, watch)
+        await trio.sleep(0.2)
+        assert states[-1] == "watching" and watchers.remove(again) is False
+        outer.cancel_scope.cancel()
+    assert not watchers.running

@@ -40,9 +40,9 @@ from triomcp.mcp.negotiation import (
     meta_version,
     unsupported_version,
 )
-from triomcp.mcp.outcomes import Call, HttpRequest, Listen, Reply, StreamGrant
+from triomcp.mcp.outcomes import NOT_DECODED, Call, HttpRequest, Listen, Reply, StreamGrant
 from triomcp.mcp.registry import Registry
-from triomcp.mcp.routing import OwnerRoute, owner_named
+from triomcp.mcp.routing import OwnerRoute, route
 from triomcp.mcp.session import SessionStore
 from triomcp.mcp.tasks import TaskRecord
 from triomcp.mcp.versions import LEGACY_VERSIONS, MODERN_VERSIONS, SUPPORTED_VERSIONS, Era
@@ -111,10 +111,12 @@ class Engine:
             ident = obj.get("id") if isinstance(obj, dict) else None
             return self.error_reply(err, ident if isinstance(ident, (str, int)) else None)
 
-    def owner_named(self, req: HttpRequest) -> OwnerRoute | None:
+    def route(self, req: HttpRequest) -> tuple[OwnerRoute | None, HttpRequest]:
         """The other node of the mesh holding the session, task or ``requestState`` ``req`` names
-        (:mod:`triomcp.mcp.routing`); None: this node serves it."""
-        return owner_named(req, own_tag=self.config.owner_tag, registry=self.registry)
+        (:mod:`triomcp.mcp.routing`; None: this node serves it), and ``req`` again, carrying its
+        decoded body if deciding parsed it: hand that one to :meth:`handle`, which then does not
+        parse the body a second time."""
+        return route(req, own_tag=self.config.owner_tag, registry=self.registry)
 
     def statistics(self) -> EngineStatistics:
         return EngineStatistics(open_sessions=len(self.sessions), inflight_calls=self._core.inflight,
@@ -154,7 +156,7 @@ class Engine:
         if not accepts(accept, "application/json"):
             raise HttpError(406, "Not Acceptable: Accept must allow application/json and text/event-stream")
         accepts_sse = accepts(accept, "text/event-stream") and bool(accept)
-        obj = jsonrpc.decode(req.body)
+        obj = jsonrpc.decode(req.body) if req.decoded is NOT_DECODED else req.decoded
         if isinstance(obj, list):
             return self._legacy.batch(obj, req)
         msg = jsonrpc.classify(obj)

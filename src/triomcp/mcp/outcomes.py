@@ -10,7 +10,18 @@ from triomcp.mcp.context import Outbound
 from triomcp.mcp.session import ReplayStream, Session, SseEvent
 from triomcp.mcp.versions import Era
 
-__all__ = ["Call", "HttpRequest", "Listen", "Reply", "StreamGrant"]
+__all__ = ["NOT_DECODED", "Call", "HttpRequest", "Listen", "Reply", "StreamGrant"]
+
+
+class _NotDecoded:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_DECODED"
+
+
+NOT_DECODED: Any = _NotDecoded()
+"""``HttpRequest.decoded`` of a request whose body nobody has parsed yet (JSON ``null`` is ``None``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +35,9 @@ class HttpRequest:
     """Who is asking (authenticated by the server); sessions and tasks are bound to it."""
     auth: Any = None
     """The server's authentication record (scopes etc.), passed to ``Methods.tool_guard``."""
+    decoded: Any = field(default=NOT_DECODED, compare=False, repr=False)
+    """The body, already parsed (by routing, :func:`triomcp.mcp.routing.route`): the engine reads
+    this instead of parsing ``body`` again."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,13 +12,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
 from pydantic import BaseModel
 
 from triomcp.errors import ToolError
+from triomcp.mcp.jsonrpc import dumps
 from triomcp.mcp.versions import LATEST_MODERN_VERSION
 
 __all__ = ["MODERN_DECORATIONS", "modern_meta", "strip_modern", "tool_failure", "tool_success",
@@ -29,7 +29,7 @@ MODERN_DECORATIONS = ("resultType", "_meta", "ttlMs", "cacheScope")
 
 
 def _text(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return dumps(value).decode()
 
 
 def tool_success(output: Any, extra: list[dict[str, Any]] | None = None, *, structured: bool = True) -> dict[str, Any]:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.types import Receive, Send
+from starlette.types import Receive, Scope, Send
 
 from triomcp.errors import HttpError
 from triomcp.mcp import jsonrpc
 from triomcp.mcp.outcomes import Reply
 from triomcp.mcp.session import SseEvent
 
-__all__ = ["ERROR_STATUS", "RETRY_MS", "SSE_HEADERS", "read_body", "send_reply", "sse"]
+__all__ = ["ERROR_STATUS", "RETRY_MS", "SSE_HEADERS", "read_body", "request_headers", "send_reply", "sse"]
 
 ERROR_STATUS = {-32700: 400, -32600: 400, -32602: 400, -32020: 400, -32021: 400, -32022: 400, -32601: 404}
 """HTTP status for a modern-era JSON-RPC error answer (others: 200)."""
@@ -21,6 +21,16 @@ SSE_HEADERS = [
     (b"cache-control", b"no-cache, no-transform"),
     (b"x-accel-buffering", b"no"),
 ]
+
+
+def request_headers(scope: Scope) -> dict[str, str]:
+    """A request's headers by lower-case name; a repeated header's values joined with ``", "``."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:

@@ -32,7 +32,7 @@ from triomcp.mcp.session import SseEvent
 from triomcp.mcp.versions import Era
 from triomcp.server.admission import NEVER_REFUSED, RETRY_AFTER_SECONDS, Admission, Refusal, principal_key
 from triomcp.server.call_writer import CallWriter
-from triomcp.server.http_io import SSE_HEADERS, read_body, send_reply, sse
+from triomcp.server.http_io import SSE_HEADERS, read_body, request_headers, send_reply, sse
 from triomcp.server.late_watchers import LateWatchers
 from triomcp.server.relay import Relay
 
@@ -76,11 +76,10 @@ class McpEndpoint:
         self.watchers = LateWatchers()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in scope["headers"]:
-            name = raw_name.decode("latin-1").lower()
-            value = raw_value.decode("latin-1")
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        await self.serve(scope, receive, send, request_headers(scope))
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+        """One request, its headers already read (by lower-case name: :func:`request_headers`)."""
         try:
             body = await read_body(receive, self.max_body_bytes) if scope["method"] == "POST" else b""
         except HttpError as err:
@@ -88,7 +87,7 @@ class McpEndpoint:
             return
         request = HttpRequest(scope["method"], headers, body, scope.get("triomcp.principal"), scope.get("triomcp.auth"))
         if self.relay is not None and "triomcp.peer" not in scope:  # not relayed here already
-            route = self.engine.owner_named(request)
+            route, request = self.engine.route(request)
             if route is not None and await self.relay.serve(route, scope, body, receive, send):
                 return
         outcome = self.engine.handle(request)
@@ -119,30 +118,50 @@ class McpEndpoint:
         writer = CallWriter(call, send)
         handler_scope = trio.CancelScope()
         call.bind_cancel(handler_scope.cancel)
+        failed: list[Exception] = []
 
         async def watch() -> None:
-            """Client disconnects (modern: cancel the handler) and SSE keep-alives."""
-            while True:
-                with trio.move_on_after(KEEPALIVE_SECONDS):
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        writer.left()
-                        if call.era is Era.MODERN:
-                            handler_scope.cancel()
-                        return
-                    continue
-                if trio.current_time() - writer.last_write >= KEEPALIVE_SECONDS:
-                    await writer.keepalive()
+            """Client disconnects (modern: cancel the handler) and SSE keep-alives. It may run in
+            the watchers' sweeper's nursery, not this call's: its error is kept for the call."""
+            try:
+                while True:
+                    with trio.move_on_after(KEEPALIVE_SECONDS):
+                        message = await receive()
+                        if message["type"] == "http.disconnect":
+                            writer.left()
+                            if call.era is Era.MODERN:
+                                handler_scope.cancel()
+                            return
+                        continue
+                    if trio.current_time() - writer.last_write >= KEEPALIVE_SECONDS:
+                        await writer.keepalive()
+            except Exception as exc:
+                failed.append(exc)
+                handler_scope.cancel()
 
         response: dict[str, Any] | None = None
-        async with trio.open_nursery() as nursery:
-            key = self.watchers.add(nursery, watch)
+        watchers = self.watchers
+        if watchers.running:
+            # The usual case: a watcher, if the call outlives LateWatchers.after, runs in the
+            # sweeper's nursery, so the call opens none (a nursery per call cost about 12 µs and a
+            # schedule point; docs/architecture.md, "The nursery tree").
+            key = watchers.add(None, watch)
             try:
                 with handler_scope:
                     response = await call.run(writer)
             finally:
-                if self.watchers.remove(key):
-                    nursery.cancel_scope.cancel()
+                watchers.remove(key)
+        else:
+            async with trio.open_nursery() as nursery:
+                key = watchers.add(nursery, watch)
+                try:
+                    with handler_scope:
+                        response = await call.run(writer)
+                finally:
+                    if watchers.remove(key):
+                        nursery.cancel_scope.cancel()
+        if failed:
+            raise failed[0]
         await writer.finish(response, cancelled=handler_scope.cancelled_caught)
 
     # -- long-lived streams --------------------------------------------------------------------
