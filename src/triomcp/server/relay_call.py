@@ -17,6 +17,7 @@ disconnect, and cancels its own call), and resets it if the node stays silent af
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -112,21 +113,23 @@ async def _exchange(relay: Relay, node: Node, peer: str, headers: Headers, body:
         relay.answered(peer)
         kind = next((value for name, value in response.headers if name == b"content-type"), b"")
         if kind.startswith(b"text/event-stream"):
-            async for message in sse_messages(response):
-                if not isinstance(message, dict):
-                    continue
-                if "result" in message or "error" in message:
-                    return message
-                params = message.get("params")
-                if (on_progress is not None and message.get("method") == "notifications/progress"
-                        and isinstance(params, dict) and isinstance(params.get("progress"), int | float)):
-                    await on_progress(params["progress"], params.get("total"), params.get("message"))
+            async with contextlib.aclosing(sse_messages(response)) as messages:
+                async for message in messages:
+                    if not isinstance(message, dict):
+                        continue
+                    if "result" in message or "error" in message:
+                        return message
+                    params = message.get("params")
+                    if (on_progress is not None and message.get("method") == "notifications/progress"
+                            and isinstance(params, dict) and isinstance(params.get("progress"), int | float)):
+                        await on_progress(params["progress"], params.get("total"), params.get("message"))
             raise PeerError(f"{peer} ended its event stream without a response")
         data, limit = b"", node.settings.max_frame_bytes
-        async for chunk in response.chunks():
-            data += chunk
-            if len(data) > limit:
-                raise PeerError(f"{peer} answered more than {limit} bytes")
+        async with contextlib.aclosing(response.chunks()) as chunks:
+            async for chunk in chunks:
+                data += chunk
+                if len(data) > limit:
+                    raise PeerError(f"{peer} answered more than {limit} bytes")
     try:
         message = json.loads(data)
     except ValueError:
