@@ -43,6 +43,7 @@ call-level admission control as every call does.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ __all__ = ["MAX_SKIPPED_BODY", "RequestGate", "RequestGateStatistics", "never_ga
 _NEVER_GATED_LINES = tuple(f"{method} {path}{end}".encode() for method in ("GET", "HEAD")
                            for path in ("/healthz", "/readyz", "/metrics") for end in (" ", "?"))
 _OUTCOME_TOOLS = tuple(name.encode() for name in sorted(NEVER_REFUSED))
+_OUTCOME_PREFIX: bytes = os.path.commonprefix(_OUTCOME_TOOLS) or b""  # noqa: RUF071 (characters are what is meant)
+"""What every outcome tool's name starts with (``taskqueue_``): one scan of a request that names none."""
 
 
 def refusal_response(capacity: int, *, close: bool = True) -> bytes:
@@ -106,7 +109,8 @@ def one_whole_request(data: bytes) -> bool:
 
 def never_gated(data: bytes) -> bool:
     """Health, readiness and metrics requests, and requests naming a task's outcome tool."""
-    return data.startswith(_NEVER_GATED_LINES) or any(name in data for name in _OUTCOME_TOOLS)
+    return data.startswith(_NEVER_GATED_LINES) or (
+        _OUTCOME_PREFIX in data and any(name in data for name in _OUTCOME_TOOLS))
 
 
 @dataclass(frozen=True, slots=True)
