@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 import trio
 
+from triomcp.errors import Overloaded
 from triomcp.server.tools.taskqueue import (
     taskqueue_complete,
     taskqueue_fail,
@@ -58,12 +59,25 @@ RETRY_AFTER_SECONDS = 1
 Reason = Literal["capacity", "principal"]
 
 
+_MESSAGES = {
+    "capacity": "Server overloaded: {limit} MCP calls are in flight (http.max_calls_in_flight); retry after {retry} s",
+    "principal": "Too many calls in flight for this {who}: {limit} (http.max_calls_in_flight_per_principal); "
+                 "retry after {retry} s",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """Why a call was refused, and what the limit was."""
 
     reason: Reason
     limit: int
+
+    def error(self, *, who: str = "client", **data: Any) -> Overloaded:
+        """The -32010 error saying so (to an HTTP client, or with ``who="peer"`` to a peer; ``data``
+        adds to the error's ``reason`` and ``limit``)."""
+        message = _MESSAGES[self.reason].format(limit=self.limit, retry=RETRY_AFTER_SECONDS, who=who)
+        return Overloaded(message, data={"reason": self.reason, "limit": self.limit, **data})
 
 
 @dataclass(frozen=True, slots=True)

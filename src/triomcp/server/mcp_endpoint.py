@@ -24,7 +24,7 @@ from typing import Any
 import trio
 from starlette.types import Receive, Scope, Send
 
-from triomcp.errors import HttpError, Overloaded
+from triomcp.errors import HttpError
 from triomcp.mcp import jsonrpc
 from triomcp.mcp.engine import Engine
 from triomcp.mcp.outcomes import Call, HttpRequest, Listen, Reply, StreamGrant
@@ -42,17 +42,11 @@ log = logging.getLogger("triomcp.http")
 
 KEEPALIVE_SECONDS = 15.0
 _RETRY_AFTER = {"retry-after": str(RETRY_AFTER_SECONDS)}
-_REFUSED = {
-    "capacity": "Server overloaded: {limit} MCP calls are in flight (http.max_calls_in_flight); retry after {retry} s",
-    "principal": "Too many calls in flight for this client: {limit} (http.max_calls_in_flight_per_principal); "
-                 "retry after {retry} s",
-}
 
 
 def refused_reply(call: Call, refusal: Refusal) -> Reply:
     """503, ``Retry-After`` and JSON-RPC error -32010 (with the request's id) for a refused call."""
-    message = _REFUSED[refusal.reason].format(limit=refusal.limit, retry=RETRY_AFTER_SECONDS)
-    err = Overloaded(message, data={"reason": refusal.reason, "limit": refusal.limit})
+    err = refusal.error()
     return Reply(err.http_status, jsonrpc.error_response(call.request_id, err), _RETRY_AFTER)
 
 

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from triomcp.errors import MethodNotFound, NotAuthorized, Overloaded, ToolError
+from triomcp.errors import MethodNotFound, NotAuthorized, ToolError
 from triomcp.logs import REQUEST_ID, valid_request_id
 from triomcp.mcp import jsonrpc
 from triomcp.mcp.engine import Engine
@@ -54,10 +54,7 @@ class _FrameOutbound:
 
 def _refused(ident: Any, refusal: Refusal) -> dict[str, Any]:
     """-32010 for a call refused by the node's admission control (the code HTTP's 503 carries)."""
-    what = ("the node is full: {limit} MCP calls in flight (http.max_calls_in_flight)" if refusal.reason == "capacity"
-            else "too many calls in flight from this peer: {limit} (http.max_calls_in_flight_per_principal)")
-    err = Overloaded(f"{what.format(limit=refusal.limit)}; retry after {RETRY_AFTER_SECONDS} s",
-                     data={"reason": refusal.reason, "limit": refusal.limit, "retryAfter": RETRY_AFTER_SECONDS})
+    err = refusal.error(who="peer", retryAfter=RETRY_AFTER_SECONDS)  # no Retry-After header here: in the data
     return jsonrpc.error_response(ident if isinstance(ident, (str, int)) else None, err)
 
 
