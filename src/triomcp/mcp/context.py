@@ -108,8 +108,12 @@ class ToolContext:
         app_state: Any,
         may_become_task: bool = False,
         request_state_verified: bool = False,
+        http_headers: Mapping[str, str] | None = None,
     ) -> None:
         self.era = era
+        self.http_headers = http_headers
+        """The headers (lower-case names) of the HTTP request the call came in; None when it did not
+        come over HTTP (a peer's call over MCP over libp2p, a task's run)."""
         self.protocol_version = protocol_version
         self.request_id = request_id
         self.principal = principal

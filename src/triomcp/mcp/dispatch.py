@@ -125,4 +125,5 @@ class Dispatcher:
             era=req.era, protocol_version=req.version, request_id=req.id, principal=req.principal,
             client_capabilities=req.client_capabilities, outbound=outbound, progress_token=meta.get("progressToken"),
             log_level=log_level, input_responses=responses, session_id=req.session.id if req.session else None,
-            app_state=self.core.hooks.app_state, request_state_verified=verified)
+            app_state=self.core.hooks.app_state, request_state_verified=verified,
+            http_headers=req.headers or None)  # non-HTTP transports hand the engine no headers

@@ -29,7 +29,6 @@ from triomcp.errors import McpError
 from triomcp.mcp.context import ToolContext
 from triomcp.mcp.results import unwrap_tool_result
 from triomcp.mcp.routing import OwnerRoute
-from triomcp.server.call_writer import CallWriter
 from triomcp.server.relay import Relay
 from triomcp.server.relay_call import call_tool
 from triomcp.server.services import services_of
@@ -41,14 +40,9 @@ Out = TypeVar("Out", bound=BaseModel)
 
 
 def client_headers(ctx: ToolContext) -> Mapping[str, str] | None:
-    """The headers (lower-case names) of the HTTP request the call came in; None when it did not
-    come over HTTP (a peer's call over MCP over libp2p, a task's run): no client to act for.
-
-    The engine hands a tool no HTTP headers (``ToolContext`` has none); the HTTP transport's writer
-    for the call, its ``Outbound``, holds the request's. Read here, and only here, until the
-    context carries them itself."""
-    outbound = getattr(ctx, "_outbound", None)
-    return outbound.call.headers if isinstance(outbound, CallWriter) else None
+    """The headers of the HTTP request the call came in; None when it did not come over HTTP (a
+    peer's call over MCP over libp2p, a task's run): no client to act for."""
+    return ctx.http_headers
 
 
 def serving_relay(ctx: ToolContext) -> tuple[Relay, Mapping[str, str]] | None:
