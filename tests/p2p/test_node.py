@@ -251,3 +251,15 @@ async def test_closed_inbound_connections_do_not_use_up_the_node(tmp_path: Path)
             assert (await a.call(b.peer_id, "echo", {"value": "still here"}))["echo"] == "still here"
         assert limiter.borrowed_tokens >= 20  # the leak is still there: each closed connection kept its slot
         assert limiter.total_tokens - limiter.borrowed_tokens > 1_000_000  # and it cannot starve the node
+
+
+@pytest.mark.parametrize("raised", [ValueError("an error"), KeyboardInterrupt()], ids=["error", "interrupt"])
+async def test_what_the_body_of_an_open_node_raises_comes_out(tmp_path: Path, raised: BaseException) -> None:
+    """libp2p's ``host.run()`` swallows what its body raises: ``open_node`` raises it again once
+    the host has closed, BaseExceptions too (a swallowed ``pytest.fail`` made a check pass)."""
+    with pytest.raises(type(raised)):
+        async with node_in(tmp_path / "a"):
+            raise raised
+    with pytest.raises(pytest.fail.Exception, match="seen"):
+        async with node_in(tmp_path / "b"):
+            pytest.fail("seen")

@@ -5,8 +5,7 @@ The dialer sends ``{addrs}`` (its listen multiaddrs); the listener answers
 one frame each way. On an inbound connection libp2p knows only the dialer's ephemeral port, so a
 node tells its peers its listen addresses itself. The asker remembers every listed peer it hears
 of (``KnownPeers``) and dials them only while it has fewer than ``p2p.connections_low`` listed
-peers connected: connections stay bounded, and the others are dialed on demand
-(``Node.ensure_connected``).
+peers connected (connections stay bounded; the others are dialed on demand).
 
 A goodbye is the same first frame with ``{leaving: true}`` (the node is shutting down) or
 ``{trimming: true}`` (it is about to close this connection to stay within its limits); it is
@@ -157,12 +156,13 @@ class PeerExchange:
         finally:
             await close_quietly(stream)
 
-    async def ask(self, peer_id: str) -> list[str]:
+    async def ask(self, peer_id: str, *, dial: bool = True) -> list[str]:
         """Tell ``peer_id`` our addresses, learn its peers; remember the listed ones and dial them
-        while this node has fewer than ``connections_low`` listed peers; returns those dialed."""
+        while this node has fewer than ``connections_low`` listed peers; returns those dialed.
+        ``dial=False`` (refresh rounds): a peer gone since the round began is not dialed back."""
         node = self._node
         self.asks += 1
-        stream = await node._open_stream(peer_id, PEERS_PROTOCOL)
+        stream = await node._open_stream(peer_id, PEERS_PROTOCOL, dial=dial)
         try:
             with map_libp2p_errors(f"exchanging peers with {peer_id}"), trio.fail_after(node.settings.call_timeout):
                 await stream.write(encode_frame({"addrs": node.announced_addrs(ADDRS_PER_PEER)}))
@@ -288,7 +288,7 @@ class PeerExchange:
                 since = node.connected_since(peer)
                 asked[peer] = (since, now)
                 try:
-                    dialed = await self.ask(peer)
+                    dialed = await self.ask(peer, dial=False)
                     if dialed:
                         dialed_any = True
                         log.info("peer exchange with %s: connected to %d more peers", peer[:16], len(dialed))

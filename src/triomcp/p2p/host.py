@@ -209,9 +209,11 @@ async def _serving(new_node: Callable[[trio.Nursery], Node], listen: list[ma.Mul
             host.set_stream_handler(TProtocol(HTTP_PROTOCOL), node.serving(server.on_stream))
         host.get_network().register_notifee(_Notifee(node))  # type: ignore[arg-type]
         # libp2p's host.run() swallows exceptions raised in its body (its background-service
-        # manager does): keep the body's error and raise it again once run() has exited.
+        # manager does): keep the body's error and raise it again once run() has exited. That
+        # includes the BaseExceptions that are not errors of the program (KeyboardInterrupt,
+        # SystemExit, a test's failure or skip): swallowed, a failed check would pass.
         # Cancellation needs no such care: Trio re-delivers it at the next checkpoint.
-        failure: list[Exception] = []
+        failure: list[BaseException] = []
         async with host.run(listen):
             try:
                 if announce and gossip:  # work announcements (p2p/gossip.py): mounted before anyone is dialed
@@ -219,7 +221,9 @@ async def _serving(new_node: Callable[[trio.Nursery], Node], listen: list[ma.Mul
                 await _start_services(node, nursery, finds, announce=announce)
                 log.info("p2p node %s listening on %s", node.peer_id, ", ".join(node.listen_addrs()))
                 yield node
-            except Exception as exc:
+            except trio.Cancelled:
+                raise
+            except BaseException as exc:  # raised again below, once run() has exited
                 failure.append(exc)
             finally:
                 if node.gossip is not None:

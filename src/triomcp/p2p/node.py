@@ -33,6 +33,7 @@ and logic.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import secrets
@@ -77,6 +78,9 @@ __all__ = ["AUTHORIZED_FILE", "Node", "NodeStatistics"]
 log = logging.getLogger("triomcp.p2p")
 
 AUTHORIZED_FILE = "authorized_peers"
+
+_NO_DIAL: contextvars.ContextVar[bool] = contextvars.ContextVar("triomcp_no_dial", default=False)
+"""Set while a stream is opened only on an existing connection (``_open_stream(dial=False)``)."""
 """Who may call this node, in its data dir (``authz.py``)."""
 
 
@@ -168,6 +172,26 @@ class Node:
         """Is this node publicly reachable (``reachability.py``): its trusted peers dial it back."""
         self.hole_punch = HolePunch(self)
         """DCUtR for relayed connections to authorized peers (``holepunch.py``)."""
+        self._guard_dials()
+
+    def _guard_dials(self) -> None:
+        """libp2p's ``Swarm.new_stream`` dials a peer it has no connection to, whatever the caller
+        checked before: a peer that went between that check and the stream (a refresh round's peer
+        that disconnected, a stream opened while closing) would be dialed back. Its one dial
+        entry, ``dial_peer``, refuses while a stream is opened with ``dial=False`` or once closing
+        has begun. (That redial also met a py-libp2p race: the peer closing its side at that
+        moment kept the new connection open without listing it, so neither side ever closed it.)"""
+        swarm = self.host.get_network()
+        dial_peer = swarm.dial_peer
+
+        async def guarded(peer_id: ID) -> Any:
+            if _NO_DIAL.get():
+                raise PeerError(f"not connected to {peer_id}")
+            if self._closing:
+                raise PeerError(f"this node is closing: not dialing {peer_id}")
+            return await dial_peer(peer_id)
+
+        swarm.dial_peer = guarded  # type: ignore[method-assign]
 
     # -- identity and peers ---------------------------------------------------------------
     def listen_addrs(self) -> list[str]:
@@ -425,8 +449,12 @@ class Node:
                 raise PeerError(f"not connected to {peer_id}")
             await self.connections.dial_on_demand(peer_id, (), what="peer")
         pid = ID.from_base58(peer_id)
-        with map_libp2p_errors(f"opening {protocol} to {peer_id}"), trio.fail_after(self.settings.stream_timeout):
-            return await self.host.new_stream(pid, [TProtocol(protocol)])
+        token = _NO_DIAL.set(not dial)
+        try:
+            with map_libp2p_errors(f"opening {protocol} to {peer_id}"), trio.fail_after(self.settings.stream_timeout):
+                return await self.host.new_stream(pid, [TProtocol(protocol)])
+        finally:
+            _NO_DIAL.reset(token)
 
     async def ping(self, peer_id: str) -> float:
         """Round-trip time in seconds of one libp2p ping (32 random bytes echoed)."""
