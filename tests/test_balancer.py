@@ -45,6 +45,13 @@ def mesh3(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         yield c
 
 
+def _waits(c: Cluster) -> list[str]:
+    """Every live node's ``taskqueue_wait`` calls by outcome and era (what a failed count is read against)."""
+    return [f"{node.url}: {line}" for node in c.nodes if node.alive
+            for line in httpx.get(f"{node.url}/metrics", timeout=5).text.splitlines()
+            if line.startswith("triomcp_mcp_tool_calls_total{") and 'tool="taskqueue_wait"' in line]
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_sessions_calls_progress_elicitation_and_cancellation_through_the_balancer(
         mesh3: Cluster, mode: str) -> None:
@@ -60,8 +67,12 @@ async def test_sessions_calls_progress_elicitation_and_cancellation_through_the_
         return types.ElicitResult(action="accept", content={"username": "ada", "email": "ada@example.org"})
 
     cancelled_before = _metric(mesh3, "triomcp_mcp_tool_calls_total", tool="taskqueue_wait", outcome="cancelled")
+    waits_left = SESSIONS
+    waits_cancelled, waits_ended = trio.Event(), trio.Event()
+    counted: list[float] = []
 
     async def one_session(i: int) -> None:
+        nonlocal waits_left
         async with Client(f"{mesh3.url}/mcp", mode=mode, elicitation_callback=elicit) as client:
             for n in range(CALLS):
                 result = await client.call_tool("test_simple_text", {})
@@ -77,23 +88,35 @@ async def test_sessions_calls_progress_elicitation_and_cancellation_through_the_
             with trio.move_on_after(1.0):  # cancelled while it waits: the handler stops where it runs
                 await client.call_tool("taskqueue_wait", {"task_id": task_id, "timeout_s": 60})
                 failures.append(f"session {i}: the wait ended by itself")
+            waits_left -= 1
+            if not waits_left:
+                waits_cancelled.set()
+            # The task is cancelled only once every wait has ended where it ran: a wait that had not
+            # yet heard that its client left would end "ok", seeing its task end.
+            await waits_ended.wait()
             again = await client.call_tool("taskqueue_cancel", {"task_id": task_id})
             if again.is_error or again.structured_content["task"]["state"] != "cancelled":  # type: ignore[index]
                 failures.append(f"session {i} after the cancel: {again}")
 
+    async def count_cancelled_waits() -> None:
+        await waits_cancelled.wait()
+        for _ in range(50):  # every cancelled wait ended on the node that ran it (bounded: 5 s)
+            counted[:] = [_metric(mesh3, "triomcp_mcp_tool_calls_total", tool="taskqueue_wait", outcome="cancelled")
+                          - cancelled_before]
+            if counted[0] >= SESSIONS:
+                break
+            await trio.sleep(0.1)
+        waits_ended.set()
+
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(count_cancelled_waits)
             for i in range(SESSIONS):
                 nursery.start_soon(one_session, i)
     assert failures == []
     assert len(asked) == SESSIONS
     assert progress.count(100) == SESSIONS
-    for _ in range(50):  # every cancelled wait ended on the node that ran it (bounded: 5 s)
-        cancelled = _metric(mesh3, "triomcp_mcp_tool_calls_total", tool="taskqueue_wait", outcome="cancelled")
-        if cancelled - cancelled_before >= SESSIONS:
-            break
-        await trio.sleep(0.1)
-    assert cancelled - cancelled_before == SESSIONS
+    assert counted == [SESSIONS], _waits(mesh3)
 
 
 async def test_a_resumed_stream_and_a_get_stream_notification_in_a_legacy_session(mesh3: Cluster) -> None:
