@@ -78,10 +78,10 @@ __all__ = ["AUTHORIZED_FILE", "Node", "NodeStatistics"]
 log = logging.getLogger("triomcp.p2p")
 
 AUTHORIZED_FILE = "authorized_peers"
+"""Who may call this node, in its data dir (``authz.py``)."""
 
 _NO_DIAL: contextvars.ContextVar[bool] = contextvars.ContextVar("triomcp_no_dial", default=False)
 """Set while a stream is opened only on an existing connection (``_open_stream(dial=False)``)."""
-"""Who may call this node, in its data dir (``authz.py``)."""
 
 
 @dataclass(frozen=True)
