@@ -6,9 +6,9 @@ One peer id per line, optionally followed by a label, optionally preceded by opt
     12D3KooWQeXUU4zsCapeoMmAcCMxN9HAMrAj2PaiyPYaGtG6vB3K  worker-2 (rack 4)
     delegate 12D3KooWRphAC3iqnT5r9ovKNpmrov1e4kRF14Q82TvqZts6j2ru  front-1 (vouches for its callers)
 
-The principal is the peer id that Noise authenticated; a peer not listed gets
-"not authorized" for every request and nothing changes. The file is re-read
-when it changes (its mtime), so ``triomcp peers authorize`` takes effect at once.
+The principal is the peer id that Noise authenticated; a peer not listed gets "not authorized" for
+every request and nothing changes. The file is re-read when it changes (its mtime, looked at at most
+once a second), so an edit takes effect at once; :attr:`AuthorizedPeers.on_revoked` hears who left.
 
 Forwarded requests (docs/security.md, "Forwarding and delegation"). A node that calls a peer
 for one of its own callers names that caller in ``_meta`` (``triomcp/onBehalfOf``); the peer's
@@ -33,18 +33,8 @@ from libp2p.peer.id import ID
 
 from triomcp.errors import ConfigError
 
-__all__ = [
-    "DELEGATE",
-    "MAX_FORWARDING_HOPS",
-    "AuthorizedPeers",
-    "Entry",
-    "callers_named",
-    "forwarding_refusal",
-    "on_behalf_of",
-    "parse_line",
-    "peer_principal",
-    "validate_peer_id",
-]
+__all__ = ["DELEGATE", "MAX_FORWARDING_HOPS", "AuthorizedPeers", "Entry", "callers_named", "forwarding_refusal",
+           "on_behalf_of", "parse_line", "peer_principal", "validate_peer_id"]
 
 DELEGATE = "delegate"
 """The option that lets a peer act for others: this node takes its word for whom it forwards."""
@@ -192,6 +182,9 @@ class AuthorizedPeers:
         self._mtime: float | None = None
         self._checked_at = -1.0
         self._entries: dict[str, Entry] = {}
+        self.on_revoked: list[Callable[[str], None]] = []
+        """Told each peer id that leaves the file (``revoke``, or an edit seen on a re-read) and is no
+        local identity; called from :meth:`is_authorized` and the like: it must not raise or block."""
 
     def _reload(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -202,7 +195,7 @@ class AuthorizedPeers:
         try:
             mtime = self.path.stat().st_mtime
         except FileNotFoundError:
-            self._entries, self._mtime = {}, None
+            self._replace({}, None)
             return
         if mtime == self._mtime and not force:
             return
@@ -214,7 +207,14 @@ class AuthorizedPeers:
                 raise ConfigError(f"{self.path}:{number}: {exc}") from None
             if entry is not None:
                 entries[entry.peer_id] = entry
+        self._replace(entries, mtime)
+
+    def _replace(self, entries: dict[str, Entry], mtime: float | None) -> None:
+        gone = sorted(self._entries.keys() - entries.keys() - self.always)
         self._entries, self._mtime = entries, mtime
+        for peer_id in gone:
+            for listener in list(self.on_revoked):
+                listener(peer_id)
 
     def _load_local_keys(self) -> None:
         for key in [k for k in self.local_keys if k.exists()]:

@@ -152,12 +152,16 @@ async def open_node(
     http_app: AsgiApp | None = None,
     http_max_body_bytes: int = 1024 * 1024,
     gossip: bool = True,
+    key_pair: KeyPair | None = None,
 ) -> AsyncIterator[Node]:
     """Start a node, yield it once it listens, close it on the way out (before any cancel).
 
-    ``gossip``: mount the work topic (``p2p/gossip.py``) on a node that announces itself."""
+    ``gossip``: mount the work topic (``p2p/gossip.py``) on a node that announces itself.
+    ``key_pair``: the node's identity, as the caller already read it (the server reads it once, for
+    the owner tag of its ids too); without one, ``identity_file`` in ``data_dir`` is read or created."""
     await trio.to_thread.run_sync(lambda: data_dir.mkdir(mode=0o700, parents=True, exist_ok=True))
-    key_pair = await trio.to_thread.run_sync(load_or_create_identity, data_dir / identity_file)
+    if key_pair is None:
+        key_pair = await trio.to_thread.run_sync(load_or_create_identity, data_dir / identity_file)
     local_keys = [data_dir / f for f in (CLI_IDENTITY_FILE, FRONTEND_IDENTITY_FILE) if f != identity_file]
     authorized = AuthorizedPeers(data_dir / AUTHORIZED_FILE, local_keys=local_keys)
     try:

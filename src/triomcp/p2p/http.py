@@ -5,7 +5,9 @@ request after another (keep-alive), never two at once. The server half, which ru
 for a peer's requests, is :mod:`triomcp.p2p.http_serve`.
 
 :class:`HttpStreams` sends one request to a peer and hands the response on as it arrives
-(:class:`Response`), over a stream kept from an earlier request when one is idle.
+(:class:`Response`), over a stream kept from an earlier request when one is idle. A peer's idle
+streams are dropped (:meth:`HttpStreams.drop`) when a fresh stream to it fails, and when this node
+revokes it (the server's lifespan wires ``AuthorizedPeers.on_revoked`` to it).
 
 Rules both halves keep:
 
@@ -126,6 +128,8 @@ class HttpStreams:
     def __init__(self, open_stream: Callable[[str], Awaitable[Stream]], *, write_timeout: float) -> None:
         self._open = open_stream
         self._idle: dict[str, list[_Pooled]] = {}
+        self._drops: dict[str, int] = {}
+        """Times each peer's streams were dropped: a stream taken before a drop is not kept after."""
         self.write_timeout = write_timeout
         self.opened = 0
         """Streams opened so far (pooled streams are reused: this grows slower than requests)."""
@@ -154,6 +158,7 @@ class HttpStreams:
         body ended resets it too; a stream whose exchange ended cleanly goes back to the pool."""
         head = [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP]
         head.append((b"content-length", str(len(body)).encode()))
+        drops = self._drops.get(peer_id, 0)
         for attempt in (1, 2):
             pooled, reused = await self._take(peer_id, fresh=attempt == 2)
             conn, stream = pooled.conn, pooled.stream
@@ -168,6 +173,7 @@ class HttpStreams:
                 await reset(stream)
                 if reused and attempt == 1 and not abandoned():  # the peer closed an idle stream: once more
                     continue
+                await self._failed(peer_id, abandoned())
                 raise PeerError(f"HTTP over libp2p to {peer_id}: {exc}") from None
             except BaseException:
                 await reset(stream)
@@ -177,6 +183,7 @@ class HttpStreams:
                 continue
             if not isinstance(event, h11.Response):
                 await reset(stream)
+                await self._failed(peer_id, abandoned())
                 raise PeerError(f"HTTP over libp2p to {peer_id}: the stream ended before a response")
             break
         response = Response(event.status_code, [(bytes(k), bytes(v)) for k, v in event.headers], conn, stream)
@@ -184,7 +191,8 @@ class HttpStreams:
             yield response
         finally:
             with trio.CancelScope(shield=True):
-                if response._finished and conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+                kept = self._drops.get(peer_id, 0) == drops  # not dropped meanwhile (revoked, say)
+                if kept and response._finished and conn.our_state is h11.DONE and conn.their_state is h11.DONE:
                     conn.start_next_cycle()
                     pool = self._idle.setdefault(peer_id, [])
                     if len(pool) < IDLE_STREAMS_PER_PEER:
@@ -193,6 +201,22 @@ class HttpStreams:
                         await close_quietly(stream)
                 else:  # abandoned: the peer reads the end (a reset can break the connection's teardown)
                     await close_quietly(stream)
+
+    def idle(self, peer_id: str) -> int:
+        """Streams kept for ``peer_id``, waiting for a request."""
+        return len(self._idle.get(peer_id, ()))
+
+    async def _failed(self, peer_id: str, abandoned: bool) -> None:
+        """A request failed on a fresh stream (or after a retry): the peer is gone or refuses this
+        node (it revoked it, say), so the streams kept for it are of no use either."""
+        if not abandoned:
+            await self.drop(peer_id)
+
+    async def drop(self, peer_id: str) -> None:
+        """Close the idle streams kept for ``peer_id``; those carrying a request are closed once it ends."""
+        self._drops[peer_id] = self._drops.get(peer_id, 0) + 1
+        for pooled in self._idle.pop(peer_id, []):
+            await close_quietly(pooled.stream)
 
     async def aclose(self) -> None:
         for pool in self._idle.values():

@@ -9,6 +9,11 @@ disconnect. One task reads the stream for its whole life and is never cancelled 
 server closes its side and waits for the peer to close its own, resetting the stream only if
 the peer does not within the idle timeout.
 
+The peer's authorization is checked when the stream opens, and again for every request and before
+every write of a response: a peer revoked since it opened a stream (one kept in its pool) has its
+next request refused as a stream is at its open, closed unanswered, and a response still being
+sent to it ends there (as if it had disconnected).
+
 Bounds: heads 64 KiB, a request body ``max_body_bytes`` (413), the body ``head_timeout`` after
 its head, an idle stream closed after ``head_timeout`` x 6.
 """
@@ -66,7 +71,8 @@ class HttpServer:
             counted = True
             batch_window_updates(stream)
             await serve_http(stream, self.app, peer_id=peer_id, max_body_bytes=self.max_body_bytes,
-                             head_timeout=self.timeout, write_timeout=self.timeout)
+                             head_timeout=self.timeout, write_timeout=self.timeout,
+                             authorized=lambda: self.authorized(peer_id))
         except Exception:
             log.exception("HTTP stream handler failed")
         finally:
@@ -103,14 +109,16 @@ class _Incoming:
 
 
 async def serve_http(stream: Stream, app: AsgiApp, *, peer_id: str, max_body_bytes: int,
-                     head_timeout: float, write_timeout: float) -> None:
-    """Serve the requests a peer sends on ``stream`` with ``app`` until the stream ends."""
+                     head_timeout: float, write_timeout: float,
+                     authorized: Callable[[], bool] = lambda: True) -> None:
+    """Serve the requests a peer sends on ``stream`` with ``app`` until the stream ends, or until
+    ``authorized()`` turns false (asked before each request and each write of a response)."""
     incoming = _Incoming(stream)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(incoming.read_all)
         try:
             await _serve(incoming, app, peer_id=peer_id, max_body_bytes=max_body_bytes, head_timeout=head_timeout,
-                         write_timeout=write_timeout)
+                         write_timeout=write_timeout, authorized=authorized)
         finally:
             await close_quietly(stream)
             with trio.move_on_after(head_timeout * 6) as waited:  # the peer reads what was sent, then closes
@@ -120,7 +128,7 @@ async def serve_http(stream: Stream, app: AsgiApp, *, peer_id: str, max_body_byt
 
 
 async def _serve(incoming: _Incoming, app: AsgiApp, *, peer_id: str, max_body_bytes: int, head_timeout: float,
-                 write_timeout: float) -> None:
+                 write_timeout: float, authorized: Callable[[], bool]) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
     stream = incoming.stream
     try:
@@ -130,12 +138,16 @@ async def _serve(incoming: _Incoming, app: AsgiApp, *, peer_id: str, max_body_by
                 event = await incoming.next_event(conn)
             if not isinstance(event, h11.Request):
                 return  # idle, closed, or something other than a request
+            if not authorized():  # revoked since the stream opened: closed unanswered, as at its open
+                log.info("peer %s: refused an HTTP request: no longer authorized", peer_id[:16])
+                return
             with trio.fail_after(head_timeout):
                 body = await _read_body(conn, incoming, max_body_bytes)
             if body is None:
                 await write_all(stream, _simple(conn, 413, b"request body too large"), write_timeout)
                 return
-            await _run_one(conn, incoming, app, event, body, peer_id=peer_id, write_timeout=write_timeout)
+            await _run_one(conn, incoming, app, event, body, peer_id=peer_id, write_timeout=write_timeout,
+                           authorized=authorized)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
@@ -198,7 +210,7 @@ def _scope(request: h11.Request, peer_id: str) -> Scope:
 
 
 async def _run_one(conn: h11.Connection, incoming: _Incoming, app: AsgiApp, request: h11.Request, body: bytes, *,
-                   peer_id: str, write_timeout: float) -> None:
+                   peer_id: str, write_timeout: float, authorized: Callable[[], bool]) -> None:
     stream = incoming.stream
     body_given = False
 
@@ -213,6 +225,8 @@ async def _run_one(conn: h11.Connection, incoming: _Incoming, app: AsgiApp, requ
     async def send(message: Message) -> None:
         if incoming.ended.is_set():
             raise OSError("the peer closed the stream")
+        if not authorized():  # revoked meanwhile: what is left of the response is not sent
+            raise OSError("the peer is no longer authorized")
         if message["type"] == "http.response.start":
             out = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", [])]
             data = conn.send(h11.Response(status_code=message["status"], headers=out))
@@ -231,7 +245,7 @@ async def _run_one(conn: h11.Connection, incoming: _Incoming, app: AsgiApp, requ
         await app(_scope(request, peer_id), receive, send)
     except OSError as exc:
         log.debug("a request from %s: %s", peer_id[:16], exc)
-    if conn.our_state is h11.SEND_RESPONSE:  # the app sent nothing at all
+    if conn.our_state is h11.SEND_RESPONSE and authorized():  # the app sent nothing at all
         await write_all(stream, _simple(conn, 500, b"no response"), write_timeout)
     elif conn.our_state is h11.SEND_BODY:  # the app ended without its last chunk
         conn.send_failed()

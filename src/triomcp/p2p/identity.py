@@ -24,13 +24,17 @@ FRONTEND_IDENTITY_FILE = "identity-frontend.key"
 
 
 def load_or_create_identity(path: Path) -> KeyPair:
-    """Load the key at ``path``, or create one (mode 0600, written atomically)."""
+    """Load the key at ``path``, or create one (mode 0600, written atomically; its directory, the
+    data dir, 0700 when this creates it).
+
+    A node reads its identity once per start (``build_services`` keeps it; ``open_node`` takes it
+    as ``key_pair``), so the owner tag of the ids it mints and its peer id come from one key."""
     if path.exists():
         try:
             return load_identity(path)
         except ValueError as exc:
             raise ConfigError(f"the identity file {path} is corrupt: {exc}; restore it from a backup") from exc
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     key_pair = create_new_key_pair()
     tmp = path.with_suffix(".tmp")
     save_identity(key_pair, tmp)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sniffio
 import trio
@@ -43,6 +43,9 @@ from triomcp.server.tools import register_builtin_tools
 from triomcp.server.upstream import LocalNodeForwarder
 from triomcp.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from libp2p.crypto.keys import KeyPair
+
 __all__ = ["NOT_TRIO_MESSAGE", "build_services", "create_app"]
 
 log = logging.getLogger("triomcp.server")
@@ -54,7 +57,7 @@ NOT_TRIO_MESSAGE = (
 )
 
 
-def _engine_config(settings: Settings) -> EngineConfig:
+def _engine_config(settings: Settings, key_pair: KeyPair | None) -> EngineConfig:
     key = settings.mcp.request_state_key
     return EngineConfig(
         server_name="triomcp",
@@ -64,16 +67,17 @@ def _engine_config(settings: Settings) -> EngineConfig:
         replay_buffer_events=settings.mcp.replay_buffer_events,
         page_size=settings.mcp.page_size,
         request_state_key=key.get_secret_value().encode() if key else None,
-        owner_tag=node_owner_tag(settings),
+        owner_tag=owner_tag(peer_id_of(key_pair)) if key_pair is not None else "",
     )
 
 
-def node_owner_tag(settings: Settings) -> str:
-    """The tag in front of the ids this node mints (:mod:`triomcp._owner`): from its peer id, when it
-    runs a libp2p node of its own; none without one (nothing to route to)."""
+def node_identity(settings: Settings) -> KeyPair | None:
+    """The identity of this process's libp2p node, read (or created) here, once per start, when it
+    runs one of its own; None without one. The owner tag in front of the ids it mints
+    (:mod:`triomcp._owner`) and the node's peer id both come from it: they cannot disagree."""
     if not settings.p2p.enabled or settings.p2p.mode != "embedded":
-        return ""
-    return owner_tag(peer_id_of(load_or_create_identity(settings.data_dir / IDENTITY_FILE)))
+        return None
+    return load_or_create_identity(settings.data_dir / IDENTITY_FILE)
 
 
 def build_services(settings: Settings, *, configure: Callable[[Registry], None] | None = None) -> Services:
@@ -90,7 +94,7 @@ def build_services(settings: Settings, *, configure: Callable[[Registry], None] 
         conformance.register(registry)
     if configure is not None:
         configure(registry)
-    services = Services(settings=settings)
+    services = Services(settings=settings, key_pair=node_identity(settings))
     services.metrics = Metrics()
     services.auth = Authenticator(settings.auth, settings.data_dir)
     backend = None
@@ -102,7 +106,7 @@ def build_services(settings: Settings, *, configure: Callable[[Registry], None] 
     hooks = EngineHooks(app_state=services, tasks=backend, forward=forward,
                         observe_call=services.metrics.observe_tool_call,
                         guard_tool=services.auth.tool_guard if services.auth.enabled else None)
-    services.engine = Engine(registry, _engine_config(settings), hooks=hooks)
+    services.engine = Engine(registry, _engine_config(settings, services.key_pair), hooks=hooks)
     services.metrics.watch(services)
     return services
 

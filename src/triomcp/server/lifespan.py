@@ -1,7 +1,8 @@
 """The lifespan's services, started in order in one nursery and stopped in reverse.
 
-Start: session sweeper -> task queue (+ lease maintenance) -> libp2p node -> local
-workers -> mesh workers -> ready. Stop: not ready, long-lived streams end ->
+Start: session sweeper -> task queue (+ lease maintenance) -> libp2p node (with the identity
+``build_services`` read, which gave the engine's ids their owner tag) -> local workers -> mesh
+workers -> ready. Stop: not ready, long-lived streams end ->
 workers cancelled (each running task's lease is released, the node still up for
 remote ones) -> the libp2p host closed -> everything else cancelled -> the queue
 database closed.
@@ -16,6 +17,8 @@ from typing import Any
 
 import trio
 
+from triomcp._owner import owner_tag
+from triomcp.errors import ConfigError
 from triomcp.p2p import open_node
 from triomcp.server.mcp_tasks import MCP_TOOL_CALL
 from triomcp.server.mesh import MeshScheduler
@@ -62,8 +65,21 @@ async def _maybe_node(services: Services) -> AsyncIterator[Any]:
         return
     async with open_node(settings.p2p, settings.data_dir, frame_handler=PeerMcpHandler(
             services.engine, node=lambda: services.node, admission=services.admission), http_app=services.http_app,
-            http_max_body_bytes=settings.http.max_body_bytes) as node:
-        yield node
+            http_max_body_bytes=settings.http.max_body_bytes, key_pair=services.key_pair) as node:
+        tag = services.engine.config.owner_tag
+        if tag and tag != owner_tag(node.peer_id):  # an engine built with another identity than the node's
+            raise ConfigError(f"the engine mints ids for owner tag {tag!r}, but this node is {node.peer_id} "
+                              "(build the services with build_services, which reads the identity once)")
+        async with trio.open_nursery() as drops:
+
+            def revoked(peer_id: str) -> None:  # the streams this node keeps for it are closed now
+                drops.start_soon(node.http.drop, peer_id)
+
+            node.authorized.on_revoked.append(revoked)
+            try:
+                yield node
+            finally:
+                node.authorized.on_revoked.remove(revoked)
 
 
 @contextlib.asynccontextmanager

@@ -21,6 +21,8 @@ from triomcp.server.seams import MeshNode, WorkQueue
 from triomcp.settings import Settings
 
 if TYPE_CHECKING:  # admission names the task tools, which import this module
+    from libp2p.crypto.keys import KeyPair
+
     from triomcp.server.admission import Admission
     from triomcp.server.http_gate import RequestGate
     from triomcp.server.relay import Relay
@@ -37,6 +39,9 @@ class Services:
     ready: bool = False
     stopping: trio.Event = field(default_factory=trio.Event)
     """Set when the node begins to drain: long-lived streams end, readiness turns false."""
+    key_pair: KeyPair | None = None
+    """The node's identity, read once by ``build_services`` (embedded p2p only): the owner tag of
+    the engine's ids comes from it, and the lifespan starts the libp2p node with it."""
     node: MeshNode | None = None
     """The libp2p node (``triomcp.p2p.Node``) once started, when p2p is enabled."""
     queue: WorkQueue | None = None
