@@ -103,3 +103,9 @@ class QueueStatistics:
     lease_expiries: int = 0
     retries: int = 0
     dead_letters: int = 0
+    database_jobs: int = 0
+    """Trips to the database thread (:mod:`triomcp.taskqueue.database`)."""
+    commits: int = 0
+    """Transactions committed: one fsync each with ``synchronous=FULL``."""
+    committed_changes: int = 0
+    """Changes in those transactions (group commit: several per commit under load)."""

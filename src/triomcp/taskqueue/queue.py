@@ -146,8 +146,10 @@ class TaskQueue:
 
     def statistics(self) -> QueueStatistics:
         by_state = {state: count for state, count in self._by_state.items() if count}
+        db = self._db.statistics()
         return QueueStatistics(by_state=by_state, submitted=self._submitted, lease_expiries=self._expiries,
-                               retries=self._retries, dead_letters=self._dead)
+                               retries=self._retries, dead_letters=self._dead, database_jobs=db.jobs,
+                               commits=db.commits, committed_changes=db.changes)
 
     # -- workers' side -------------------------------------------------------------------------
     async def claim(self, holder: str, task_types: Sequence[str] | None, *,

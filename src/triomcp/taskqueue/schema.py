@@ -3,12 +3,15 @@
 The schema is versioned with ``PRAGMA user_version`` and migrated forward at open, one
 transaction per migration. A column is listed once, in :data:`COLUMNS`; the INSERT, the
 SELECT and the UPDATE of the columns a transition may change are built from it, and each
-column is encoded and decoded by one rule (:func:`encode`, :func:`decode`).
+column is encoded and decoded by one rule (:func:`encode`, :func:`decode`), applied only to the
+columns that have one (the others are stored as they are: the conversion runs for every row the
+queue reads or writes, in the database thread).
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -119,20 +122,41 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def encode(task: Task, columns: Sequence[str] = COLUMNS) -> tuple[Any, ...]:
-    """The values of ``columns`` of ``task``, as stored (for :data:`INSERT`)."""
-    return tuple(_ENCODERS.get(column, _same)(getattr(task, column)) for column in columns)
+def _codec(columns: Sequence[str], rules: dict[str, Callable[[Any], Any]]) -> list[tuple[int, Callable[[Any], Any]]]:
+    """The positions in ``columns`` that have a rule, with it (every other column is stored as is)."""
+    return [(i, rules[column]) for i, column in enumerate(columns) if column in rules]
+
+
+_READ_ALL = operator.attrgetter(*COLUMNS)
+_READ_MUTABLE = operator.attrgetter(*MUTABLE)
+_ENCODE_ALL = _codec(COLUMNS, _ENCODERS)
+_ENCODE_MUTABLE = _codec(MUTABLE, _ENCODERS)
+_DECODE = _codec(COLUMNS, _DECODERS)
+
+
+def encode(task: Task) -> tuple[Any, ...]:
+    """The values of every column of ``task``, as stored (for :data:`INSERT`)."""
+    values = list(_READ_ALL(task))
+    for i, rule in _ENCODE_ALL:
+        values[i] = rule(values[i])
+    return tuple(values)
 
 
 def update_args(task: Task) -> tuple[Any, ...]:
     """The parameters of :data:`UPDATE` for ``task``."""
-    return (*encode(task, MUTABLE), task.id)
+    values = list(_READ_MUTABLE(task))
+    for i, rule in _ENCODE_MUTABLE:
+        values[i] = rule(values[i])
+    values.append(task.id)
+    return tuple(values)
 
 
 def decode(row: Sequence[Any]) -> Task:
     """The task of a row read with :data:`SELECT`."""
-    values = {column: _DECODERS.get(column, _same)(value) for column, value in zip(COLUMNS, row, strict=True)}
-    return Task(**values)
+    values = list(row)
+    for i, rule in _DECODE:
+        values[i] = rule(values[i])
+    return Task(**dict(zip(COLUMNS, values, strict=True)))
 
 
 def migrate(db: sqlite3.Connection, path: Path) -> None:

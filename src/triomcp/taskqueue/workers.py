@@ -110,9 +110,18 @@ async def run_one(source: TaskSource, lease: Lease, handler: Handler, *, renew_e
     handler_scope = trio.CancelScope()
     why_stopped: list[str] = []
 
-    async def keep_lease() -> None:
+    async def guard() -> None:
+        """Renew the lease every ``renew_every``; stop the handler when a cancel is requested (the local
+        queue says so at once) or the lease is lost. One task for both: it is started for every task run."""
+        wait_cancel = getattr(source, "wait_cancel_requested", None)
         while True:
-            await trio.sleep(renew_every)
+            with trio.move_on_after(renew_every):
+                if wait_cancel is None:
+                    await trio.sleep_forever()
+                await wait_cancel(task.id)
+                why_stopped.append("cancelled")
+                handler_scope.cancel()
+                return
             try:
                 renewed = await source.renew(task.id, token)
             except LeaseLost:
@@ -127,20 +136,11 @@ async def run_one(source: TaskSource, lease: Lease, handler: Handler, *, renew_e
                 handler_scope.cancel()
                 return
 
-    async def watch_cancel() -> None:
-        waiter = getattr(source, "wait_cancel_requested", None)
-        if waiter is None:
-            await trio.sleep_forever()
-        await waiter(task.id)
-        why_stopped.append("cancelled")
-        handler_scope.cancel()
-
     outcome: Outcome = None
     stopping = False
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(keep_lease)
-            nursery.start_soon(watch_cancel)
+            nursery.start_soon(guard)
             with handler_scope:
                 outcome = await _run_handler(handler, task, TaskContext(task, source, token))
             nursery.cancel_scope.cancel()
