@@ -130,6 +130,13 @@ class RelaySettings(_Section):
     """``service``: seconds a reservation lasts; its holder refreshes it before it expires (at 3/4)."""
     max_circuits_per_peer: int = Field(default=16, gt=0)
     """``service``: relayed connections open at once to one peer holding a reservation."""
+    max_reservations_per_source: int = Field(default=16, gt=0)
+    """``service``: reservations held at once by peers that reserved from one IPv4 address or IPv6
+    /64; more are refused (RESOURCE_LIMIT_EXCEEDED), so one source cannot take every slot. Machines
+    behind one NAT share a source: raise it for a network with more nodes than this behind one address."""
+    max_circuits_per_source: int = Field(default=64, gt=0)
+    """``service``: relayed connections (HOP streams) open at once from one IPv4 address or IPv6 /64;
+    more are refused (RESOURCE_LIMIT_EXCEEDED)."""
     circuit_duration: int = Field(default=3600, gt=0)
     """``service``: seconds a relayed connection may last; then it is reset (the peers dial again on demand)."""
     circuit_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
@@ -182,6 +189,11 @@ class P2PSettings(_Section):
     peer_exchange: bool = True
     """Ask connected authorized peers for their authorized peers and dial those this node
     authorizes too: from one bootstrap address, the mesh fills in."""
+    mesh_name: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9._-]*$")
+    """The mesh this node belongs to (letters, digits, ``.``, ``_``, ``-``; empty: the unnamed mesh).
+    Peer exchange runs only between nodes of the same name: nodes of different meshes that share
+    a relay or a bootstrap node never learn of each other's peers. Any one bootstrap address of a
+    mesh is enough to find the rest of it."""
     mdns: bool = False
     """Discover peers on the local network by mDNS (starts zeroconf threads; off by default) and dial
     the ones listed in ``authorized_peers``. Needs ``listen`` on an interface address (not 0.0.0.0)."""

@@ -60,6 +60,7 @@ def test_relay_settings_are_off_by_default_and_checked() -> None:
     relay = P2PSettings().relay
     assert relay.service is False and relay.use == [] and relay.use_bootstrap is False
     assert relay.max_reservations > 0 and relay.circuit_duration > 0 and relay.circuit_bytes > 0
+    assert 0 < relay.max_reservations_per_source < relay.max_reservations and relay.max_circuits_per_source > 0
     with pytest.raises(ValidationError, match="not a /p2p-circuit address"):
         RelaySettings(use=[f"/ip4/1.2.3.4/tcp/1/p2p/{R}/p2p-circuit/p2p/{D}"])
     with pytest.raises(ValidationError, match="ending in /p2p/<relay id>"):
@@ -232,3 +233,47 @@ async def test_a_relayed_connection_over_its_byte_limit_is_reset_and_the_next_ca
         with trio.fail_after(20):  # a fresh relayed connection, with a fresh budget
             await a.connect(relayed)
             assert (await a.call(b.peer_id, "echo", {"value": "again"}))["echo"] == "again"
+
+
+async def test_one_source_address_gets_only_its_share_of_the_reservations(tmp_path: Path) -> None:
+    """Every node here connects from 127.0.0.1: one source. With one reservation per source, B's
+    slot (refreshed meanwhile) leaves none for C, though R has room for more."""
+    relay = {"service": True, "max_reservations_per_source": 1, "reservation_ttl": 2}
+    async with (node_in(tmp_path / "r", relay=relay, peer_exchange=False) as r,
+                node_in(tmp_path / "b", relay={"use": [r.listen_addrs()[0]]}, peer_exchange=False) as b):
+        authorize(r, b)
+        await until(b, lambda: reserved(b), "B's reservation")
+        assert r.circuits.statistics().by_source == {"127.0.0.1": 1}
+        async with node_in(tmp_path / "c", relay={"use": [r.listen_addrs()[0]]}, peer_exchange=False) as c:
+            authorize(r, c)
+            await until(c, lambda: c.relay_status()["reservations"][0]["state"] == "refused", "C refused")
+            done = b.relay_status()["reservations"][0]["reservations"]
+            await until(b, lambda: b.relay_status()["reservations"][0]["reservations"] >= done + 2, "B's refreshes")
+            assert list(r.circuits.reservations_held()) == [b.peer_id] and reserved(c) == []
+            assert r.circuits.statistics().source_refused >= 1
+
+
+async def test_one_source_address_gets_only_its_share_of_the_circuits(tmp_path: Path) -> None:
+    """With one HOP stream per source, A's relayed connection to B leaves none for C (also from
+    127.0.0.1) until A's closes."""
+    async with (node_in(tmp_path / "r", relay={"service": True, "max_circuits_per_source": 1},
+                        peer_exchange=False) as r,
+                node_in(tmp_path / "b", relay={"use": [r.listen_addrs()[0]]}, peer_exchange=False) as b,
+                node_in(tmp_path / "a", peer_exchange=False) as a, node_in(tmp_path / "c", peer_exchange=False) as c):
+        authorize(r, a, b, c)
+        authorize(b, a, c)
+        (relayed,) = await until(b, lambda: reserved(b), "B's reservation")
+        await until(r, lambda: r.circuits.statistics().hop_streams == 0, "B's RESERVE stream to close on R")
+        with trio.fail_after(20):
+            await a.connect(relayed)
+            assert (await a.call(b.peer_id, "echo", {"value": "a"}))["echo"] == "a"
+            refused = r.circuits.statistics().source_refused
+            with pytest.raises(PeerError):
+                await c.connect(relayed)
+            assert r.circuits.statistics().source_refused == refused + 1
+            assert not c.is_connected(b.peer_id)
+        await a.host.disconnect(ID.from_base58(b.peer_id))  # A's circuit closes: the slot is free again
+        await until(r, lambda: r.circuits.statistics().hop_streams == 0, "A's circuit to close on R")
+        with trio.fail_after(20):
+            await c.connect(relayed)
+            assert (await c.call(b.peer_id, "whoami", {}))["peer_id"] == c.peer_id

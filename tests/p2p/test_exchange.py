@@ -1,14 +1,24 @@
-"""The peer exchange's framing (``/triomcp/peers/1.0.0``: one frame each way) over a memory stream.
-The exchange itself, between real nodes, is in ``test_node.py``."""
+"""The peer exchange (``/triomcp/peers/1.0.0``: one frame each way): its framing over a memory
+stream; between real nodes on 127.0.0.1, discovery from one bootstrap address and mesh names
+(more of the exchange between real nodes is in ``test_node.py`` and ``test_connections.py``).
+No sleeps: waits wake on connection events, under a ``trio.fail_after``."""
 
 from __future__ import annotations
 
-import trio
+import contextlib
+from pathlib import Path
 
+import pytest
+import trio
+from pydantic import ValidationError
+
+from tests.p2p.conftest import node_in
 from tests.p2p.streams import stream_pair
+from tests.p2p.test_connections import mesh_dirs, until
 from triomcp.errors import PeerError
 from triomcp.p2p.exchange import read_one_frame
 from triomcp.p2p.framing import encode_frame
+from triomcp.settings import P2PSettings
 
 
 async def test_read_one_frame_over_a_memory_stream() -> None:
@@ -26,3 +36,73 @@ async def test_read_one_frame_over_a_memory_stream() -> None:
                 assert await read_one_frame(mine, 1024) == {"addrs": ["a"]} and error is None
             except PeerError as exc:
                 assert error is not None and error in str(exc)
+
+
+# -- between real nodes: one bootstrap address is enough; mesh names keep meshes apart ------------
+FIVE_FIND_EACH_OTHER_WITHIN = 20.0
+"""Seconds five loopback nodes may take to find and connect to each other (measured: under 1 s;
+bench/discovery.py)."""
+
+
+def test_a_mesh_name_is_checked() -> None:
+    assert P2PSettings().mesh_name == ""
+    assert P2PSettings(mesh_name="lab-2.gpu_boxes").mesh_name == "lab-2.gpu_boxes"
+    for bad in ("with space", "x" * 65, "ünï"):
+        with pytest.raises(ValidationError):
+            P2PSettings(mesh_name=bad)
+
+
+async def test_five_nodes_that_know_one_bootstrap_address_find_and_connect_to_each_other(tmp_path: Path) -> None:
+    """Nodes 1-4 start at once, each knowing only node 0's address. Within the bound every node is
+    connected to the four others (``connections_low`` 8 allows it) and remembers their addresses."""
+    dirs, ids = mesh_dirs(tmp_path, 5)
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(node_in(dirs[0], mesh_name="blue"))
+        begun = trio.current_time()
+        nodes = [first]
+        for d in dirs[1:]:
+            nodes.append(await stack.enter_async_context(
+                node_in(d, bootstrap=[first.listen_addrs()[0]], mesh_name="blue")))
+
+        def everyone() -> bool:  # connected, and each other's addresses remembered (for next time)
+            return all(set(n.connected_peers()) >= set(ids) - {n.peer_id}
+                       and n.known is not None and set(n.known.peers()) >= set(ids) - {n.peer_id} for n in nodes)
+
+        with trio.fail_after(FIVE_FIND_EACH_OTHER_WITHIN):
+            await until(first, everyone, "every node connected to every other")
+        took = trio.current_time() - begun
+        assert all(n.exchange.other_mesh == 0 for n in nodes)
+        print(f"five nodes connected to each other {took:.2f}s after the second one started")
+
+
+async def test_nodes_of_different_meshes_never_exchange_peers(tmp_path: Path) -> None:
+    """A shared bootstrap node of mesh "blue"; a node of mesh "green" bootstraps to it too. Both
+    sides authorize everyone, yet green is told of no blue peer, no blue peer of green."""
+    dirs, _ = mesh_dirs(tmp_path, 4)
+    async with node_in(dirs[0], mesh_name="blue") as hub, \
+            node_in(dirs[1], bootstrap=[hub.listen_addrs()[0]], mesh_name="blue") as b1, \
+            node_in(dirs[2], bootstrap=[hub.listen_addrs()[0]], mesh_name="blue") as b2:
+        with trio.fail_after(20):
+            await until(b1, lambda: b1.is_connected(b2.peer_id), "the blue nodes to find each other")
+        async with node_in(dirs[3], bootstrap=[hub.listen_addrs()[0]], mesh_name="green") as green:
+            with trio.fail_after(20):
+                await until(green, lambda: green.is_connected(hub.peer_id), "green's bootstrap connection")
+                # Explicit asks both ways: answered with no peers, and remembered as another mesh.
+                assert await green.exchange_peers(hub.peer_id) == []
+                assert await hub.exchange_peers(green.peer_id) == []
+                await b1.exchange_peers(hub.peer_id)  # a blue node asks the hub after green came
+            assert green.connected_peers() == [hub.peer_id]
+            assert green.known is not None and set(green.known.peers()) == {hub.peer_id}
+            assert green.peer_id not in hub.exchange.announced  # its hello was not kept
+            assert green.peer_id not in {p["peer_id"] for p in hub.exchange.view(b1.peer_id)}
+            for blue in (b1, b2):
+                assert blue.known is not None and green.peer_id not in blue.known.peers()
+                assert not blue.is_connected(green.peer_id)
+            assert green.exchange.other_mesh >= 1 and hub.exchange.other_mesh >= 1
+            # An unnamed node is another mesh too.
+            async with node_in(tmp_path / "plain", bootstrap=[hub.listen_addrs()[0]]) as plain:
+                hub.authorized.authorize(plain.peer_id, "plain")
+                with trio.fail_after(20):
+                    await until(plain, lambda: plain.is_connected(hub.peer_id), "plain's bootstrap connection")
+                    assert await plain.exchange_peers(hub.peer_id) == []
+                assert plain.connected_peers() == [hub.peer_id]

@@ -16,16 +16,24 @@ back by A and B, is ``public``; A and B, whose routers let nothing in, are ``pri
 runs DCUtR (on by default) behind two kinds of NAT (``tests/netns.py``'s ``NAT_KINDS``): behind
 ``endpoint-independent`` routers the relayed connection is replaced by a direct one; behind
 ``symmetric`` ones it stays relayed, and calls still work.
+
+The third kills the relay (SIGKILL) while A waits on B through it: the wait fails within a bound,
+with an error that says the peer went, instead of hanging until its own timeout; once R is started
+again (same identity, same address) A and B reconnect and reserve again by themselves, and A's
+calls to B work again, the task B was running meanwhile included.
 """
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness.procs import run_cli
+from harness.procs import TRIOMCP, in_netns, run_cli, started, stop, wait_for_announce
 from tests.netns import (
     NatTopology,
     cli_json,
@@ -129,3 +137,56 @@ def test_hole_punching_makes_the_connection_direct_where_the_nat_allows_and_the_
         again = cli_json(mesh.call("a", "p2p_call_tool", {"peer": ids["b"], "tool": "p2p_status", "arguments": {}}))
         assert again["is_error"] is False and again["result"]["peer_id"] == ids["b"]
         print(f"\n{kind}: hole punch outcome after {punched_in:.1f}s: {punch}; A-B connections: {kinds}")
+
+
+KILLED_CALL_FAILS_WITHIN = 15.0
+"""Seconds a call relayed through R may take to fail once R is killed (its own timeout is 50 s)."""
+
+
+def test_killing_the_relay_fails_relayed_calls_clearly_and_they_recover_when_it_returns(tmp_path: Path) -> None:
+    with nat_topology() as topology, contextlib.ExitStack() as later, \
+            nat_mesh(tmp_path, topology, hole_punch=False) as mesh:
+        ids = mesh.ids
+        nat_cannot_be_crossed(mesh)
+        eventually(lambda: mesh.call("a", "p2p_call_tool", {"peer": ids["b"], "tool": "p2p_status", "arguments": {}}),
+                   lambda c: c["is_error"] is False, "p2p_call_tool from A to B")
+        task_id = cli_json(mesh.call("a", "taskqueue_submit", {"task_type": "test.sleep", "payload": {"seconds": 20},
+                                                               "peer": ids["b"]}))["task_id"]
+        # A call in flight through R: A waits on B's task (up to 50 s).
+        waiting = subprocess.Popen(
+            [*in_netns(mesh.ns["a"]), *TRIOMCP, "call", ids["a"], "taskqueue_wait",
+             f'{{"task_id": "{task_id}", "peer": "{ids["b"]}", "timeout_s": 50}}'],
+            env=mesh.env["a"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(2)  # the wait reaches B (a sleep, not a bound: the check below holds either way)
+            assert waiting.poll() is None, waiting.communicate()
+            stop(mesh.procs["r"], kill=True)
+            killed = time.monotonic()
+            out, err = waiting.communicate(timeout=KILLED_CALL_FAILS_WITHIN + 30)
+            failed_in = time.monotonic() - killed
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+                waiting.wait(10)
+        # It failed, clearly and soon: not a result, not A's or B's timeout.
+        assert failed_in < KILLED_CALL_FAILS_WITHIN, (failed_in, out, err)
+        said = out + err
+        assert waiting.returncode != 0 or '"isError": true' in said or '"ok": false' in said, said
+        assert "succeeded" not in out, said
+        print(f"\nthe relayed wait failed {failed_in:.1f}s after R was killed: {said.strip()[-300:]}")
+
+        # R comes back (same data dir, same address): A and B redial it, B reserves again, A calls B.
+        r = later.enter_context(started(["node"], mesh.env["r"], netns=mesh.ns["r"]))
+        mesh.procs["r"] = r  # nat_mesh checks at the end that it still runs
+        assert wait_for_announce(tmp_path / "r", r)["peer_id"] == ids["r"]
+        back = time.monotonic()
+        relayed = f"{mesh.r_addr}/p2p-circuit/p2p/{ids['b']}"
+        eventually(lambda: mesh.call("b", "p2p_status"), lambda s: relayed in s["relay"]["relayed_addrs"],
+                   "B's reservation on the restarted R")
+        called, _ = eventually(
+            lambda: mesh.call("a", "p2p_call_tool", {"peer": ids["b"], "tool": "p2p_status", "arguments": {}}),
+            lambda c: c["is_error"] is False, "p2p_call_tool from A to B after R came back")
+        assert called["result"]["peer_id"] == ids["b"]
+        task = cli_json(mesh.call("a", "taskqueue_wait", {"task_id": task_id, "peer": ids["b"], "timeout_s": 40}))["task"]
+        assert task["state"] == "succeeded" and task["result"]["node"] == "b", task
+        print(f"calls from A to B worked again {time.monotonic() - back:.1f}s after R was back")

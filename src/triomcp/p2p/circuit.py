@@ -12,10 +12,13 @@ authenticated end to end) and makes reservations (``_make_reservation``). What t
 
 - **HOP for authorized peers only.** A HOP stream from a peer not in ``authorized_peers`` is
   answered PERMISSION_DENIED and closed before the library reads it; reservations are also
-  refused, refreshed or used for a peer this node no longer authorizes (:class:`_Reservations`,
-  the library's resource manager with that rule: a RESERVE may name another peer id than its
-  sender's). HOP is mounted only with ``p2p.relay.service``; a HOP stream marks its peer in use
-  while it lasts, so a relayed connection's two legs are never trimmed.
+  refused, refreshed or used for a peer this node no longer authorizes (``relay_limits.py``'s
+  ``RelayReservations``, the library's resource manager with that rule: a RESERVE may name another
+  peer id than its sender's). HOP is mounted only with ``p2p.relay.service``; a HOP stream marks its
+  peer in use while it lasts, so a relayed connection's two legs are never trimmed.
+- **a share per source address**: no one IP address (IPv6 /64) holds more than
+  ``p2p.relay.max_reservations_per_source`` reservations or ``max_circuits_per_source`` HOP streams
+  at once (``relay_limits.py``); the rest are answered RESOURCE_LIMIT_EXCEEDED.
 - **STOP only from our relays.** A relayed connection is accepted only through a relay this node
   reserves on (``p2p.relay.use``, and the bootstrap peers with ``use_bootstrap``); anyone else's
   STOP stream is reset unread. The peer at the far end is then authenticated by Noise and
@@ -52,11 +55,12 @@ from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_ID
 from libp2p.relay.circuit_v2.protocol import STOP_PROTOCOL_ID as STOP_ID
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode, to_proto_status
-from libp2p.relay.circuit_v2.resources import RelayLimits, RelayResourceManager, Reservation
+from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.relay.circuit_v2.utils import write_delimited_msg
 
 from triomcp.p2p._errors import close_quietly
+from triomcp.p2p.relay_limits import RelayReservations, SourceSlots, stream_source
 from triomcp.settings import RelaySettings
 
 __all__ = ["HOP_PROTOCOL", "STOP_PROTOCOL", "Circuits", "RelayServiceStatistics", "circuit_addr", "is_circuit",
@@ -141,35 +145,11 @@ class RelayServiceStatistics:
     """HOP streams refused since start: the peer is not authorized."""
     stop_refused: int
     """Relayed connections refused since start: they came through a relay this node does not use."""
-
-
-class _Reservations(RelayResourceManager):
-    """The library's reservations, for authorized peers only (checked on every use: a revoked peer's
-    reservation is neither refreshed nor used)."""
-
-    def __init__(self, limits: RelayLimits, host: IHost, is_authorized: Callable[[str], bool]) -> None:
-        super().__init__(limits, host)
-        self._is_authorized = is_authorized
-
-    def _allowed(self, peer_id: ID) -> bool:
-        try:
-            return self._is_authorized(peer_id.to_base58())
-        except Exception:
-            return False
-
-    def can_accept_reservation(self, peer_id: ID) -> bool:
-        return self._allowed(peer_id) and super().can_accept_reservation(peer_id)
-
-    def has_reservation(self, peer_id: ID) -> bool:
-        return self._allowed(peer_id) and super().has_reservation(peer_id)
-
-    def get_reservation(self, peer_id: ID) -> Reservation | None:
-        return super().get_reservation(peer_id) if self._allowed(peer_id) else None
-
-    def held(self) -> dict[str, float]:
-        now = time.time()
-        return {peer.to_base58(): round(res.expires_at - now, 1) for peer, res in list(self._reservations.items())
-                if self.get_reservation(peer) is not None}
+    source_refused: int = 0
+    """HOP streams and reservations refused since start because their source address had its share
+    (``p2p.relay.max_circuits_per_source``, ``max_reservations_per_source``; ``relay_limits.py``)."""
+    by_source: dict[str, int] | None = None
+    """Reservations held here now, by the source address they were made from."""
 
 
 class Circuits:
@@ -187,7 +167,9 @@ class Circuits:
         self.protocol = CircuitV2Protocol(host, limits=limits, allow_hop=settings.service,
                                           read_timeout=LIBRARY_TIMEOUT, write_timeout=LIBRARY_TIMEOUT,
                                           close_timeout=LIBRARY_TIMEOUT)
-        self._reservations = _Reservations(limits, host, is_authorized)
+        self._reservations = RelayReservations(limits, host, is_authorized,
+                                               max_per_source=settings.max_reservations_per_source)
+        self._slots = SourceSlots(settings.max_circuits_per_source)
         self.protocol.resource_manager = self._reservations
         self.transport = CircuitV2Transport(host, self.protocol, RelayConfig(roles=RelayRole.STOP, limits=limits))
         self.relays: set[str] = set()
@@ -195,6 +177,7 @@ class Circuits:
         self._hop_streams = 0
         self._hop_refused = 0
         self._stop_refused = 0
+        self._source_refused = 0
 
     def mount(self) -> None:
         """Set the STOP handler, and HOP's with ``p2p.relay.service``."""
@@ -211,20 +194,32 @@ class Circuits:
             if not self._is_authorized(peer_id):
                 self._hop_refused += 1
                 log.info("refused circuit relay to %s: not in authorized_peers", peer_id)
-                with trio.move_on_after(LIBRARY_TIMEOUT):
-                    await write_delimited_msg(stream, HopMessage(
-                        type=HopMessage.STATUS, status=to_proto_status(StatusCode.PERMISSION_DENIED)))
+                await self._refuse(stream, StatusCode.PERMISSION_DENIED)
                 return
-            self._hop_streams += 1
-            try:
-                with self._using(peer_id):  # both legs of a relayed connection are in use while it lasts
-                    await self.protocol._handle_hop_stream(stream)
-            finally:
-                self._hop_streams -= 1
+            source = stream_source(stream)
+            with self._slots.hold(source) as admitted:
+                if not admitted:
+                    self._source_refused += 1
+                    log.info("refused circuit relay to %s: %d HOP streams from %s open already "
+                             "(p2p.relay.max_circuits_per_source)", peer_id, self._slots.max_per_source, source)
+                    await self._refuse(stream, StatusCode.RESOURCE_LIMIT_EXCEEDED)
+                    return
+                self._hop_streams += 1
+                try:
+                    with self._using(peer_id):  # both legs of a relayed connection are in use while it lasts
+                        await self.protocol._handle_hop_stream(stream)
+                finally:
+                    self._hop_streams -= 1
         except Exception as exc:
             log.debug("circuit relay stream failed: %r", exc)
         finally:
             await close_quietly(stream)
+
+    @staticmethod
+    async def _refuse(stream: INetStream, status: StatusCode) -> None:
+        """Answer a HOP stream with ``status``, unread (the caller closes it)."""
+        with trio.move_on_after(LIBRARY_TIMEOUT):
+            await write_delimited_msg(stream, HopMessage(type=HopMessage.STATUS, status=to_proto_status(status)))
 
     def reservations_held(self) -> dict[str, float]:
         """Peers holding a reservation on this node, with the seconds it has left."""
@@ -324,4 +319,6 @@ class Circuits:
 
     def statistics(self) -> RelayServiceStatistics:
         return RelayServiceStatistics(self.settings.service, self.reservations_held(), self._hop_streams,
-                                      self._hop_refused, self._stop_refused)
+                                      self._hop_refused, self._stop_refused,
+                                      self._source_refused + self._reservations.refused_by_source,
+                                      self._reservations.held_by_source() if self.settings.service else {})

@@ -17,10 +17,19 @@ peerstore within milliseconds of connecting; a fresh peer is given up to ``IDENT
 and a peer that refused the protocol is not asked again while it stays connected. A client-only
 peer (the CLI, a js-libp2p client) is thus asked at most once per connection, and usually never.
 
+Mesh names (``p2p.mesh_name``): a node with a name sends it in both frames (``{mesh}``); a hello
+of another mesh (no name is the unnamed mesh) is answered with no peers, its addresses are not
+kept, and an answer of another mesh is ignored, so nodes of different meshes never tell each
+other of peers even when connected (a shared relay or bootstrap node). Measured against
+rendezvous on the mesh name (``bench/discovery.py``, docs/performance.md): connecting takes as
+long or less with the exchange alone, so the name is this filter, not a second protocol.
+
 Only authorized peers are answered, only listed peers are told about or dialed, no address is
 passed on that is a wildcard, and every list read from the network is capped. A peer with a
 relayed address (``<relay>/p2p-circuit/p2p/<peer>``) is dialed by the exchange only from the side
 whose peer id sorts first, so two peers that learn of each other at once make one connection.
+
+Size: a little over 300 lines: both halves of one protocol, its goodbyes and the loop that runs it.
 """
 
 from __future__ import annotations
@@ -97,9 +106,25 @@ class PeerExchange:
         said so (``Node.connected_since``): a new connection is judged anew."""
         self.asks = 0
         """Exchanges this node started (answered or not)."""
+        self.other_mesh = 0
+        """Exchanges refused or ignored since start: the peer is of another mesh (``p2p.mesh_name``)."""
         self._byes_out: dict[str, trio.CancelScope] = {}
         """Goodbyes being sent, by peer: one to a peer that says it is leaving too is called off
         (its host may close under the stream's negotiation, which libp2p logs as an ERROR)."""
+
+    def _frame(self, **fields: Any) -> bytes:
+        """A frame of this node's, carrying its mesh name if it has one."""
+        mesh = self._node.settings.mesh_name
+        return encode_frame({**fields, "mesh": mesh} if mesh else fields)
+
+    def _same_mesh(self, frame: dict[str, Any], peer_id: str) -> bool:
+        """Is the peer that sent ``frame`` of this node's mesh? (No name is the unnamed mesh.)"""
+        theirs, ours = frame.get("mesh", ""), self._node.settings.mesh_name
+        if theirs == ours:
+            return True
+        self.other_mesh += 1
+        log.debug("peer %s is of mesh %.64r, this node of %r: no peers exchanged", peer_id[:16], theirs, ours)
+        return False
 
     def view(self, asker: str) -> list[dict[str, Any]]:
         """The connected, listed peers (with addresses we can vouch for) we tell ``asker`` about."""
@@ -145,12 +170,16 @@ class PeerExchange:
                 with trio.fail_after(node.settings.stream_timeout):
                     await stream.write(encode_frame({"peers": []}))
                 return
+            if not self._same_mesh(hello, peer_id):
+                with trio.fail_after(node.settings.stream_timeout):
+                    await stream.write(self._frame(peers=[]))
+                return
             addrs = self._usable(peer_id, hello.get("addrs"))
             if addrs:
                 self.announced[peer_id] = addrs
                 await node._remember(peer_id, addrs)
             with trio.fail_after(node.settings.stream_timeout):
-                await stream.write(encode_frame({"peers": self.view(peer_id)}))
+                await stream.write(self._frame(peers=self.view(peer_id)))
         except Exception as exc:
             log.debug("peer exchange with a peer failed: %s", exc)
         finally:
@@ -165,10 +194,13 @@ class PeerExchange:
         stream = await node._open_stream(peer_id, PEERS_PROTOCOL, dial=dial)
         try:
             with map_libp2p_errors(f"exchanging peers with {peer_id}"), trio.fail_after(node.settings.call_timeout):
-                await stream.write(encode_frame({"addrs": node.announced_addrs(ADDRS_PER_PEER)}))
+                await stream.write(self._frame(addrs=node.announced_addrs(ADDRS_PER_PEER)))
                 answer = await read_one_frame(stream, PEERS_MAX_BYTES)
         finally:
             await close_quietly(stream)
+        if not self._same_mesh(answer, peer_id):
+            self.refused[peer_id] = node.connected_since(peer_id)  # not asked again on this connection
+            return []
         entries = answer.get("peers")
         learned: list[tuple[str, list[str]]] = []
         for entry in entries[:PEERS_MAX_ENTRIES] if isinstance(entries, list) else []:
