@@ -49,7 +49,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL
 
 from triomcp.errors import ConfigError
-from triomcp.p2p import hardening, whole_frames
+from triomcp.p2p import hardening, read_ahead, whole_frames
 from triomcp.p2p.admission import InboundGate
 from triomcp.p2p.authz import AuthorizedPeers
 from triomcp.p2p.discovery import (
@@ -172,6 +172,7 @@ async def open_node(
     finds = MdnsFinds() if settings.mdns else None
     hardening.apply()  # GHSA-hmjq-g7pp-rw3x, until libp2p>=0.8.2 (idempotent; logs once)
     whole_frames.apply()  # yamux frames written whole, whatever cancels their writer (idempotent)
+    read_ahead.apply()  # TCP reads take what the socket has, not 2 bytes at a time (idempotent)
     try:
         host = _new_host(key_pair, settings, mdns=settings.mdns, listen=listen)
         cast(Swarm, host.get_network()).retry_config = RetryConfig(max_retries=0)

@@ -105,13 +105,26 @@ class Response:
     _conn: h11.Connection
     _stream: Stream
     _finished: bool = field(default=False)
+    _next: Any = field(default=None)
+
+    @property
+    def finished(self) -> bool:
+        """Has the whole body arrived? Already true while the last chunk is handed on, when the
+        end of the body came with it (a relay then sends that chunk as the last one)."""
+        return self._finished
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         """The body as it arrives; PeerError if the stream ends (or is reset) before the body does."""
         try:
             while True:
-                event = await _next_event(self._conn, self._stream)
+                event, self._next = self._next or await _next_event(self._conn, self._stream), None
                 if isinstance(event, h11.Data):
+                    after = self._conn.next_event()  # what came with it, read no further
+                    if isinstance(after, h11.EndOfMessage):
+                        self._finished = True
+                        yield bytes(event.data)
+                        return
+                    self._next = None if after is h11.NEED_DATA else after
                     yield bytes(event.data)
                 elif isinstance(event, h11.EndOfMessage):
                     self._finished = True

@@ -213,6 +213,7 @@ async def _run_one(conn: h11.Connection, incoming: _Incoming, app: AsgiApp, requ
                    peer_id: str, write_timeout: float, authorized: Callable[[], bool]) -> None:
     stream = incoming.stream
     body_given = False
+    held = b""  # a sized response's head, written with its first body (one frame, not two)
 
     async def receive() -> Message:
         nonlocal body_given
@@ -223,6 +224,7 @@ async def _run_one(conn: h11.Connection, incoming: _Incoming, app: AsgiApp, requ
         return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
+        nonlocal held
         if incoming.ended.is_set():
             raise OSError("the peer closed the stream")
         if not authorized():  # revoked meanwhile: what is left of the response is not sent
@@ -230,10 +232,14 @@ async def _run_one(conn: h11.Connection, incoming: _Incoming, app: AsgiApp, requ
         if message["type"] == "http.response.start":
             out = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", [])]
             data = conn.send(h11.Response(status_code=message["status"], headers=out))
+            if any(k == b"content-length" for k, _ in out):  # its body follows at once: one write
+                held = data or b""
+                return
         elif message["type"] == "http.response.body":
             data = conn.send(h11.Data(data=message["body"])) if message.get("body") else b""
             if not message.get("more_body", False):
                 data = (data or b"") + (conn.send(h11.EndOfMessage()) or b"")
+            data, held = held + (data or b""), b""
         else:
             return
         try:

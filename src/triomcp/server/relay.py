@@ -210,11 +210,15 @@ class Relay:
                            if (k not in HOP_BY_HOP or k == b"content-length") and k != b"x-request-id"]
                     await send({"type": "http.response.start", "status": response.status, "headers": out})
                     started = True
+                    ended = False
                     async with contextlib.aclosing(response.chunks()) as chunks:
                         async for chunk in chunks:
-                            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                            ended = response.finished  # the end came with this chunk: it is the last
+                            answered = answered or ended
+                            await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
                     answered = True
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    if not ended:
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
             except PeerError as exc:
                 if not carrier.left.is_set():
                     if started:  # the owner went away mid-response: the client sees the response end
