@@ -173,9 +173,9 @@ def ratios(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         ("p50: triomcp / summed floor", ours["p50_ms_c1"]["median"] / results["floor: sum"]["p50_ms_c1"]["median"],
          "<= 1.25"),
         ("p50: triomcp / chained floor", ours["p50_ms_c1"]["median"] / results["floor: chain"]["p50_ms_c1"]["median"],
-         None),
+         "<= 1.1"),  # issue 18
         ("calls/s: triomcp / chained floor", ours["rps_c16"]["median"] / results["floor: chain"]["rps_c16"]["median"],
-         None),
+         ">= 0.85"),  # issue 18
     ]
     out = []
     for name, value, goal in rows:
