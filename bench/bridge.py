@@ -52,7 +52,7 @@ def _env(data_dir: Path | None = None, **settings: Any) -> dict[str, str]:
 
 def start_target(work: Path) -> tuple[Process, str, str]:
     data = work / "target"
-    proc = spawn([sys.executable, "-m", "bench.bridge_servers", "target", str(data)], _env())
+    proc = spawn([sys.executable, "-m", "bench.bridge_servers", "target", str(data)], _env(), log=work / "target.log")
     info = wait_for_announce(data, proc)
     return proc, info["multiaddrs"][0], info["peer_id"]
 
@@ -104,8 +104,9 @@ def run(quick: bool) -> dict[str, Any]:
                arguments: dict[str, Any]) -> None:
         port = free_port()
         argv = [sys.executable, *(a.replace("{port}", str(port)) for a in args)]
+        log = work / (key.replace(" ", "-").replace(",", "").replace(":", "") + ".log")  # kept: its stderr
         designs.append({"key": key, "label": label, "url": f"http://127.0.0.1:{port}", "tool": tool,
-                        "arguments": arguments, "proc": spawn(argv, env),
+                        "arguments": arguments, "proc": spawn(argv, env, log=log),
                         "rps": [], "p50": [], "p99": [], "failed": 0.0})
 
     try:
@@ -138,7 +139,11 @@ def run(quick: bool) -> dict[str, Any]:
                 d["rps"].append(loaded.rps)
                 d["p50"].append(single.p50_ms)
                 d["p99"].append(single.p99_ms)
-                d["failed"] += loaded.failed + single.failed + loaded.socket_errors_total + single.socket_errors_total
+                failed = loaded.failed + single.failed + loaded.socket_errors_total + single.socket_errors_total
+                d["failed"] += failed
+                if failed:
+                    print(f"  {d['key']}: {failed:.0f} calls failed in this repetition (its stderr: {work})",
+                          file=sys.stderr, flush=True)
     finally:
         for d in designs:
             stop(d["proc"])
