@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from tests.p2p.conftest import node_in
 from tests.p2p.streams import stream_pair
-from tests.p2p.test_connections import mesh_dirs, until
+from tests.p2p.test_connections import mesh, mesh_dirs, until
 from triomcp.errors import PeerError
 from triomcp.p2p.exchange import read_one_frame
 from triomcp.p2p.framing import encode_frame
@@ -106,3 +106,42 @@ async def test_nodes_of_different_meshes_never_exchange_peers(tmp_path: Path) ->
                     await until(plain, lambda: plain.is_connected(hub.peer_id), "plain's bootstrap connection")
                     assert await plain.exchange_peers(hub.peer_id) == []
                 assert plain.connected_peers() == [hub.peer_id]
+
+
+EIGHT_KNOW_EACH_OTHER_WITHIN = 120.0
+"""Seconds eight nodes with connections bounded to 2-3 may take until each remembers every other
+(measured: 12-63 s, set by the exchange's ~10 s refresh and its ~30 s visits; with answers that
+told only of connected peers and no visits, not within 90 s: bench/discovery.py, docs/performance.md
+section 10)."""
+
+
+async def test_with_bounded_connections_every_node_learns_every_other_from_one_bootstrap_address(
+        tmp_path: Path) -> None:
+    """Eight nodes, ``connections_low`` 2 and ``connections_high`` 3, each knowing only node 0's
+    address: no node stays connected to more than 3 others, yet every node's ``peers.db`` ends up
+    with every other (answers carry a sample of peers not connected now, ``known``, with the
+    addresses each announced itself and at most ``KNOWN_HOPS`` exchanges from it; now and then a
+    node visits a remembered peer it is not connected to, which joins parts of the mesh that had
+    settled apart)."""
+    count = 8
+    async with mesh(tmp_path, count, lambda i: {"connections_low": 2, "connections_high": 3}) as nodes:
+        ids = {n.peer_id for n in nodes}
+        for n in nodes:
+            n.trim_grace = 2.0  # the trimmer's grace, shortened: the mesh gets to its bounds sooner
+        begun = trio.current_time()
+
+        def everyone_known() -> bool:
+            return all(n.known is not None and set(n.known.peers()) >= ids - {n.peer_id} for n in nodes)
+
+        with trio.fail_after(EIGHT_KNOW_EACH_OTHER_WITHIN):
+            await until(nodes[0], everyone_known, "every node remembering every other")
+            # ... and the connections stayed bounded: trimmed back to at most 3 once each grace passed.
+            await until(nodes[0], lambda: all(len(n.connected_peers()) <= 3 for n in nodes), "the bound kept")
+        took = trio.current_time() - begun
+        for n in nodes:  # what was remembered is first-hand: the addresses each peer announced itself
+            assert n.known is not None
+            for other in nodes:
+                if other is not n:
+                    assert set(n.known.addrs(other.peer_id)) & set(other.announced_addrs()), (n.peer_id, other.peer_id)
+        print(f"\n{count} nodes (low 2, high 3) each remembered every other {took:.1f}s after the last started; "
+              f"connections per node: {sorted(len(n.connected_peers()) for n in nodes)}")

@@ -1,11 +1,27 @@
 """Peer exchange (``/triomcp/peers/1.0.0``): both halves, the loop that asks now and then, goodbyes.
 
 The dialer sends ``{addrs}`` (its listen multiaddrs); the listener answers
-``{peers: [{peer_id, addrs}]}`` (its connected, listed peers whose addresses it can vouch for);
-one frame each way. On an inbound connection libp2p knows only the dialer's ephemeral port, so a
-node tells its peers its listen addresses itself. The asker remembers every listed peer it hears
-of (``KnownPeers``) and dials them only while it has fewer than ``p2p.connections_low`` listed
-peers connected (connections stay bounded; the others are dialed on demand).
+``{peers: [{peer_id, addrs}], known: [{peer_id, addrs, hops}]}``: ``peers``, its connected, listed
+peers whose addresses it can vouch for (each told it them itself); ``known``, a random sample of at
+most ``KNOWN_SAMPLE`` listed peers it is not connected to now, each with the addresses that peer
+announced and ``hops``, how many exchanges they have travelled since (1: the peer told the
+answerer itself). A node passes on what it heard only while ``hops`` < ``KNOWN_HOPS``, so an
+address travels at most ``KNOWN_HOPS`` exchanges from the peer that announced it: knowledge
+spreads through a mesh whose connections are bounded (a node with ``connections_low`` 3 is
+connected to few of its peers at any time, and only the bootstrap node heard from everyone), and
+hearsay stays bounded. One frame each way; a node older than ``known`` ignores the field. On an
+inbound connection libp2p knows only the dialer's ephemeral port, so a node tells its peers its
+listen addresses itself. The asker remembers every listed peer it hears of (``KnownPeers``), and
+dials those of ``peers`` (then at most ``KNOWN_DIALS`` of ``known``) only while it has fewer than
+``p2p.connections_low`` listed peers connected (connections stay bounded; the others are dialed
+on demand).
+
+Bounded connections can leave a mesh in parts not connected to each other, each with the peers it
+wants, where no answer tells of a node that joined another part: about every ``VISIT_SECONDS`` a
+node with the peers it wants asks one remembered peer it is not connected to, over a connection
+it then closes (with a ``TRIMMING`` goodbye). A node that its peers all trimmed away dials the
+other remembered peers again, as at start. Measured in ``bench/discovery.py``
+(docs/performance.md, section 10) and ``tests/p2p/test_exchange.py``.
 
 A goodbye is the same first frame with ``{leaving: true}`` (the node is shutting down) or
 ``{trimming: true}`` (it is about to close this connection to stay within its limits); it is
@@ -29,16 +45,19 @@ passed on that is a wildcard, and every list read from the network is capped. A 
 relayed address (``<relay>/p2p-circuit/p2p/<peer>``) is dialed by the exchange only from the side
 whose peer id sorts first, so two peers that learn of each other at once make one connection.
 
-Size: a little over 300 lines: both halves of one protocol, its goodbyes and the loop that runs it.
+Size: about 440 lines: both halves of one protocol (what an answer tells, and what an asker keeps
+and dials), its goodbyes, its visits and the loop that runs them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from typing import TYPE_CHECKING, Any
 
 import trio
+from libp2p.peer.id import ID
 
 from triomcp.errors import ConfigError, PeerError
 from triomcp.p2p._errors import close_quietly, map_libp2p_errors, refused_protocol
@@ -59,6 +78,16 @@ log = logging.getLogger("triomcp.p2p")
 PEERS_PROTOCOL = "/triomcp/peers/1.0.0"
 PEERS_MAX_BYTES = 256 * 1024
 PEERS_MAX_ENTRIES = 256
+"""Entries read from one answer, ``peers`` and ``known`` together."""
+KNOWN_SAMPLE = 16
+"""Peers not connected now that one answer tells of (``known``), chosen at random each time."""
+KNOWN_HOPS = 3
+"""Exchanges an address travels at most from the peer that announced it (``known``'s ``hops``)."""
+KNOWN_DIALS = 2
+"""Peers of one answer's ``known`` dialed at most, while this node still wants peers."""
+VISIT_SECONDS = 30.0
+"""About how often (jittered) a node with the peers it wants asks one remembered peer it is not
+connected to, over a connection it closes again (:meth:`PeerExchange.visit`)."""
 ADDRS_PER_PEER = 8
 MAX_ADDR_CHARS = 512
 """Longer addresses read from the network are dropped (a relayed one is about 170 characters)."""
@@ -101,6 +130,9 @@ class PeerExchange:
         self._node = node
         self.announced: dict[str, list[str]] = {}
         """Listen multiaddrs each peer told us (inbound connections show only the dialer's ephemeral port)."""
+        self.heard: dict[str, tuple[list[str], int]] = {}
+        """Addresses of listed peers other peers told us of, with the exchanges they travelled
+        (``hops``, the fewest heard): one entry per listed peer, passed on while below ``KNOWN_HOPS``."""
         self.refused: dict[str, float | None] = {}
         """Peers that do not serve the protocol, with the start of the connection on which they
         said so (``Node.connected_since``): a new connection is judged anew."""
@@ -135,6 +167,28 @@ class PeerExchange:
             if peer != asker and addrs and node.authorized.is_listed(peer):
                 out.append({"peer_id": peer, "addrs": addrs})
         return out
+
+    def known_sample(self, asker: str) -> list[dict[str, Any]]:
+        """At most ``KNOWN_SAMPLE`` listed peers not in :meth:`view`, at random, with the addresses
+        each announced and how far they came: what we tell ``asker`` beside :meth:`view`. Those the
+        peer told this node itself (:attr:`announced`, ``hops`` 1 at the asker), and those heard
+        from others while they have travelled fewer than ``KNOWN_HOPS`` exchanges; not the asker,
+        not a peer that said it is leaving."""
+        node = self._node
+        told = {entry["peer_id"] for entry in self.view(asker)}
+        found = {peer: (addrs, hops) for peer, (addrs, hops) in self.heard.items() if hops < KNOWN_HOPS}
+        found.update({peer: (addrs, 0) for peer, addrs in self.announced.items()})
+        candidates = [peer for peer, (addrs, _) in found.items()
+                      if addrs and peer != asker and peer not in told and node.authorized.is_listed(peer)
+                      and node.said_bye(peer) != LEAVING]
+        return [{"peer_id": peer, "addrs": found[peer][0], "hops": found[peer][1] + 1}
+                for peer in random.sample(candidates, min(KNOWN_SAMPLE, len(candidates)))]
+
+    def _hear(self, peer_id: str, addrs: list[str], hops: int) -> None:
+        """Keep what we were told of ``peer_id`` if it came fewer exchanges than what we had."""
+        had = self.heard.get(peer_id)
+        if had is None or hops <= had[1]:
+            self.heard[peer_id] = (addrs, hops)
 
     def _usable(self, peer_id: str, addrs: Any) -> list[str]:
         """The addresses of ``peer_id`` in ``addrs`` (read from the network) worth keeping: its own
@@ -179,7 +233,7 @@ class PeerExchange:
                 self.announced[peer_id] = addrs
                 await node._remember(peer_id, addrs)
             with trio.fail_after(node.settings.stream_timeout):
-                await stream.write(self._frame(peers=self.view(peer_id)))
+                await stream.write(self._frame(peers=self.view(peer_id), known=self.known_sample(peer_id)))
         except Exception as exc:
             log.debug("peer exchange with a peer failed: %s", exc)
         finally:
@@ -202,18 +256,29 @@ class PeerExchange:
             self.refused[peer_id] = node.connected_since(peer_id)  # not asked again on this connection
             return []
         entries = answer.get("peers")
+        entries = entries[:PEERS_MAX_ENTRIES] if isinstance(entries, list) else []
+        known = answer.get("known")
+        known = known[:PEERS_MAX_ENTRIES - len(entries)] if isinstance(known, list) else []
         learned: list[tuple[str, list[str]]] = []
-        for entry in entries[:PEERS_MAX_ENTRIES] if isinstance(entries, list) else []:
+        heard: list[tuple[str, list[str]]] = []
+        for i, entry in enumerate([*entries, *known]):
             other = entry.get("peer_id") if isinstance(entry, dict) else None
             if not isinstance(other, str) or other == node.peer_id or not node.authorized.is_listed(other):
                 continue
+            hops = entry.get("hops", 1) if i >= len(entries) else 1
+            if not isinstance(hops, int) or isinstance(hops, bool) or not 1 <= hops <= KNOWN_HOPS:
+                continue
             addrs = self._usable(other, entry.get("addrs"))
             if addrs:
+                self._hear(other, addrs, hops)
                 await node._remember(other, addrs)
-                learned.append((other, addrs))
+                (learned if i < len(entries) else heard).append((other, addrs))
         dialed = []
         random.shuffle(learned)  # spread the dials of many askers over the peers they hear of
-        for other, addrs in learned:
+        random.shuffle(heard)
+        # The answerer's connected peers first; then at most KNOWN_DIALS of those it knows of (they
+        # may be gone): a node whose few peers know of no one else connected still finds the rest.
+        for other, addrs in [*learned, *heard[:KNOWN_DIALS]]:
             if not node.wants_peers():
                 break
             if node.is_connected(other) or node.said_bye(other) is not None:
@@ -227,6 +292,36 @@ class PeerExchange:
             if await self._dial_one_of(other, addrs):
                 dialed.append(other)
         return dialed
+
+    async def visit(self) -> str | None:
+        """Ask one remembered, listed peer this node is not connected to, at random, then close
+        that connection again (a ``TRIMMING`` goodbye first) unless this node now wants it. With
+        connections bounded, the mesh can settle into parts that are not connected to each other
+        and each has the peers it wants: no answer within a part tells of a node that joined the
+        other, and a visit is what carries it across. Returns the peer asked, or None."""
+        node = self._node
+        remembered = set(node.known.peers()) if node.known is not None else set()
+        candidates = sorted(p for p in remembered | set(self.heard) | set(self.announced)
+                            if p != node.peer_id and not node.is_connected(p) and node.authorized.is_listed(p)
+                            and node.said_bye(p) is None)
+        if not candidates or node.closing:
+            return None
+        peer = random.choice(candidates)
+        error: str | None = "timed out"
+        with trio.move_on_after(2 * node.settings.dial_timeout):
+            error = await node.connections.dial_first(peer, node.connections._dial_candidates(peer, ()))
+        if error is not None:
+            log.debug("peer exchange: visiting %s failed: %s", peer[:16], error)
+            return None
+        try:
+            await self.ask(peer, dial=False)
+        except (PeerError, ConfigError) as exc:
+            log.debug("peer exchange: visiting %s failed: %s", peer[:16], exc)
+        if node.is_connected(peer) and not node.wants_peers() and peer not in node.connections.inflight:
+            await self.say_bye([peer], TRIMMING)
+            with trio.move_on_after(node.settings.dial_timeout), contextlib.suppress(Exception):
+                await node.host.disconnect(ID.from_base58(peer))
+        return peer
 
     async def _dial_one_of(self, peer_id: str, addrs: list[str]) -> bool:
         """Dial ``peer_id`` at its own addresses (direct first, relayed ones after a head start),
@@ -269,6 +364,11 @@ class PeerExchange:
                 for peer in targets:
                     nursery.start_soon(one, peer)
 
+    def _trimmed_away(self) -> bool:
+        """Did a remembered peer close its connection to this node to stay within its limits?"""
+        node = self._node
+        return node.known is not None and any(node.said_bye(p) == TRIMMING for p in node.known.peers())
+
     def _refuses(self, peer: str) -> bool:
         return peer in self.refused and self.refused[peer] == self._node.connected_since(peer)
 
@@ -299,6 +399,8 @@ class PeerExchange:
         fresh_since: dict[str, float] = {}  # connected peers waiting for identify's protocol list
         changed = node.next_peers_change()
         quiet = 0  # rounds in a row that dialed no one
+        alone = 0  # rounds in a row that found this node with no listed peer connected
+        next_visit = trio.current_time() + random.uniform(0.5, 1.5) * VISIT_SECONDS
         while True:
             period = PEER_EXCHANGE_REFRESH
             if node.wants_peers():
@@ -311,6 +413,11 @@ class PeerExchange:
             for table in (asked, fresh_since, self.refused):
                 for peer in [p for p in table if p not in connected]:
                     del table[peer]
+            alone = alone + 1 if not connected and self._trimmed_away() else 0
+            if alone and (alone - 1) & alone == 0 and node.wants_peers():  # rounds 1, 2, 4, 8, ...
+                # Its peers trimmed this node away, so there is no one to ask: the remembered
+                # peers that did not are dialed, as at start.
+                await node.redial_known()
             fresh = self._to_ask(connected, asked, fresh_since, now)
             stale = [p for p, (_, when) in asked.items() if now - when >= period and p not in fresh
                      and not self._refuses(p)]
@@ -330,3 +437,7 @@ class PeerExchange:
                     log.debug("peer exchange with %s failed: %s", peer, exc)
             if round_:
                 quiet = 0 if dialed_any else quiet + 1
+            if trio.current_time() >= next_visit:
+                next_visit = trio.current_time() + random.uniform(0.5, 1.5) * VISIT_SECONDS
+                if connected and not node.wants_peers():
+                    await self.visit()
