@@ -105,8 +105,8 @@ def run(quick: bool) -> dict[str, Any]:
             eventually(lambda: mesh.call("a", "p2p_call_tool", {"peer": mesh.ids["b"], **call_b}),
                        lambda c: c["is_error"] is False, "A reaching B")
             if hole_punch:
-                # Only the direct connection: the library closes the relayed one 60 s after the
-                # upgrade, and A's MCP stream to B (opened on the relayed one) is then opened again.
+                # Only the direct connection: A's MCP stream to B moves to it at once and the
+                # relayed one is closed once unused (p2p/direct.py; py-libp2p alone waited 60 s).
                 eventually(lambda: mesh.call("a", "p2p_peers"),
                            lambda _: _connections(mesh) == ["direct"], "the hole-punched connection alone",
                            within=120)

@@ -400,3 +400,53 @@ async def test_the_first_answer_to_a_call_counts() -> None:
 
                 nursery.start_soon(peer_side)
                 assert await channel.call("echo", {}) == {"n": 1}
+
+
+async def test_a_retired_stream_answers_its_calls_then_closes_and_the_next_calls_take_a_new_one() -> None:
+    """What ``direct.py`` relies on when a direct connection appears: ``retire`` closes the stream
+    only after its calls are answered (closed earlier, the peer would cancel them), and its end
+    loses no call sent on the new stream."""
+    release: dict[str, trio.Event] = {"old": trio.Event(), "new": trio.Event()}
+    started: dict[str, trio.Event] = {"old": trio.Event(), "new": trio.Event()}
+
+    async def handler(message: dict[str, Any], *, peer_id: str, notify: Any) -> dict[str, Any] | None:
+        tag = message["params"]["tag"]
+        started[tag].set()
+        await release[tag].wait()
+        return {"jsonrpc": "2.0", "id": message["id"], "result": {"tag": tag}}
+
+    served: list[trio.Event] = []
+    results: list[dict[str, Any]] = []
+    async with trio.open_nursery() as nursery:
+
+        async def serve(server: MemoryStream, ended: trio.Event) -> None:
+            await serve_stream(server, CALLER, handler, authorized=lambda peer: True, max_frame_bytes=1024 * 1024)
+            ended.set()
+
+        async def open_stream() -> MemoryStream:
+            client, server = stream_pair()
+            served.append(trio.Event())
+            nursery.start_soon(serve, server, served[-1])
+            return client
+
+        channel = PeerChannel("12D3KooWCallee", open_stream, nursery, max_frame_bytes=1024 * 1024)
+
+        async def call(tag: str) -> None:
+            results.append(await channel.call("wait", {"tag": tag}))
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as calls:
+                calls.start_soon(call, "old")
+                await started["old"].wait()
+                await channel.retire()
+                calls.start_soon(call, "new")
+                await started["new"].wait()
+                assert len(served) == 2  # the new call took a new stream
+                assert not served[0].is_set()  # the old one stays open while its call is in flight
+                release["old"].set()
+                await served[0].wait()  # answered, then closed: its server saw the end and returned
+                assert results == [{"tag": "old"}]
+                release["new"].set()  # the old stream's end lost nothing sent on the new one
+            assert results == [{"tag": "old"}, {"tag": "new"}]
+            assert not served[1].is_set()
+        nursery.cancel_scope.cancel()

@@ -44,6 +44,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import multiaddr as ma
 import trio
@@ -262,42 +263,49 @@ class Circuits:
                     return
 
     # -- what a connection is ------------------------------------------------------------------
-    def connections_to(self, peer_id: str) -> list[dict[str, str]]:
-        """Each open connection to ``peer_id``: ``{"kind": "direct", "addr": ...}`` or
-        ``{"kind": "relayed", "relay": <relay peer id>}``."""
+    def connections_of(self, peer_id: str) -> list[Any]:
+        """The swarm's open connections to ``peer_id`` (py-libp2p's ``SwarmConn`` objects)."""
+        try:
+            return list(getattr(self.host.get_network(), "connections", {}).get(ID.from_base58(peer_id)) or [])
+        except Exception:
+            return []
+
+    @staticmethod
+    def relay_through(conn: Any) -> str | None:
+        """The relay a connection runs through (``"unknown"`` if it does not say which), None if direct."""
         from libp2p.connection_types import ConnectionType
 
         try:
-            conns = getattr(self.host.get_network(), "connections", {}).get(ID.from_base58(peer_id)) or []
+            addrs = [str(a) for a in conn.get_transport_addresses()]
+            relayed = conn.get_connection_type() == ConnectionType.RELAYED or any(map(is_circuit, addrs))
         except Exception:
-            return []
-        out = []
-        for conn in conns:
+            return None
+        return next((r for r in map(relay_of, addrs) if r is not None), "unknown") if relayed else None
+
+    def connections_to(self, peer_id: str) -> list[dict[str, Any]]:
+        """Each open connection to ``peer_id``: ``{"kind": "direct", "addr": ..., "streams": n}`` or
+        ``{"kind": "relayed", "relay": <relay peer id>, "streams": n}``, ``streams`` the streams
+        open on it now (long-lived MCP and gossip streams, pooled HTTP ones, those being served)."""
+        out: list[dict[str, Any]] = []
+        for conn in self.connections_of(peer_id):
+            try:
+                streams = len(conn.get_streams())
+            except Exception:
+                streams = 0
+            relay = self.relay_through(conn)
+            if relay is not None:
+                out.append({"kind": "relayed", "relay": relay, "streams": streams})
+                continue
             try:
                 addrs = [str(a) for a in conn.get_transport_addresses()]
-                relayed = conn.get_connection_type() == ConnectionType.RELAYED or any(map(is_circuit, addrs))
             except Exception:
-                addrs, relayed = [], False
-            if relayed:
-                relay = next((r for r in map(relay_of, addrs) if r is not None), None)
-                out.append({"kind": "relayed", "relay": relay or "unknown"})
-            else:
-                out.append({"kind": "direct", "addr": addrs[0] if addrs else "unknown"})
+                addrs = []
+            out.append({"kind": "direct", "addr": addrs[0] if addrs else "unknown", "streams": streams})
         return out
 
     def relayed_connection_id(self, peer_id: str) -> int:
         """An id of the first relayed connection to ``peer_id`` (0 if none): tells one from the next."""
-        try:
-            conns = getattr(self.host.get_network(), "connections", {}).get(ID.from_base58(peer_id)) or []
-        except Exception:
-            return 0
-        for conn in conns:
-            try:
-                if any(map(is_circuit, map(str, conn.get_transport_addresses()))):
-                    return id(conn)
-            except Exception:
-                continue
-        return 0
+        return next((id(c) for c in self.connections_of(peer_id) if self.relay_through(c) is not None), 0)
 
     def relays_in_use(self, peers: set[str]) -> set[str]:
         """The relays that the relayed connections to ``peers`` run through."""

@@ -3,8 +3,9 @@ py-libp2p 0.8.1's DCUtR (``libp2p.relay.circuit_v2.dcutr``, ``/libp2p/dcutr``), 
 
 The library does the protocol (CONNECT with each side's observed address, SYNC, both sides dial at
 once from their listen port, TCP simultaneous open; a direct dial first, in case the peer is
-reachable) and, once a direct connection verifies, closes the relayed one after a grace period.
-What this module adds:
+reachable) and, once a direct connection verifies, closes the relayed one after a grace period
+(60 s); ``direct.py`` moves the calls to the direct connection at once and closes the relayed one
+as soon as nothing uses it. What this module adds:
 
 - **authorized peers only**: a DCUtR stream from a peer not in ``authorized_peers`` is reset
   unread (the library would dial whatever addresses it is sent); this node initiates only toward
@@ -129,8 +130,9 @@ class HolePunch:
         return ok
 
     async def run(self) -> None:
-        """Try each new relayed connection to a listed peer once (until cancelled); the library
-        closes the relayed one after its grace period once the direct one verifies."""
+        """Try each new relayed connection to a listed peer once (until cancelled); once the direct
+        one verifies, ``direct.py`` moves the calls to it (the library's own close after 60 s
+        finds the relayed one gone, or closes it then)."""
         if not self.enabled:
             return
         node = self._node

@@ -270,6 +270,8 @@ async def _start_services(node: Node, nursery: trio.Nursery, finds: MdnsFinds | 
         nursery.start_soon(node.run_until_closing, node.reachability.run)
     if announce and node.settings.relay.hole_punch:
         nursery.start_soon(node.run_until_closing, node.hole_punch.run)
+    if announce:  # calls move to a direct connection once one appears beside a relayed one
+        nursery.start_soon(node.run_until_closing, node.to_direct.run)
     if node.settings.peer_exchange and announce:
         nursery.start_soon(node.run_until_closing, node.run_peer_exchange)
     if node.known is not None:

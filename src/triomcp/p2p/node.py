@@ -21,9 +21,10 @@ Beside it: ``rpc`` (MCP streams), ``exchange`` (peer exchange, goodbyes), ``conn
 ``http`` and ``http_serve`` (HTTP over libp2p), ``discovery``, ``authz``, ``circuit`` and
 ``reservations`` (circuit relay v2: the relay service, relayed connections, slots on relays),
 ``reachability`` (trusted peers dial this node back: unknown, public, private) and ``holepunch``
-(DCUtR on relayed connections to listed peers).
+(DCUtR on relayed connections to listed peers), ``direct`` (calls move to a direct connection
+once one appears beside a relayed one).
 
-Size: about 590 lines: the one facade of a running host (identity, peers, dialing, pings,
+Size: about 640 lines: the one facade of a running host (identity, peers, dialing, pings,
 peer exchange, relays, the MCP and HTTP streams, closing), each operation a few lines over the
 modules beside it; and the connection methods other code calls on a Node (``protect``, ``trim``,
 ``said_bye``, ...), kept as one-line delegations to ``connections.py``, which holds their state
@@ -60,6 +61,7 @@ from triomcp.p2p.admission import InboundGate
 from triomcp.p2p.authz import AuthorizedPeers
 from triomcp.p2p.circuit import Circuits, is_circuit, relay_of
 from triomcp.p2p.connections import Connections
+from triomcp.p2p.direct import MoveToDirect
 from triomcp.p2p.discovery import peer_id_in, reaches_self
 from triomcp.p2p.exchange import PeerExchange
 from triomcp.p2p.flow import batch_window_updates
@@ -172,6 +174,8 @@ class Node:
         """Is this node publicly reachable (``reachability.py``): its trusted peers dial it back."""
         self.hole_punch = HolePunch(self)
         """DCUtR for relayed connections to authorized peers (``holepunch.py``)."""
+        self.to_direct = MoveToDirect(self)
+        """Calls move to a direct connection once one appears beside a relayed one (``direct.py``)."""
         self._guard_dials()
 
     def _guard_dials(self) -> None:
@@ -218,9 +222,9 @@ class Node:
         relayed = relayed[:limit]
         return [*self.listen_addrs()[:limit - len(relayed)], *relayed]
 
-    def connections_to(self, peer_id: str) -> list[dict[str, str]]:
-        """Each open connection to ``peer_id``: ``{"kind": "direct", "addr": ...}`` or
-        ``{"kind": "relayed", "relay": <relay peer id>}`` (``circuit.py``)."""
+    def connections_to(self, peer_id: str) -> list[dict[str, Any]]:
+        """Each open connection to ``peer_id``: ``{"kind": "direct", "addr": ..., "streams": n}`` or
+        ``{"kind": "relayed", "relay": <relay peer id>, "streams": n}`` (``circuit.py``)."""
         return self.circuits.connections_to(peer_id)
 
     def relays_in_use(self) -> set[str]:
@@ -284,13 +288,15 @@ class Node:
     def relay_status(self) -> dict[str, Any]:
         """Circuit relay v2 as ``p2p_status`` shows it: the service (reservations held here for
         peers, refusals), this node's own reservations on its relays, with its relayed addresses
-        (and whether it announces them), its hole punches, and its reachability (``reachability``:
+        (and whether it announces them), its hole punches, the relayed connections closed once a
+        direct one appeared (``to_direct``), and its reachability (``reachability``:
         ``p2p_status`` shows it beside ``relay``)."""
         service = self.circuits.statistics()
         return {"service": dataclasses.asdict(service),
                 "reservations": self.reservations.statistics() if self.reservations is not None else [],
                 "relayed_addrs": self.relayed_addrs(), "announces_relayed": self.announces_relayed(),
                 "hole_punch": dataclasses.asdict(self.hole_punch.statistics()),
+                "to_direct": dataclasses.asdict(self.to_direct.statistics()),
                 "reachability": dataclasses.asdict(self.reachability.statistics())}
 
     def _fire_peers_changed(self) -> None:
@@ -524,6 +530,15 @@ class Node:
 
     async def _open_http_stream(self, peer_id: str) -> INetStream:
         return await self._open_mcp_stream(peer_id, HTTP_PROTOCOL)
+
+    async def renew_streams(self, peer_id: str) -> None:
+        """The next calls to ``peer_id`` open new streams (libp2p puts them on its best connection):
+        its MCP stream is retired, its idle HTTP streams dropped (``direct.py``, once a direct
+        connection appeared beside a relayed one)."""
+        await self.http.drop(peer_id)
+        channel = self._channels.get(peer_id)
+        if channel is not None:
+            await channel.retire()
 
     def channel(self, peer_id: str) -> PeerChannel:
         channel = self._channels.get(peer_id)

@@ -11,9 +11,13 @@ Client side, :class:`PeerChannel` multiplexes calls by id on one stream, routes 
 notifications to the caller whose ``progressToken`` they carry, sends ``notifications/cancelled``
 when a caller is cancelled, and reopens the stream on the next call after it died. A call in
 flight when the stream dies fails with a :class:`~triomcp.errors.PeerError`: a truncated stream
-is never a result.
+is never a result. :meth:`PeerChannel.retire` moves the next calls to a new stream (a direct
+connection to the peer appeared, ``direct.py``); the old one ends once its calls are answered.
 
 Both ends take a :class:`Stream` (the part of a libp2p stream they use): tests use memory streams.
+
+Size: a little over 300 lines: the two ends of one protocol, each a short loop over the sans-I/O
+``admit`` and ``framing``; splitting the client end off would part two halves tested together.
 """
 
 from __future__ import annotations
@@ -167,6 +171,8 @@ class _Pending:
     """One call waiting on the channel: its answer, or why the stream ended before one came."""
 
     on_notification: Notify | None
+    stream: Stream | None = None
+    """The stream it was sent on: only that stream's end loses it."""
     done: trio.Event = field(default_factory=trio.Event)
     reply: dict[str, Any] | None = None
     lost: str | None = None
@@ -196,6 +202,8 @@ class PeerChannel:
         self._write_lock = trio.Lock()
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
+        self._retired: list[Stream] = []
+        """Streams new calls no longer take (:meth:`retire`), closed once their calls are answered."""
 
     async def _ensure(self) -> Stream:
         async with self._open_lock:
@@ -229,7 +237,10 @@ class PeerChannel:
             if self._stream is stream:
                 self._stream = None
             for pending in list(self._pending.values()):
-                pending.lose(reason)
+                if pending.stream is stream:
+                    pending.lose(reason)
+            if stream in self._retired:
+                self._retired.remove(stream)
             await close_quietly(stream, reset=True)
 
     async def _dispatch(self, item: dict[str, Any]) -> None:
@@ -260,7 +271,7 @@ class PeerChannel:
         meta = dict(params.get("_meta") or {})
         meta["progressToken"] = ident
         params["_meta"] = meta
-        pending = self._pending[ident] = _Pending(on_notification)
+        pending = self._pending[ident] = _Pending(on_notification, stream)
         try:
             try:
                 await self._write(stream, {"jsonrpc": "2.0", "id": ident, "method": method, "params": params})
@@ -277,6 +288,8 @@ class PeerChannel:
                 raise
         finally:
             self._pending.pop(ident, None)
+            if stream in self._retired:
+                await self._close_if_done(stream)
         return self._result(method, pending)
 
     def _result(self, method: str, pending: _Pending) -> dict[str, Any]:
@@ -294,7 +307,24 @@ class PeerChannel:
             raise FrameError(f"peer {self.peer_id}: the response to {method} carries no result object")
         return result
 
+    async def retire(self) -> None:
+        """New calls open a new stream (the caller's libp2p puts it on the peer's best connection):
+        the current one is closed once the calls sent on it are answered (closed earlier, the peer
+        would take its end as their callers leaving, and cancel them)."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            self._retired.append(stream)
+            await self._close_if_done(stream)
+
+    async def _close_if_done(self, stream: Stream) -> None:
+        if stream in self._retired and not any(p.stream is stream for p in self._pending.values()):
+            self._retired.remove(stream)
+            await close_quietly(stream)  # the peer reads the end and closes its side; our reader ends
+
     async def aclose(self) -> None:
+        for retired in list(self._retired):
+            self._retired.remove(retired)
+            await close_quietly(retired)
         stream, self._stream = self._stream, None
         if stream is not None:
             await close_quietly(stream)
