@@ -117,7 +117,8 @@ class Response:
         """The body as it arrives; PeerError if the stream ends (or is reset) before the body does."""
         try:
             while True:
-                event, self._next = self._next or await _next_event(self._conn, self._stream), None
+                event = self._next or await _next_event(self._conn, self._stream)
+                self._next = None
                 if isinstance(event, h11.Data):
                     after = self._conn.next_event()  # what came with it, read no further
                     if isinstance(after, h11.EndOfMessage):
