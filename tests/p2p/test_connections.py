@@ -196,6 +196,7 @@ async def test_trimming_spares_bootstrap_protected_and_busy_peers(tmp_path: Path
                     await idle.connect(node.listen_addrs()[0])  # four: one too many
                     await until(node, lambda: node.statistics().connections_trimmed == 1, "the idle peer to be trimmed")
                     assert set(node.connected_peers()) == {boot.peer_id, kept.peer_id, busy.peer_id}
+                    assert node.exchange.byes_lost == 0
                     assert idle.said_bye(node.peer_id) == "trimming"  # told, so it does not redial at once
                     nursery.cancel_scope.cancel()  # the call ends: busy is idle too now
                 # (A connection that comes while py-libp2p is still closing the last one is dropped.)
@@ -204,6 +205,32 @@ async def test_trimming_spares_bootstrap_protected_and_busy_peers(tmp_path: Path
                 await until(node, lambda: node.statistics().connections_trimmed == 3,
                             "the no longer busy peer and the idle one to be trimmed")
                 assert set(node.connected_peers()) == {boot.peer_id, kept.peer_id}
+
+
+async def test_a_goodbye_holds_when_libp2p_reports_its_connection_opened_late(tmp_path: Path) -> None:
+    """libp2p serves a new connection's streams before it reports the connection opened (its
+    notifees run after the muxer has started): a trim goodbye can arrive first. It still holds."""
+    dirs, _ = mesh_dirs(tmp_path, 3)
+    async with node_in(dirs[0]) as boot, \
+            node_in(dirs[1], bootstrap=[boot.listen_addrs()[0]], connections_low=1, connections_high=1) as node, \
+            node_in(dirs[2]) as idle:
+        node.trim_grace = 0.0
+        reported = trio.Event()
+        notifee = next(n for n in idle.host.get_network().notifees if type(n).__name__ == "_Notifee")
+        connected = notifee.connected
+
+        async def late(network: Any, conn: Any) -> None:  # the fault: the event comes 0.5 s late
+            await trio.sleep(0.5)
+            await connected(network, conn)
+            reported.set()
+
+        notifee.connected = late  # type: ignore[method-assign]
+        with trio.fail_after(20):
+            await until(node, lambda: node.is_connected(boot.peer_id), "the bootstrap peer")
+            await idle.connect(node.listen_addrs()[0])  # two: one too many
+            await until(node, lambda: node.statistics().connections_trimmed == 1, "the idle peer to be trimmed")
+            await reported.wait()
+        assert idle.said_bye(node.peer_id) == "trimming"
 
 
 # -- closing -----------------------------------------------------------------------------------

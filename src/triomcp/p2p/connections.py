@@ -75,6 +75,9 @@ without waiting for every direct dial to time out."""
 class _Bye:
     bye: str
     at: float
+    conn: int | None = None
+    """``id()`` of the muxed connection it came on: that connection's own "opened" event, which
+    libp2p may report after the peer has already used it, does not end the goodbye."""
     paused: bool = False
     """A reconnect loop has already waited on it once."""
 
@@ -102,12 +105,14 @@ class Connections:
         """Dials to peers not connected when they were needed (``ensure_connected``, a call, a stream)."""
 
     # -- connected, in use, protected --------------------------------------------------------
-    def on_connection(self, peer_id: str, *, opened: bool) -> None:
+    def on_connection(self, peer_id: str, *, opened: bool, conn: int | None = None) -> None:
         """A connection to ``peer_id`` opened or closed (the host's notifee, through the node)."""
         now = trio.current_time()
         if opened:
             self._connected_at[peer_id] = now
-            self._byes.pop(peer_id, None)  # it is back (or never left)
+            bye = self._byes.get(peer_id)
+            if bye is not None and (conn is None or bye.conn != conn):
+                del self._byes[peer_id]  # it is back (or never left)
         elif not self._node.is_connected(peer_id):
             self._connected_at.pop(peer_id, None)
             self._last_used.pop(peer_id, None)
@@ -149,10 +154,10 @@ class Connections:
             self._last_used[peer_id] = trio.current_time()
 
     # -- goodbyes ------------------------------------------------------------------------------
-    def heard_bye(self, peer_id: str, bye: str) -> None:
-        """``peer_id`` said goodbye (``exchange.LEAVING`` or ``TRIMMING``)."""
+    def heard_bye(self, peer_id: str, bye: str, conn: int | None = None) -> None:
+        """``peer_id`` said goodbye (``exchange.LEAVING`` or ``TRIMMING``) on connection ``conn``."""
         log.debug("peer %s said goodbye: %s", peer_id[:16], bye)
-        self._byes[peer_id] = _Bye(bye, trio.current_time())
+        self._byes[peer_id] = _Bye(bye, trio.current_time(), conn)
 
     def said_bye(self, peer_id: str) -> str | None:
         """``LEAVING`` or ``TRIMMING`` while that goodbye holds (it is not dialed then), else None."""

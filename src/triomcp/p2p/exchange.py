@@ -101,7 +101,10 @@ IDENTIFY_WAIT = 2.0
 IDENTIFY_STEP = 0.1
 """How often the loop looks for identify's answer meanwhile (libp2p signals no event for it)."""
 BYE_SECONDS = 0.5
-"""All goodbyes of one shutdown or trim, sent at once, take at most this long."""
+"""All goodbyes of one shutdown, sent at once, take at most this long (a closing node waits on them)."""
+TRIM_BYE_SECONDS = 3.0
+"""All goodbyes of one trim take at most this long: the trimmer runs in the background, and a
+goodbye lost to a busy moment (a stream negotiation, a garbage collection) lets the peer redial."""
 LEAVING = "leaving"
 TRIMMING = "trimming"
 
@@ -138,6 +141,8 @@ class PeerExchange:
         said so (``Node.connected_since``): a new connection is judged anew."""
         self.asks = 0
         """Exchanges this node started (answered or not)."""
+        self.byes_lost = 0
+        """Goodbyes not answered within their bound (the peer may redial sooner than asked)."""
         self.other_mesh = 0
         """Exchanges refused or ignored since start: the peer is of another mesh (``p2p.mesh_name``)."""
         self._byes_out: dict[str, trio.CancelScope] = {}
@@ -218,7 +223,7 @@ class PeerExchange:
                 hello = await read_one_frame(stream, PEERS_MAX_BYTES)
             bye = LEAVING if hello.get(LEAVING) is True else TRIMMING if hello.get(TRIMMING) is True else None
             if bye is not None:
-                node._said_bye(peer_id, bye)
+                node._said_bye(peer_id, bye, id(stream.muxed_conn))
                 if bye == LEAVING and peer_id in self._byes_out:
                     self._byes_out[peer_id].cancel()
                 with trio.fail_after(node.settings.stream_timeout):
@@ -336,7 +341,7 @@ class PeerExchange:
 
     async def say_bye(self, peers: list[str], bye: str) -> None:
         """Tell connected ``peers`` goodbye (``LEAVING`` or ``TRIMMING``): all at once, shielded, each
-        answered or not within ``BYE_SECONDS`` in all. Never dials, never raises."""
+        answered or not within ``BYE_SECONDS`` (``TRIM_BYE_SECONDS``) in all. Never dials, never raises."""
         node = self._node
 
         async def one(peer: str) -> None:
@@ -349,6 +354,7 @@ class PeerExchange:
                         await read_one_frame(stream, PEERS_MAX_BYTES)
                     finally:
                         await close_quietly(stream)
+                    delivered.add(peer)
                 except Exception as exc:
                     log.debug("goodbye (%s) to %s not delivered: %s", bye, peer[:16], exc)
                 finally:
@@ -359,10 +365,12 @@ class PeerExchange:
         targets = [p for p in peers if not self._refuses(p) and node.supports(p, PEERS_PROTOCOL) is not False]
         if not targets:
             return
-        with trio.CancelScope(shield=True), trio.move_on_after(BYE_SECONDS):
+        delivered: set[str] = set()
+        with trio.CancelScope(shield=True), trio.move_on_after(TRIM_BYE_SECONDS if bye == TRIMMING else BYE_SECONDS):
             async with trio.open_nursery() as nursery:
                 for peer in targets:
                     nursery.start_soon(one, peer)
+        self.byes_lost += len(targets) - len(delivered)
 
     def _trimmed_away(self) -> bool:
         """Did a remembered peer close its connection to this node to stay within its limits?"""

@@ -109,7 +109,7 @@ class _Notifee:
         except Exception:
             self._node._fire_peers_changed()
             return
-        self._node._on_connection(peer_id, opened=opened)
+        self._node._on_connection(peer_id, opened=opened, conn=id(conn.muxed_conn))
 
     async def listen(self, network: Any, multiaddr: Any) -> None:
         pass

@@ -311,9 +311,9 @@ class Node:
         at the peers and waits on it after, so no change that came meanwhile is missed."""
         return self._peers_changed
 
-    def _on_connection(self, peer_id: str, *, opened: bool) -> None:
-        """A connection opened or closed (the host's notifee)."""
-        self.connections.on_connection(peer_id, opened=opened)
+    def _on_connection(self, peer_id: str, *, opened: bool, conn: int | None = None) -> None:
+        """A connection opened or closed (the host's notifee; ``conn``: ``id()`` of its muxed connection)."""
+        self.connections.on_connection(peer_id, opened=opened, conn=conn)
         self._fire_peers_changed()
 
     # -- in use, protected, goodbyes (connections.py) ----------------------------------------
@@ -327,9 +327,9 @@ class Node:
         the mesh holds it while it runs a task leased from that owner)."""
         return self.connections.protect(peer_id)
 
-    def _said_bye(self, peer_id: str, bye: str) -> None:
-        """``peer_id`` said goodbye (``exchange.LEAVING`` or ``TRIMMING``)."""
-        self.connections.heard_bye(peer_id, bye)
+    def _said_bye(self, peer_id: str, bye: str, conn: int | None = None) -> None:
+        """``peer_id`` said goodbye (``exchange.LEAVING`` or ``TRIMMING``) on connection ``conn``."""
+        self.connections.heard_bye(peer_id, bye, conn)
 
     def said_bye(self, peer_id: str) -> str | None:
         """``LEAVING`` or ``TRIMMING`` while that goodbye holds (it is not dialed then), else None."""
