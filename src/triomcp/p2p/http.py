@@ -51,8 +51,13 @@ CLIENT_IDLE_SECONDS = 20.0
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
                         b"proxy-connection", b"proxy-authenticate", b"proxy-authorization", b"content-length"})
 """Headers that describe one connection, not the message: never passed on as they came."""
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+"""Methods sent again on a fresh stream when a kept stream fails after the whole request went out
+(RFC 9110, 9.2.2); any other request is sent again only if it never left (a POST may have run)."""
 
 Headers = list[tuple[bytes, bytes]]
+
+_MAY_HAVE_RUN = " (after the request was sent: the peer may have run it)"
 
 
 async def write_all(stream: Stream, data: bytes | None, limit_s: float) -> None:
@@ -79,6 +84,18 @@ async def reset(stream: Stream) -> None:
             await stream.reset()
         except Exception as exc:
             log.debug("resetting an http stream: %s", exc)
+
+
+def _dead(stream: Stream) -> bool:
+    """Has a kept stream, or its connection, already ended (the peer closed or reset it, the
+    connection is closed)? Looked at before reuse, so a request is not sent into one."""
+    muxed = getattr(stream, "muxed_stream", None)
+    if muxed is None:
+        return False
+    if getattr(muxed, "recv_closed", False) or getattr(muxed, "reset_received", False) or getattr(muxed, "closed", False):
+        return True
+    is_closed = getattr(getattr(muxed, "muxed_conn", None), "is_closed", None)
+    return bool(is_closed) if not callable(is_closed) else bool(is_closed())
 
 
 async def _next_event(conn: h11.Connection, stream: Stream) -> Any:
@@ -153,7 +170,7 @@ class HttpStreams:
         now = trio.current_time()
         while idle:
             pooled = idle.pop()
-            if now - pooled.since < CLIENT_IDLE_SECONDS:
+            if now - pooled.since < CLIENT_IDLE_SECONDS and not _dead(pooled.stream):
                 return pooled, True
             await close_quietly(pooled.stream)
         stream = await self._open(peer_id)
@@ -166,6 +183,10 @@ class HttpStreams:
                       abandoned: Callable[[], bool] = lambda: False) -> AsyncIterator[Response]:
         """Send the request; yield the response once its head arrived.
 
+        A kept stream that fails is replaced by a fresh one once: before the request went out in
+        full, or after it for an ``IDEMPOTENT`` method. A POST whose kept stream fails after it was
+        sent raises PeerError (the peer may have run it; running it twice is worse than an error).
+
         ``on_stream`` is told which stream carries the request: closing it abandons the request, which
         the peer takes as its client's disconnect (then ``abandoned()`` is true, and
         the request is not sent again on a fresh stream). Leaving the block before the
@@ -177,28 +198,29 @@ class HttpStreams:
             pooled, reused = await self._take(peer_id, fresh=attempt == 2)
             conn, stream = pooled.conn, pooled.stream
             on_stream(stream)
+            sent = False
             try:
                 data = conn.send(h11.Request(method=method, target=target, headers=head)) or b""
                 data += (conn.send(h11.Data(data=body)) or b"") if body else b""
                 data += conn.send(h11.EndOfMessage()) or b""
                 await write_all(stream, data, self.write_timeout)
+                sent = True
                 event = await _next_event(conn, stream)
             except Exception as exc:
                 await reset(stream)
-                if reused and attempt == 1 and not abandoned():  # the peer closed an idle stream: once more
-                    continue
+                if reused and attempt == 1 and not abandoned() and (not sent or method in IDEMPOTENT):
+                    continue  # the kept stream had ended: once more, on a fresh one
                 await self._failed(peer_id, abandoned())
-                raise PeerError(f"HTTP over libp2p to {peer_id}: {exc}") from None
+                raise PeerError(f"HTTP over libp2p to {peer_id}: {exc}{_MAY_HAVE_RUN if sent else ''}") from None
             except BaseException:
                 await reset(stream)
                 raise
-            if isinstance(event, h11.ConnectionClosed) and reused and attempt == 1 and not abandoned():
-                await reset(stream)
-                continue
             if not isinstance(event, h11.Response):
                 await reset(stream)
+                if reused and attempt == 1 and not abandoned() and method in IDEMPOTENT:
+                    continue
                 await self._failed(peer_id, abandoned())
-                raise PeerError(f"HTTP over libp2p to {peer_id}: the stream ended before a response")
+                raise PeerError(f"HTTP over libp2p to {peer_id}: the stream ended before a response{_MAY_HAVE_RUN}")
             break
         response = Response(event.status_code, [(bytes(k), bytes(v)) for k, v in event.headers], conn, stream)
         try:

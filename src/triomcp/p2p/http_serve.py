@@ -252,6 +252,9 @@ async def _run_one(conn: h11.Connection, incoming: _Incoming, app: AsgiApp, requ
     except OSError as exc:
         log.debug("a request from %s: %s", peer_id[:16], exc)
     if conn.our_state is h11.SEND_RESPONSE and authorized():  # the app sent nothing at all
-        await write_all(stream, _simple(conn, 500, b"no response"), write_timeout)
+        try:
+            await write_all(stream, _simple(conn, 500, b"no response"), write_timeout)
+        except Exception as exc:  # the peer is gone (the app returned on its disconnect, say)
+            log.debug("a request from %s ended with no response: %s", peer_id[:16], exc)
     elif conn.our_state is h11.SEND_BODY:  # the app ended without its last chunk
         conn.send_failed()
