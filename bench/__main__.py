@@ -13,14 +13,16 @@
 - Part 5 (bench/gossip.py, bench/mesh_sim.py): work announcements over GossipSub against a direct
   push, and the mesh's real scheduling code in a simulation of 1,000 and 10,000 nodes.
 
-Each part runs alone too (``python -m bench.foundation``, ...). This module only runs them in
-turn; results go to bench/results/.
+Each part runs alone too (``python -m bench.foundation``, ...). This module runs them in turn,
+then prints every goal the parts measured in one table (:func:`goals`): the issue it comes from,
+the figure of this run, the target, and whether it was reached. Results go to bench/results/.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+from typing import Any
 
 from bench import bridge, foundation, gossip, mesh_sim, mesh_size, nat, relay
 
@@ -42,17 +44,18 @@ def main(argv: list[str] | None = None) -> None:
     if set(parts) - {"nat"} and shutil.which("wrk") is None:
         raise SystemExit("make bench needs wrk (Debian: apt-get install -y wrk)")
     quick = ["--quick"] if args.quick else []
+    reports: dict[str, dict[str, Any]] = {}
     if "foundation" in parts:
-        foundation.main(quick)
+        reports["foundation"] = foundation.main(quick)
     if "bridge" in parts:
         print("\n== part 2: an MCP tool call that makes one libp2p round trip (bench/bridge.py) ==", flush=True)
-        bridge.main(quick)
+        reports["bridge"] = bridge.main(quick)
     if "mesh" in parts:
         print("\n== part 3: mesh size (bench/mesh_size.py) ==", flush=True)
-        mesh_size.main(quick)
+        reports["mesh"] = mesh_size.main(quick)
     if "relay" in parts:
         print("\n== part 4: a request forwarded to the node holding it (bench/relay.py) ==", flush=True)
-        relay.main(quick)
+        reports["relay"] = relay.main(quick)
     if "announce" in parts:
         print("\n== part 5: work announcements (bench/gossip.py) and the mesh at scale (bench/mesh_sim.py) ==",
               flush=True)
@@ -61,6 +64,39 @@ def main(argv: list[str] | None = None) -> None:
     if "nat" in parts:
         print("\n== nat: p2p_call_tool relayed, hole-punched and direct, behind NAT (bench/nat.py) ==", flush=True)
         nat.main(quick)
+    rows = goals(reports)
+    if rows:
+        print("\n== the goals measured in this run ==")
+        print(f"{'issue':8} {'goal':58} {'measured':>12} {'target':>10}  reached")
+        for issue, goal, measured, target, reached in rows:
+            print(f"{issue:8} {goal:58} {measured:>12} {target:>10}  "
+                  f"{'-' if reached is None else 'yes' if reached else 'NO'}")
+
+
+def goals(reports: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str, bool | None]]:
+    """(issue, goal, measured, target, reached) for every goal the parts in ``reports`` measured."""
+    out: list[tuple[str, str, str, str, bool | None]] = []
+    if "foundation" in reports:
+        report = reports["foundation"]
+        for row in report["ratios"]:
+            out.append((row["source"].removeprefix("issue "), f"HTTP tool call, triomcp modern: {row['ratio']}",
+                        f"{row['measured']:.3f}", row["goal"], row["met"]))
+        tps = report["taskqueue_local_tasks_per_s"]["median"]
+        out.append(("18", "durable local queue, fsync per commit: tasks/s", f"{tps:.0f}", ">= 2000", tps >= 2000))
+    if "bridge" in reports:
+        for row in reports["bridge"]["ratios"]:
+            issue = "18" if "chained" in row["ratio"] else "mission"
+            out.append((issue, f"P2P tool call: {row['ratio']}", f"{row['measured']:.3f}", row["goal"], row["met"]))
+    if "mesh" in reports:
+        for goal, measured, target, reached in mesh_size.goals(reports["mesh"]):
+            out.append(("15", f"mesh: {goal}", measured, target, reached))
+    if "relay" in reports:
+        for row in reports["relay"]["ratios"]:
+            out.append(("14", f"forwarded {row['kind']}: p50 / local", f"{row['p50_ratio']:.3f}", row["p50_goal"],
+                        row["p50_met"]))
+            out.append(("14", f"forwarded {row['kind']}: calls/s / local", f"{row['rps_ratio']:.3f}", row["rps_goal"],
+                        row["rps_met"]))
+    return out
 
 
 if __name__ == "__main__":
