@@ -1,7 +1,7 @@
 """``make bench``: every benchmark in one run, each printing its table of ratios and writing JSON + PNG.
 
     .venv/bin/python -m bench [--quick] [PART ...]      (PART: foundation, bridge, mesh, relay, announce, nat;
-                                                         default: all but nat)
+                                                         default: all; nat only as root with nft)
 
 - Part 1 (bench/foundation.py): trivial MCP tool calls side by side (triomcp in both eras, the
   official SDK on Hypercorn-trio and on Uvicorn, a bare floor) and the durable queue.
@@ -12,6 +12,9 @@
   the same request served there.
 - Part 5 (bench/gossip.py, bench/mesh_sim.py): work announcements over GossipSub against a direct
   push, and the mesh's real scheduling code in a simulation of 1,000 and 10,000 nodes.
+- Part 6, nat (bench/nat.py): ``p2p_call_tool`` relayed, hole-punched and direct, in network
+  namespaces behind NAT routers. It needs root and nft (``make test`` installs nftables): without
+  them ``make bench`` says so and runs the rest; named alone it fails.
 
 Each part runs alone too (``python -m bench.foundation``, ...). This module runs them in turn,
 then prints every goal the parts measured in one table (:func:`goals`): the issue it comes from,
@@ -21,14 +24,14 @@ the figure of this run, the target, and whether it was reached. Results go to be
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from typing import Any
 
 from bench import bridge, foundation, gossip, mesh_sim, mesh_size, nat, relay
 
 PARTS = ("foundation", "bridge", "mesh", "relay", "announce", "nat")
-DEFAULT_PARTS = PARTS[:-1]
-"""``nat`` runs only when named (it needs root to create namespaces)."""
+DEFAULT_PARTS = PARTS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,7 +43,13 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(args.parts) - set(PARTS))
     if unknown:
         parser.error(f"unknown part {', '.join(unknown)} (choose from {', '.join(PARTS)})")
-    parts = args.parts or DEFAULT_PARTS
+    parts = list(args.parts or DEFAULT_PARTS)
+    if "nat" in parts and not (os.geteuid() == 0 and shutil.which("nft")):
+        why = "bench nat needs root and nft (Debian: apt-get install -y nftables) to build its network namespaces"
+        if args.parts:
+            raise SystemExit(why)
+        print(f"(skipping part 6: {why})", flush=True)
+        parts.remove("nat")
     if set(parts) - {"nat"} and shutil.which("wrk") is None:
         raise SystemExit("make bench needs wrk (Debian: apt-get install -y wrk)")
     quick = ["--quick"] if args.quick else []
@@ -62,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         gossip.main(quick)
         mesh_sim.main(quick)
     if "nat" in parts:
-        print("\n== nat: p2p_call_tool relayed, hole-punched and direct, behind NAT (bench/nat.py) ==", flush=True)
+        print("\n== part 6: p2p_call_tool relayed, hole-punched and direct, behind NAT (bench/nat.py) ==", flush=True)
         nat.main(quick)
     rows = goals(reports)
     if rows:

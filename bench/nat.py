@@ -146,7 +146,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name} / direct: p50 x{r['p50_ms'] / base['p50_ms']:.2f}, "
               f"calls/s x{r['calls_per_s'] / base['calls_per_s']:.2f}")
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"quick": args.quick, "results": results}, indent=2) + "\n")
+    RESULTS.write_text(json.dumps({"quick": args.quick, "machine": {"cores": os.cpu_count(), "loadavg": os.getloadavg()},
+                                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                   "results": results}, indent=2) + "\n")
     print(f"wrote {RESULTS}")
 
 
