@@ -75,10 +75,11 @@ def main(argv: list[str] | None = None) -> None:
         nat.main(quick)
     rows = goals(reports)
     if rows:
+        width = max(len(row[1]) for row in rows)
         print("\n== the goals measured in this run ==")
-        print(f"{'issue':8} {'goal':58} {'measured':>12} {'target':>10}  reached")
+        print(f"{'issue':8} {'goal':{width}} {'measured':>12} {'target':>10}  reached")
         for issue, goal, measured, target, reached in rows:
-            print(f"{issue:8} {goal:58} {measured:>12} {target:>10}  "
+            print(f"{issue:8} {goal:{width}} {measured:>12} {target:>10}  "
                   f"{'-' if reached is None else 'yes' if reached else 'NO'}")
 
 
