@@ -314,6 +314,24 @@ async def test_a_mesh_shuts_down_without_errors(tmp_path: Path, caplog: pytest.L
 
 
 # -- client-only peers -------------------------------------------------------------------------
+async def test_a_client_trimmed_away_dials_its_peer_again_on_demand_after_the_peerstore_forgot_it(
+        tmp_path: Path) -> None:
+    """A client (no peers file) keeps the address it dialed: once libp2p's peerstore has let it
+    expire (120 s after the dial; cleared here), a call after the peer trimmed the connection
+    still dials it again."""
+    async with node_in(tmp_path / "n") as node, open_node(p2p_settings(), tmp_path / "c", announce=False) as client:
+        authorize(node, client)
+        with trio.fail_after(20):
+            await client.connect(node.listen_addrs()[0])
+            assert (await client.call(node.peer_id, "whoami", {}))["peer_id"] == client.peer_id
+            await node.host.disconnect(client.host.get_id())  # as the trimmer does
+            await until(client, lambda: not client.is_connected(node.peer_id), "the client to see it closed")
+            client.host.get_peerstore().clear_addrs(node.host.get_id())  # the fault: the TTL ran out
+            dials = client.statistics().on_demand_dials
+            assert (await client.call(node.peer_id, "whoami", {}))["peer_id"] == client.peer_id
+            assert client.statistics().on_demand_dials == dials + 1
+
+
 @pytest.mark.parametrize("identify", [True, False], ids=["identify", "no-identify"])
 async def test_a_client_only_peer_is_asked_for_peers_at_most_once(
         tmp_path: Path, identify: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:

@@ -36,7 +36,7 @@ import contextlib
 import logging
 import math
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -56,6 +56,8 @@ __all__ = ["LEAVING_HOLD", "LEAVING_REDIAL", "RELAY_HEAD_START", "TRIM_GRACE", "
 
 log = logging.getLogger("triomcp.p2p")
 
+DIALED_KEPT = 1024
+"""Peers whose last explicitly dialed address (``Node.connect``) a node keeps in memory."""
 TRIM_GRACE = 10.0
 """Seconds a new connection is never trimmed (``Connections.trim_grace``)."""
 LEAVING_HOLD = 15.0
@@ -103,6 +105,11 @@ class Connections:
         """Connections closed to stay within ``p2p.connections_high`` since the node started."""
         self.on_demand_dials = 0
         """Dials to peers not connected when they were needed (``ensure_connected``, a call, a stream)."""
+        self._dialed: OrderedDict[str, str] = OrderedDict()
+        """The address each peer was last reached at by an explicit dial (at most ``DIALED_KEPT``,
+        the least recent dropped): a node without a peers file (a client, a CLI host) remembers
+        nothing else once libp2p's peerstore lets the address expire (120 s after the dial), so a
+        peer that trimmed its connection could not be dialed again on demand."""
 
     # -- connected, in use, protected --------------------------------------------------------
     def on_connection(self, peer_id: str, *, opened: bool, conn: int | None = None) -> None:
@@ -202,6 +209,13 @@ class Connections:
             raise PeerError(f"owner {peer_id} is not listed in authorized_peers: not dialing it")
         await self.dial_on_demand(peer_id, addrs, what="owner")
 
+    def dialed(self, peer_id: str, addr: str) -> None:
+        """``addr`` reached ``peer_id`` (``Node.connect``): kept for dials on demand."""
+        self._dialed[peer_id] = addr
+        self._dialed.move_to_end(peer_id)
+        while len(self._dialed) > DIALED_KEPT:
+            self._dialed.popitem(last=False)
+
     def _dial_candidates(self, peer_id: str, addrs: Sequence[str]) -> list[str]:
         node = self._node
         suffix = f"/p2p/{peer_id}"
@@ -209,6 +223,8 @@ class Connections:
         with contextlib.suppress(Exception):
             stored = node.host.get_peerstore().addrs(ID.from_base58(peer_id))
             found += [s if s.endswith(suffix) else f"{s}{suffix}" for s in (str(a) for a in stored)]
+        if peer_id in self._dialed:
+            found.append(self._dialed[peer_id])
         if node.known is not None:
             found += node.known.addrs(peer_id)
         return [a for a in dict.fromkeys(found) if self._dialable(a)]

@@ -376,6 +376,7 @@ class Node:
         except PeerError:
             self._dial_failures += 1
             raise
+        self.connections.dialed(peer_id, multiaddr)
         await self._remember(peer_id, [multiaddr])
         return peer_id
 
@@ -411,6 +412,7 @@ class Node:
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._relayed_dials.pop(peer_id, None)
+        self.connections.dialed(peer_id, multiaddr)
         await self._remember(peer_id, [multiaddr])
         return peer_id
 
