@@ -188,7 +188,15 @@ class P2PSettings(_Section):
     """Multiaddrs (ending in ``/p2p/<peer id>``) kept connected with backoff."""
     peer_exchange: bool = True
     """Ask connected authorized peers for their authorized peers and dial those this node
-    authorizes too: from one bootstrap address, the mesh fills in."""
+    authorizes too: from one bootstrap address, the mesh fills in. Beyond the first exchange: an
+    answer also tells of up to 16 listed peers the answerer is not connected to (at the addresses
+    each announced itself, passed on at most 3 exchanges; at most 256 entries of an answer are
+    read, and at most 2 of these peers dialed while this node wants peers); about every 30 s a node
+    with at least ``connections_low`` listed peers connected visits one remembered peer it is not
+    connected to, asks it, and closes that connection again with a goodbye (``TRIMMING``) unless
+    it now wants more peers or has a request in flight to it; and a node left with no listed peer
+    connected after its peers trimmed it dials its remembered peers again, as at start (those that
+    trimmed it are left alone for 60 s)."""
     mesh_name: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9._-]*$")
     """The mesh this node belongs to (letters, digits, ``.``, ``_``, ``-``; empty: the unnamed mesh).
     Peer exchange runs only between nodes of the same name: nodes of different meshes that share
@@ -221,8 +229,10 @@ class P2PSettings(_Section):
     connections_low: int = Field(default=8, ge=1)
     """Peers this node keeps connected: peer exchange dials the peers it learns of only while fewer
     listed peers than this are connected (the others' addresses are remembered), and trimming closes
-    connections down to this many. The work of the whole mesh still reaches a node through gossip,
-    and a node dials the owner of a task on demand."""
+    connections down to this many. A node with at least this many still visits one remembered peer
+    about every 30 s, over a connection it closes again (``peer_exchange``), so parts of a mesh
+    that settled apart learn of each other. The work of the whole mesh still reaches a node
+    through gossip, and a node dials the owner of a task on demand."""
     connections_high: int = Field(default=16, ge=1)
     """Connected peers above which the oldest-unused connections are closed, down to
     ``connections_low`` (not this node's bootstrap peers, peers in use or with requests in flight,

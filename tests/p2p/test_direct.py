@@ -5,7 +5,8 @@ through R. Then A dials B directly, as py-libp2p's DCUtR does once it has punche
 (``Swarm.dial_addr``; on loopback no hole is needed: ``tests/reliability/test_nat.py`` has the
 NATs). Both A and B serve a small ASGI app over ``/http/1.1``, so HTTP streams are pooled on the
 relayed connection too. Bounded waits only (each look 0.05 s after the last, under
-``trio.fail_after``); nothing asserts how fast anything is.
+``trio.fail_after``); nothing asserts how fast anything is. ``relay.to_direct`` is read as
+``p2p_status`` and ``/metrics`` show it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import multiaddr as ma
@@ -23,6 +25,7 @@ from libp2p.peer.id import ID
 from tests.p2p.conftest import authorize, fake_handler, p2p_settings
 from triomcp.errors import PeerError
 from triomcp.p2p import Node, open_node
+from triomcp.server.metrics import Metrics
 
 Message = MutableMapping[str, Any]
 
@@ -65,6 +68,28 @@ async def _until(done: Callable[[], bool], node: Node) -> None:
     while not done():
         with trio.move_on_after(0.05):
             await node.wait_peers_changed()
+
+
+class _OnlyNode(SimpleNamespace):
+    """The services /metrics reads: a real node, an idle engine, nothing else."""
+
+    def __getattr__(self, name: str) -> None:
+        return None
+
+
+def _moved(*nodes: Node) -> dict[str, tuple[int, float]]:
+    """Each outcome of ``relay.to_direct``, summed over ``nodes``: (``p2p_status``, ``/metrics``)."""
+    status = {"closed": 0, "cut": 0}
+    metric = dict.fromkeys(status, 0.0)
+    for node in nodes:
+        metrics = Metrics()
+        metrics.watch(_OnlyNode(node=node, engine=SimpleNamespace(  # type: ignore[arg-type]
+            sessions={}, statistics=lambda: SimpleNamespace(inflight_calls=0))))
+        for outcome in status:
+            status[outcome] += node.relay_status()["to_direct"][outcome]
+            metric[outcome] += metrics.sample("triomcp_p2p_relayed_connections_to_direct_total",
+                                              {"outcome": outcome})
+    return {outcome: (status[outcome], metric[outcome]) for outcome in status}
 
 
 def _kinds(node: Node, peer: Node) -> list[str]:
@@ -111,6 +136,9 @@ async def test_calls_move_to_the_direct_connection_at_once_and_the_relayed_one_c
         tmp_path: Path) -> None:
     app_a, app_b = _App(), _App()
     async with _relayed_pair(tmp_path, app_a, app_b) as (a, b):
+        # The stream ends the move waits on come from the node's one notifee (host.py's).
+        notifees = a.host.get_network().notifees
+        assert [type(n).__name__ for n in notifees if type(n).__module__.startswith("triomcp.")] == ["_Notifee"]
         with trio.fail_after(20):
             async with trio.open_nursery() as nursery:
                 slow: list[bytes] = []
@@ -137,8 +165,9 @@ async def test_calls_move_to_the_direct_connection_at_once_and_the_relayed_one_c
 
             # Nothing uses the relayed connection any more: it is closed, on both sides.
             await _until(lambda: _kinds(a, b) == ["direct"] and _kinds(b, a) == ["direct"], a)
-            assert a.relay_status()["to_direct"]["cut"] == b.relay_status()["to_direct"]["cut"] == 0
-            assert a.relay_status()["to_direct"]["closed"] + b.relay_status()["to_direct"]["closed"] >= 1
+            moved = _moved(a, b)
+            assert moved["cut"] == (0, 0), moved
+            assert moved["closed"][0] >= 1 and moved["closed"][1] == moved["closed"][0], moved
 
             # Everything still works over the direct connection, gossip included (its streams ended
             # with the relayed connection and were opened again on the direct one).
@@ -166,7 +195,8 @@ async def test_a_relayed_connection_still_in_use_is_closed_after_the_call_timeou
                 assert (await a.call(b.peer_id, "whoami", {}))["peer_id"] == a.peer_id  # a new stream, direct
                 await _until(lambda: _kinds(a, b) == ["direct"], a)  # at p2p.call_timeout, in use or not
             assert len(failed) == 1 and "connection lost during block" in failed[0], failed
-            assert a.relay_status()["to_direct"]["cut"] + b.relay_status()["to_direct"]["cut"] >= 1
+            moved = _moved(a, b)
+            assert moved["cut"][0] >= 1 and moved["cut"][1] == moved["cut"][0], moved
             assert (await a.call(b.peer_id, "whoami", {}))["peer_id"] == a.peer_id
             assert await _get(a, b.peer_id) == b"ok"
 

@@ -12,7 +12,8 @@ closes the relayed connection only 60 s after the upgrade (``dcutr.RELAY_CLOSE_G
 only on the side that initiated): until then every call took the relay.
 
 What :class:`MoveToDirect` does, on each node, once per relayed connection that has a direct one
-beside it (event-driven, on the host's connection and stream events):
+beside it (event-driven: the node's connection changes, ``Node.next_peers_change``, and stream
+ends, ``Node.next_stream_end``, both signalled by ``host.py``'s notifee):
 
 - retires the peer's MCP stream (the next call opens a new one, which lands on the direct
   connection; the old one is closed once the calls sent on it are answered) and drops the idle
@@ -65,31 +66,7 @@ class MoveToDirect:
         self._node = node
         self._moving: set[int] = set()
         """Ids of the relayed connections being moved off (each once, while it lasts)."""
-        self._streams_ended = trio.Event()
         self._closed = self._cut = 0
-
-    # -- the host's events (a notifee, while run() runs) ---------------------------------------
-    async def opened_stream(self, network: Any, stream: Any) -> None:
-        pass
-
-    async def closed_stream(self, network: Any, stream: Any) -> None:
-        self._ended()
-
-    async def connected(self, network: Any, conn: Any) -> None:
-        pass
-
-    async def disconnected(self, network: Any, conn: Any) -> None:
-        self._ended()
-
-    async def listen(self, network: Any, multiaddr: Any) -> None:
-        pass
-
-    async def listen_close(self, network: Any, multiaddr: Any) -> None:
-        pass
-
-    def _ended(self) -> None:
-        self._streams_ended.set()
-        self._streams_ended = trio.Event()
 
     # -- moving --------------------------------------------------------------------------------
     def _to_move(self) -> list[tuple[str, Any]]:
@@ -118,7 +95,7 @@ class MoveToDirect:
         await node.renew_streams(peer)
         with trio.move_on_after(node.settings.call_timeout):
             while True:
-                ended = self._streams_ended
+                ended = node.next_stream_end()
                 if self._unused(conn):
                     break
                 with trio.move_on_after(RECHECK_SECONDS):
@@ -139,18 +116,13 @@ class MoveToDirect:
     async def run(self) -> None:
         """Move each relayed connection that gets a direct one beside it (until cancelled)."""
         node = self._node
-        network = node.host.get_network()
-        network.register_notifee(self)  # type: ignore[arg-type]
-        try:
-            async with trio.open_nursery() as nursery:
-                while True:
-                    changed = node.next_peers_change()
-                    for peer, conn in self._to_move():
-                        self._moving.add(id(conn))
-                        nursery.start_soon(self._move_once, peer, conn)
-                    await changed.wait()
-        finally:
-            network.remove_notifee(self)  # type: ignore[arg-type]
+        async with trio.open_nursery() as nursery:
+            while True:
+                changed = node.next_peers_change()
+                for peer, conn in self._to_move():
+                    self._moving.add(id(conn))
+                    nursery.start_soon(self._move_once, peer, conn)
+                await changed.wait()
 
     async def _move_once(self, peer: str, conn: Any) -> None:
         try:

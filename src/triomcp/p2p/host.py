@@ -86,7 +86,10 @@ INBOUND_SLOTS = 10_000_000
 
 
 class _Notifee:
-    """libp2p network events -> a Trio signal (event-driven reconnects, no polling)."""
+    """libp2p network events -> Trio signals on the node (event-driven reconnects and moves, no
+    polling): connections opened and closed (``Node._on_connection``), streams closed
+    (``Node._on_stream_closed``, which ``direct.py`` waits on). The node's one notifee (pubsub
+    registers its own)."""
 
     def __init__(self, node: Node) -> None:
         self._node = node
@@ -95,13 +98,14 @@ class _Notifee:
         pass
 
     async def closed_stream(self, network: Any, stream: Any) -> None:
-        pass
+        self._node._on_stream_closed()
 
     async def connected(self, network: Any, conn: Any) -> None:
         self._changed(conn, opened=True)
 
     async def disconnected(self, network: Any, conn: Any) -> None:
         self._changed(conn, opened=False)
+        self._node._on_stream_closed()  # its streams ended with it
 
     def _changed(self, conn: Any, *, opened: bool) -> None:
         try:

@@ -24,7 +24,7 @@ Beside it: ``rpc`` (MCP streams), ``exchange`` (peer exchange, goodbyes), ``conn
 (DCUtR on relayed connections to listed peers), ``direct`` (calls move to a direct connection
 once one appears beside a relayed one).
 
-Size: about 640 lines: the one facade of a running host (identity, peers, dialing, pings,
+Size: about 650 lines: the one facade of a running host (identity, peers, dialing, pings,
 peer exchange, relays, the MCP and HTTP streams, closing), each operation a few lines over the
 modules beside it; and the connection methods other code calls on a Node (``protect``, ``trim``,
 ``said_bye``, ...), kept as one-line delegations to ``connections.py``, which holds their state
@@ -141,6 +141,7 @@ class Node:
         self._nursery = nursery
         self._channels: dict[str, PeerChannel] = {}
         self._peers_changed = trio.Event()
+        self._stream_ended = trio.Event()
         self._dial_failures = 0
         self._frame_errors = 0
         self._calls_served = 0
@@ -315,6 +316,16 @@ class Node:
         """A connection opened or closed (the host's notifee; ``conn``: ``id()`` of its muxed connection)."""
         self.connections.on_connection(peer_id, opened=opened, conn=conn)
         self._fire_peers_changed()
+
+    def _on_stream_closed(self) -> None:
+        """A stream closed, or a connection with its streams (the host's notifee)."""
+        self._stream_ended.set()
+        self._stream_ended = trio.Event()
+
+    def next_stream_end(self) -> trio.Event:
+        """The event set when the next stream or connection closes, taken and waited on as
+        :meth:`next_peers_change` is: ``direct.py`` waits for a relayed connection to fall unused."""
+        return self._stream_ended
 
     # -- in use, protected, goodbyes (connections.py) ----------------------------------------
     @property

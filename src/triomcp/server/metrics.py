@@ -128,9 +128,10 @@ class _StateCollector(Collector):
 
 
 def _relay_metrics(node: Any) -> Iterator[Metric]:
-    """Reachability, circuit relay and hole punching (``p2p/reachability.py``, ``circuit.py``,
-    ``reservations.py``, ``holepunch.py``); none for a node without them (a fake in tests)."""
-    if not all(hasattr(node, a) for a in ("reachability", "circuits", "hole_punch", "reservations")):
+    """Reachability, circuit relay, hole punching and the moves to direct connections
+    (``p2p/reachability.py``, ``circuit.py``, ``reservations.py``, ``holepunch.py``, ``direct.py``);
+    none for a node without them (a fake in tests)."""
+    if not all(hasattr(node, a) for a in ("reachability", "circuits", "hole_punch", "reservations", "to_direct")):
         return
     reach = GaugeMetricFamily("triomcp_p2p_reachability",
                               "1 for this node's reachability state (unknown, public, private), 0 for the others.",
@@ -170,6 +171,14 @@ def _relay_metrics(node: Any) -> Iterator[Metric]:
     punches.add_metric(["direct"], punch.upgraded)
     punches.add_metric(["relayed"], punch.failed)
     yield punches
+    moved = node.to_direct.statistics()
+    to_direct = CounterMetricFamily("triomcp_p2p_relayed_connections_to_direct",
+                                    "Relayed connections closed after a direct one to their peer appeared, by "
+                                    "outcome: closed (once unused), cut (at p2p.call_timeout, streams still "
+                                    "open).", labels=["outcome"])
+    to_direct.add_metric(["closed"], moved.closed)
+    to_direct.add_metric(["cut"], moved.cut)
+    yield to_direct
 
 
 class Metrics:
