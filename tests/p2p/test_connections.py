@@ -80,6 +80,10 @@ def test_trims_down_to_low_unlisted_then_least_recently_used_never_spared_or_you
     assert again is None  # enough were trimmed
     trims, again = pick_trims(peers, now=100, low=1, high=4, grace=10)
     assert "young" not in trims and again == 105  # one more is wanted: look again when "young" is 10 s old
+    # Above high only with the young one (a peer that may be gone again in a moment): nothing yet,
+    # judged again once it is settled.
+    assert pick_trims(peers, now=100, low=2, high=5, grace=10) == ([], 105)
+    assert pick_trims(peers, now=105, low=2, high=5, grace=10)[0] == ["stranger", "old-idle", "busy", "recent"]
 
 
 # -- addresses ---------------------------------------------------------------------------------

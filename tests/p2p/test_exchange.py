@@ -6,6 +6,7 @@ No sleeps: waits wake on connection events, under a ``trio.fail_after``."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,32 @@ async def test_with_bounded_connections_every_node_learns_every_other_from_one_b
                     assert set(n.known.addrs(other.peer_id)) & set(other.announced_addrs()), (n.peer_id, other.peer_id)
         print(f"\n{count} nodes (low 2, high 3) each remembered every other {took:.1f}s after the last started; "
               f"connections per node: {sorted(len(n.connected_peers()) for n in nodes)}")
+
+
+async def test_visits_that_teach_nothing_come_less_and_less_often(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Node a keeps one peer (b) and knows c through b: it visits c, learns nothing new each time,
+    and so waits twice as long before each next visit, up to ``VISIT_MAX_SECONDS`` (shortened
+    here to 0.3 s doubling up to 1.2 s: at 0.3 s a visit each, 5 s would hold 11 or more)."""
+    from triomcp.p2p import exchange
+
+    monkeypatch.setattr(exchange, "VISIT_SECONDS", 0.3)
+    monkeypatch.setattr(exchange, "VISIT_MAX_SECONDS", 1.2)
+    monkeypatch.setattr(exchange, "PEER_EXCHANGE_REFRESH", 0.05)  # rounds come fast
+    dirs, _ = mesh_dirs(tmp_path, 3)
+    async with node_in(dirs[1]) as b, node_in(dirs[2], bootstrap=[b.listen_addrs()[0]]) as c, \
+            node_in(dirs[0], bootstrap=[b.listen_addrs()[0]], connections_low=1, connections_high=2) as a:
+        with trio.fail_after(20):
+            await until(a, lambda: a.known is not None and c.peer_id in a.known.peers(), "a to learn of c")
+        visits: list[float] = []
+        visit = a.exchange.visit
+
+        async def counted() -> str | None:
+            visits.append(trio.current_time())
+            return await visit()
+
+        monkeypatch.setattr(a.exchange, "visit", counted)
+        await trio.sleep(5.0)  # the quantity measured: visits in 5 s
+        assert 3 <= len(visits) <= 10, visits
+        gaps = [later - earlier for earlier, later in itertools.pairwise(visits)]
+        assert sum(gaps[-2:]) / 2 > gaps[0], gaps  # the last ones at 0.6-1.8 s, the first at 0.15-0.45 s

@@ -174,14 +174,21 @@ def pick_trims(peers: Sequence[PeerUse], *, now: float, low: int, high: int,
                grace: float) -> tuple[list[str], float | None]:
     """The peers to disconnect when more than ``high`` are connected: down to ``low``, never a spared
     one or one connected less than ``grace`` ago; unlisted ones first, then the least recently used.
-    Also when to look again (a connection leaving its grace period could be trimmed then), or None."""
+    Also when to look again (a connection leaving its grace period could be trimmed then), or None.
+
+    Connections still in their grace period do not count toward ``high``: a peer that connects for
+    a moment (a visit of the peer exchange, a client's one call) would otherwise take a node at its
+    bound down to ``low``, its trimmed peers would dial others to get back to theirs, and those
+    would trim in turn (measured: visits every 30 s tripled a 32-node mesh's idle CPU that way)."""
     if len(peers) <= high:
         return [], None
-    need = len(peers) - low
     candidates = [p for p in peers if not p.spared]
+    young = [p.connected_at + grace for p in candidates if now - p.connected_at < grace]
+    if len(peers) - len(young) <= high:
+        return [], min(young)  # above high only with the young ones: judged once they are settled
+    need = len(peers) - low
     ready = sorted((p for p in candidates if now - p.connected_at >= grace), key=lambda p: (p.listed, p.last_used))
     trims = [p.peer_id for p in ready[:need]]
-    young = [p.connected_at + grace for p in candidates if now - p.connected_at < grace]
     return trims, (min(young) if young and len(trims) < need else None)
 
 

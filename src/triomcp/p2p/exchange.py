@@ -19,7 +19,11 @@ on demand).
 Bounded connections can leave a mesh in parts not connected to each other, each with the peers it
 wants, where no answer tells of a node that joined another part: about every ``VISIT_SECONDS`` a
 node with the peers it wants asks one remembered peer it is not connected to, over a connection
-it then closes (with a ``TRIMMING`` goodbye). A node that its peers all trimmed away dials the
+it then closes (with a ``TRIMMING`` goodbye). Each visit that teaches it no peer it did not know
+doubles that interval, up to ``VISIT_MAX_SECONDS``; one that does, or a peer learnt any other way,
+brings it back to ``VISIT_SECONDS``: a visit costs both nodes a connection (Noise, identify,
+the exchange both ways, gossip's streams), and in a settled mesh of 32 nodes visits every 30 s
+tripled its idle CPU (docs/performance.md, section 3). A node that its peers all trimmed away dials the
 other remembered peers again, as at start. Measured in ``bench/discovery.py``
 (docs/performance.md, section 10) and ``tests/p2p/test_exchange.py``.
 
@@ -87,7 +91,11 @@ KNOWN_DIALS = 2
 """Peers of one answer's ``known`` dialed at most, while this node still wants peers."""
 VISIT_SECONDS = 30.0
 """About how often (jittered) a node with the peers it wants asks one remembered peer it is not
-connected to, over a connection it closes again (:meth:`PeerExchange.visit`)."""
+connected to, over a connection it closes again (:meth:`PeerExchange.visit`), while visits teach it
+peers it did not know of."""
+VISIT_MAX_SECONDS = 600.0
+"""The longest interval between visits, reached by doubling ``VISIT_SECONDS`` after each visit
+that taught this node of no new peer."""
 ADDRS_PER_PEER = 8
 MAX_ADDR_CHARS = 512
 """Longer addresses read from the network are dropped (a relayed one is about 170 characters)."""
@@ -298,6 +306,12 @@ class PeerExchange:
                 dialed.append(other)
         return dialed
 
+    def _peers_known(self) -> int:
+        """How many peers this node knows of: remembered, heard of, or that announced themselves."""
+        node = self._node
+        remembered = set(node.known.peers()) if node.known is not None else set()
+        return len(remembered | set(self.heard) | set(self.announced))
+
     async def visit(self) -> str | None:
         """Ask one remembered, listed peer this node is not connected to, at random, then close
         that connection again (a ``TRIMMING`` goodbye first) unless this node now wants it. With
@@ -408,7 +422,9 @@ class PeerExchange:
         changed = node.next_peers_change()
         quiet = 0  # rounds in a row that dialed no one
         alone = 0  # rounds in a row that found this node with no listed peer connected
-        next_visit = trio.current_time() + random.uniform(0.5, 1.5) * VISIT_SECONDS
+        visit_every = VISIT_SECONDS
+        next_visit = trio.current_time() + random.uniform(0.5, 1.5) * visit_every
+        peers_known = self._peers_known()
         while True:
             period = PEER_EXCHANGE_REFRESH
             if node.wants_peers():
@@ -445,7 +461,14 @@ class PeerExchange:
                     log.debug("peer exchange with %s failed: %s", peer, exc)
             if round_:
                 quiet = 0 if dialed_any else quiet + 1
+            if self._peers_known() > peers_known:  # learnt of new peers (a visit, an answer, a dialer)
+                visit_every = VISIT_SECONDS
+                next_visit = min(next_visit, trio.current_time() + random.uniform(0.5, 1.5) * visit_every)
             if trio.current_time() >= next_visit:
-                next_visit = trio.current_time() + random.uniform(0.5, 1.5) * VISIT_SECONDS
                 if connected and not node.wants_peers():
+                    before = self._peers_known()
                     await self.visit()
+                    learnt = self._peers_known() > before
+                    visit_every = VISIT_SECONDS if learnt else min(2 * visit_every, VISIT_MAX_SECONDS)
+                next_visit = trio.current_time() + random.uniform(0.5, 1.5) * visit_every
+            peers_known = self._peers_known()
