@@ -194,7 +194,8 @@ class P2PSettings(_Section):
     read, and at most 2 of these peers dialed while this node wants peers); about every 30 s a node
     with at least ``connections_low`` listed peers connected visits one remembered peer it is not
     connected to, asks it, and closes that connection again with a goodbye (``TRIMMING``) unless
-    it now wants more peers or has a request in flight to it; and a node left with no listed peer
+    it now wants more peers or has a request in flight to it (each visit that teaches it no new
+    peer doubles that interval, up to 10 minutes); and a node left with no listed peer
     connected after its peers trimmed it dials its remembered peers again, as at start (those that
     trimmed it are left alone for 60 s)."""
     mesh_name: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9._-]*$")
@@ -236,7 +237,8 @@ class P2PSettings(_Section):
     connections_high: int = Field(default=16, ge=1)
     """Connected peers above which the oldest-unused connections are closed, down to
     ``connections_low`` (not this node's bootstrap peers, peers in use or with requests in flight,
-    nor connections younger than 10 s). At least ``connections_low``."""
+    nor connections younger than 10 s, which do not count toward this bound until they are 10 s
+    old: a peer that connects for a moment does not make a node trim). At least ``connections_low``."""
 
     relay: RelaySettings = Field(default_factory=RelaySettings)
     reachability: ReachabilitySettings = Field(default_factory=ReachabilitySettings)
