@@ -92,7 +92,7 @@ def _dead(stream: Stream) -> bool:
     muxed = getattr(stream, "muxed_stream", None)
     if muxed is None:
         return False
-    if getattr(muxed, "recv_closed", False) or getattr(muxed, "reset_received", False) or getattr(muxed, "closed", False):
+    if any(getattr(muxed, flag, False) for flag in ("recv_closed", "send_closed", "reset_received", "closed")):
         return True
     is_closed = getattr(getattr(muxed, "muxed_conn", None), "is_closed", None)
     return bool(is_closed) if not callable(is_closed) else bool(is_closed())
@@ -227,7 +227,10 @@ class HttpStreams:
             yield response
         finally:
             with trio.CancelScope(shield=True):
-                kept = self._drops.get(peer_id, 0) == drops  # not dropped meanwhile (revoked, say)
+                # Not dropped meanwhile (revoked, say), and not abandoned: a request abandoned just as
+                # its answer ended has its stream closed by whoever abandoned it, and a stream pooled
+                # while that close is under way carried the next request into a closing stream.
+                kept = self._drops.get(peer_id, 0) == drops and not abandoned()
                 if kept and response._finished and conn.our_state is h11.DONE and conn.their_state is h11.DONE:
                     conn.start_next_cycle()
                     pool = self._idle.setdefault(peer_id, [])
