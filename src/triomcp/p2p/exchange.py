@@ -22,8 +22,8 @@ node with the peers it wants asks one remembered peer it is not connected to, ov
 it then closes (with a ``TRIMMING`` goodbye). Each visit that teaches it no peer it did not know
 doubles that interval, up to ``VISIT_MAX_SECONDS``; one that does, or a peer learnt any other way,
 brings it back to ``VISIT_SECONDS``: a visit costs both nodes a connection (Noise, identify,
-the exchange both ways, gossip's streams), and in a settled mesh of 32 nodes visits every 30 s
-tripled its idle CPU (docs/performance.md, section 3). A node that its peers all trimmed away dials the
+the exchange both ways, gossip's streams), and a 32-node mesh just formed used three times the
+idle CPU with visits every 30 s as with none (docs/performance.md, the latest full run). A node that its peers all trimmed away dials the
 other remembered peers again, as at start. Measured in ``bench/discovery.py``
 (docs/performance.md, section 10) and ``tests/p2p/test_exchange.py``.
 
