@@ -325,7 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small bounded runs (about two minutes)")
     parser.add_argument("--only", action="append", choices=["http", "p2p", "faults", "load"],
                         help="run only these sections (repeatable)")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=None,
+                        help="where the figures go (default: reliability/results.json for a full run; a run of "
+                             "some sections or a quick one: results-SECTIONS[-quick].json beside it, so it never "
+                             "overwrites the full run's file)")
     parser.add_argument("--seed", type=int, help=f"the fuzzers' seed (default: http {HTTP_SEED}, p2p {P2P_SEED})")
     parser.add_argument("--fuzz-inputs", type=int, metavar="N",
                         help=f"inputs per fuzzer (default {FUZZ_INPUTS[0]}, {FUZZ_INPUTS[1]} with --quick)")
@@ -344,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         seed, index = args.replay
         with tempfile.TemporaryDirectory(prefix="triomcp-replay-") as tmp:
             return replay(only.pop(), seed, index, Path(tmp))
+    if args.output is None:
+        every = only == {"http", "p2p", "faults", "load"}
+        name = "-".join(s for s in ("http", "p2p", "faults", "load") if s in only and not every)
+        parts = [p for p in (name, "quick" if quick else "") if p]
+        args.output = RESULTS.with_name(f"results-{'-'.join(parts)}.json") if parts else RESULTS
     n = args.fuzz_inputs if args.fuzz_inputs is not None else FUZZ_INPUTS[1 if quick else 0]
     results: dict[str, Any] = {"command": " ".join(["python -m reliability", *(argv if argv is not None
                                                                                  else sys.argv[1:])]),
