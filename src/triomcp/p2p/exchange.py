@@ -306,11 +306,11 @@ class PeerExchange:
                 dialed.append(other)
         return dialed
 
-    def _peers_known(self) -> int:
-        """How many peers this node knows of: remembered, heard of, or that announced themselves."""
+    def _peers_known(self) -> set[str]:
+        """The peers this node knows of: remembered, heard of, or that announced themselves."""
         node = self._node
         remembered = set(node.known.peers()) if node.known is not None else set()
-        return len(remembered | set(self.heard) | set(self.announced))
+        return remembered | set(self.heard) | set(self.announced)
 
     async def visit(self) -> str | None:
         """Ask one remembered, listed peer this node is not connected to, at random, then close
@@ -319,9 +319,7 @@ class PeerExchange:
         and each has the peers it wants: no answer within a part tells of a node that joined the
         other, and a visit is what carries it across. Returns the peer asked, or None."""
         node = self._node
-        remembered = set(node.known.peers()) if node.known is not None else set()
-        candidates = sorted(p for p in remembered | set(self.heard) | set(self.announced)
-                            if p != node.peer_id and not node.is_connected(p) and node.authorized.is_listed(p)
+        candidates = sorted(p for p in self._peers_known() if p != node.peer_id and not node.is_connected(p) and node.authorized.is_listed(p)
                             and node.said_bye(p) is None)
         if not candidates or node.closing:
             return None
@@ -424,7 +422,7 @@ class PeerExchange:
         alone = 0  # rounds in a row that found this node with no listed peer connected
         visit_every = VISIT_SECONDS
         next_visit = trio.current_time() + random.uniform(0.5, 1.5) * visit_every
-        peers_known = self._peers_known()
+        peers_known = len(self._peers_known())
         while True:
             period = PEER_EXCHANGE_REFRESH
             if node.wants_peers():
@@ -461,14 +459,14 @@ class PeerExchange:
                     log.debug("peer exchange with %s failed: %s", peer, exc)
             if round_:
                 quiet = 0 if dialed_any else quiet + 1
-            if self._peers_known() > peers_known:  # learnt of new peers (a visit, an answer, a dialer)
+            before, peers_known = peers_known, len(self._peers_known())
+            if peers_known > before:  # learnt of new peers since the last round (an answer, a peer that asked)
                 visit_every = VISIT_SECONDS
                 next_visit = min(next_visit, trio.current_time() + random.uniform(0.5, 1.5) * visit_every)
             if trio.current_time() >= next_visit:
                 if connected and not node.wants_peers():
-                    before = self._peers_known()
                     await self.visit()
-                    learnt = self._peers_known() > before
+                    before, peers_known = peers_known, len(self._peers_known())
+                    learnt = peers_known > before
                     visit_every = VISIT_SECONDS if learnt else min(2 * visit_every, VISIT_MAX_SECONDS)
                 next_visit = trio.current_time() + random.uniform(0.5, 1.5) * visit_every
-            peers_known = self._peers_known()
