@@ -73,6 +73,11 @@ async def test_five_nodes_that_know_one_bootstrap_address_find_and_connect_to_ea
             await until(first, everyone, "every node connected to every other")
         took = trio.current_time() - begun
         assert all(n.exchange.other_mesh == 0 for n in nodes)
+        # What p2p_status counts of it: node 0 answered each newcomer's exchange over the connection
+        # each opened, and each newcomer asked at least node 0; no visits (each wants peers still).
+        stats = [n.statistics() for n in nodes]
+        assert stats[0].exchanges["answered"] >= 4 and stats[0].connections_opened >= 4
+        assert all(s.exchanges["asked"] >= 1 and s.exchanges["visits"] == 0 for s in stats)
         print(f"five nodes connected to each other {took:.2f}s after the second one started")
 
 

@@ -105,6 +105,8 @@ class Connections:
         """Connections closed to stay within ``p2p.connections_high`` since the node started."""
         self.on_demand_dials = 0
         """Dials to peers not connected when they were needed (``ensure_connected``, a call, a stream)."""
+        self.opened = 0
+        """Connections opened since the node started, either way (libp2p's notifee)."""
         self._dialed: OrderedDict[str, str] = OrderedDict()
         """The address each peer was last reached at by an explicit dial (at most ``DIALED_KEPT``,
         the least recent dropped): a node without a peers file (a client, a CLI host) remembers
@@ -116,6 +118,7 @@ class Connections:
         """A connection to ``peer_id`` opened or closed (the host's notifee, through the node)."""
         now = trio.current_time()
         if opened:
+            self.opened += 1
             self._connected_at[peer_id] = now
             bye = self._byes.get(peer_id)
             if bye is not None and (conn is None or bye.conn != conn):

@@ -149,6 +149,10 @@ class PeerExchange:
         said so (``Node.connected_since``): a new connection is judged anew."""
         self.asks = 0
         """Exchanges this node started (answered or not)."""
+        self.served = 0
+        """Exchanges this node answered."""
+        self.visits = 0
+        """Visits this node made (:meth:`visit`: a connection opened to ask, closed again)."""
         self.byes_lost = 0
         """Goodbyes not answered within their bound (the peer may redial sooner than asked)."""
         self.other_mesh = 0
@@ -247,6 +251,7 @@ class PeerExchange:
                 await node._remember(peer_id, addrs)
             with trio.fail_after(node.settings.stream_timeout):
                 await stream.write(self._frame(peers=self.view(peer_id), known=self.known_sample(peer_id)))
+            self.served += 1
         except Exception as exc:
             log.debug("peer exchange with a peer failed: %s", exc)
         finally:
@@ -324,6 +329,7 @@ class PeerExchange:
         if not candidates or node.closing:
             return None
         peer = random.choice(candidates)
+        self.visits += 1
         error: str | None = "timed out"
         with trio.move_on_after(2 * node.settings.dial_timeout):
             error = await node.connections.dial_first(peer, node.connections._dial_candidates(peer, ()))

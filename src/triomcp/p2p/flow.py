@@ -1,4 +1,4 @@
-"""Yamux flow-control credit returned in batches on our MCP streams.
+"""Yamux flow-control credit returned in batches, on every stream of a node's host.
 
 py-libp2p 0.8.1 sends a yamux WINDOW_UPDATE after every read of a stream, however
 small (its "partial slack" rule grants credit whenever any is owed). On a
@@ -15,6 +15,14 @@ returned once half the receive window has been consumed. Peers see ordinary yamu
 reader keeps reading, and backpressure still holds when it does not. The window
 no longer auto-grows past 256 KiB; our frames are requests and answers, not bulk
 transfers.
+
+The host's notifee applies it to every stream as libp2p opens it, either way and before the
+protocol is negotiated (``host._Notifee.opened_stream``): short control streams (identify, the
+peer exchange, goodbyes, dialbacks) otherwise paid three to four updates each way while libp2p
+grew their window from 256 KiB to 1 MiB for a few hundred bytes. Measured with two nodes in one
+process, 20 cycles of connect, exchange both ways, disconnect (CPU of both nodes per cycle, two
+interleaved pairs): 28.2 and 28.9 ms before, 22.5 and 24.2 ms after; yamux frames written per
+cycle about 70 -> 37.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ def batch_window_updates(stream: Any) -> bool:
     muxed = getattr(stream, "muxed_stream", None)
     if not isinstance(muxed, YamuxStream) or not hasattr(muxed, _HOOK):
         return False
+    if _HOOK in vars(muxed):
+        return True  # already batched (the host's notifee does it for every stream)
     owed = 0
 
     async def release(*, bytes_read: int = 0) -> None:

@@ -61,6 +61,7 @@ from triomcp.p2p.discovery import (
     write_announce,
 )
 from triomcp.p2p.exchange import PEERS_PROTOCOL
+from triomcp.p2p.flow import batch_window_updates
 from triomcp.p2p.gossip import start_gossip
 from triomcp.p2p.http import HTTP_PROTOCOL
 from triomcp.p2p.http_serve import AsgiApp, HttpServer
@@ -88,14 +89,15 @@ INBOUND_SLOTS = 10_000_000
 class _Notifee:
     """libp2p network events -> Trio signals on the node (event-driven reconnects and moves, no
     polling): connections opened and closed (``Node._on_connection``), streams closed
-    (``Node._on_stream_closed``, which ``direct.py`` waits on). The node's one notifee (pubsub
+    (``Node._on_stream_closed``, which ``direct.py`` waits on); a stream opened gets yamux credit
+    in batches (``flow.batch_window_updates``). The node's one notifee (pubsub
     registers its own)."""
 
     def __init__(self, node: Node) -> None:
         self._node = node
 
     async def opened_stream(self, network: Any, stream: Any) -> None:
-        pass
+        batch_window_updates(stream)  # every stream, before its protocol is negotiated (p2p/flow.py)
 
     async def closed_stream(self, network: Any, stream: Any) -> None:
         self._node._on_stream_closed()

@@ -101,6 +101,10 @@ class NodeStatistics:
     """Connections closed to stay within ``p2p.connections_high`` since the node started."""
     on_demand_dials: int = 0
     """Dials to peers not connected when they were needed (``ensure_connected``, a call, a stream)."""
+    connections_opened: int = 0
+    """Connections opened since the node started, either way."""
+    exchanges: dict[str, int] = dataclasses.field(default_factory=dict)
+    """The peer exchange's counts since start: ``asked`` (exchanges started), ``answered``, ``visits``."""
 
 
 class _UsedHttp(HttpStreams):
@@ -284,7 +288,10 @@ class Node:
                               self._frame_errors, self._calls_served,
                               admitted.unauthenticated if admitted else 0, admitted.refused if admitted else 0,
                               connections_trimmed=self.connections.trimmed,
-                              on_demand_dials=self.connections.on_demand_dials)
+                              on_demand_dials=self.connections.on_demand_dials,
+                              connections_opened=self.connections.opened,
+                              exchanges={"asked": self.exchange.asks, "answered": self.exchange.served,
+                                         "visits": self.exchange.visits})
 
     def relay_status(self) -> dict[str, Any]:
         """Circuit relay v2 as ``p2p_status`` shows it: the service (reservations held here for

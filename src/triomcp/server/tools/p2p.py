@@ -33,7 +33,8 @@ class Status(BaseModel):
     connected_peers: list[str]
     queue: dict[str, Any] | None = Field(description="task queue statistics, when the queue runs here")
     connections: dict[str, Any] | None = Field(default=None, description="connections kept (low and high water "
-                                                                         "marks), trimmed and dialed on demand")
+                                                                         "marks), trimmed, dialed on demand, "
+                                                                         "opened in all; peer exchanges")
     mesh: dict[str, Any] | None = Field(default=None, description="the mesh scheduler's counters (announcements "
                                                                   "published and heard, claims, leases) and the "
                                                                   "work topic's gossip counters")
@@ -88,7 +89,8 @@ async def p2p_status(args: NoArguments, ctx: ToolContext) -> Status:
     return Status(
         connections={"connected": stats.connected_peers, "low": node.settings.connections_low,
                      "high": node.settings.connections_high, "trimmed": stats.connections_trimmed,
-                     "on_demand_dials": stats.on_demand_dials},
+                     "on_demand_dials": stats.on_demand_dials, "opened": stats.connections_opened,
+                     "exchanges": stats.exchanges},
         mesh=mesh,
         relay=relay,
         reachability=relay.pop("reachability", None),
