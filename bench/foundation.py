@@ -8,8 +8,11 @@ the gate (and, for reference, on plain Hypercorn; see bench/servers.py), each in
 All servers are started first and warmed up (excluded); then each repetition measures every
 server in turn, starting with a different one each time, at 16 connections (requests/s) and at 1
 connection (p50 and p99 latency); min/median/max are reported, and each ratio of issue 18 beside its
-goal (:data:`RATIOS`). Then no-op tasks through the local
-durable queue (bench/taskqueue_local.py). Results: bench/results/foundation.json and .png.
+goal (:data:`RATIOS`). Then a second table, measured the same way: a tool call answered with SSE
+(a progress event before the result) and large results (256 KiB), triomcp in both eras against
+the SDK and a floor, as regression guards without goals (bench/shapes.py, its ``shapes`` key in
+the results). Then no-op tasks through the local durable queue (bench/taskqueue_local.py).
+Results: bench/results/foundation.json and .png.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import httpx
 import trio
 
+from bench import shapes
 from bench.stats import quick_run, rotated, summary
 from bench.taskqueue_local import measure as queue_measure
 from harness import wrk
@@ -179,6 +183,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = measure_all(CASES, reps=reps, seconds=seconds)
     rows = ratio_table(results)
     print_report(results, rows)
+    shaped = shapes.measure(reps=reps, seconds=seconds)
+    shapes.print_report(shaped)
 
     queue = [trio.run(queue_measure, 2000 if quick else 4000, 16, "full") for _ in range(reps)]
     tps = summary([q["tasks_per_s"] for q in queue])
@@ -188,6 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     RESULTS.mkdir(exist_ok=True)
     report = {"machine": {"cores": os.cpu_count(), "loadavg": load_avg}, "quick": quick, "repetitions": reps,
               "seconds": seconds, "results": results, "ratios": rows, "taskqueue_local_tasks_per_s": tps,
+              "shapes": shaped,
               "command": "make bench" + (" QUICK=1" if quick else ""),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     (RESULTS / "foundation.json").write_text(json.dumps(report, indent=2) + "\n")
