@@ -7,7 +7,13 @@ whose bookkeeping (httpcore 1.0) scans its connections, in places once per conne
 request. So :func:`run_processes` splits the clients over worker processes, each ``python -m
 reliability.load_clients`` running its share with :func:`run_clients` on its own Trio loop, at least
 one process per core and at most :data:`CLIENTS_PER_PROCESS` in any one (:func:`process_count`), and
-each client has its own httpx client and connection, as each of wrk's connections is a client.
+each client has its own connection, as each of wrk's connections is a client: no longer httpx but
+the lean HTTP/1.1 client of :mod:`reliability.http1` (a ``trio.SocketStream`` framed by h11, each
+request's head checked once and its body a template where only the JSON-RPC id changes, the answer
+decoded by pydantic-core; see **CPU**). A connection the node closes is replaced before the next
+request; a request that got no answer (its connection lost, or no answer in ``request_timeout``)
+is an error of its kind (``ConnectError``, ``WriteError``, ``ReadError``, ``RemoteProtocolError``:
+httpx's names for the same failures) or a timeout, and the next request goes on a new connection.
 Even-numbered clients make modern-era stateless ``tools/call`` of ``server_status`` (the
 2026-07-28 headers and ``_meta``); odd-numbered ones open a legacy session (``initialize``,
 ``notifications/initialized``), call in it, and close it (``DELETE``).
@@ -33,10 +39,17 @@ is bounded, and past ``seconds`` only a session's set-up and closing go on, see 
 then SIGKILLs it. A worker that fails to start, exits without a report or is killed is an error of
 its step (``worker ...``), never silence.
 
-**CPU.** The workers share the machine's cores with the node: on 2 cores the node's one Trio loop
-takes up to one, and the clients spend about 0.7-0.8 ms of CPU on a call (measured at 20-40
-clients), close to the node's own cost of answering it, so at the node's full rate the clients need
-most of the other core. Each step records what both used (``client_cores``, ``server_cores``: CPU
+**CPU.** The workers share the machine's cores with the node. With httpx the clients spent about
+as much CPU on a call as the node spends answering it (0.7-0.8 ms was measured at 20-40 clients),
+so at the node's full rate they needed most of the other core of 2. Measured side by side on
+2026-12-02 (2 cores; 20 clients in one process for 5 s against ``triomcp serve``, the module as it
+was with httpx and this one taking turns, twice; each run's client CPU from
+``resource.getrusage(RUSAGE_SELF)`` around its ``trio.run``, divided by the ``tools/call`` sent;
+the node's from ``/proc``): httpx 0.48 ms of CPU per call, this client 0.11-0.12 ms, at 1,880-1,940
+and 2,310-2,360 calls/s (load average under 1); at 40 clients 0.49 against 0.13 ms; in an earlier
+pair of runs, with other work on the machine (load average 1-2), 0.50-0.52 against 0.13-0.14 ms.
+The node spent 0.42-0.50 ms a call in all of them, so the clients now take about a quarter of
+what the node takes. Each step records what both used (``client_cores``, ``server_cores``: CPU
 seconds per second of the step). When they add up to the machine's cores, a latency includes time
 a client waited for a CPU before it could read its answer, and calls/s is what the shared machine
 sustained: the figures are then an upper bound on the node's latency and a lower bound on its
@@ -61,7 +74,6 @@ import functools
 import json
 import os
 import signal
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -72,7 +84,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-import httpx
 import trio
 
 from harness.mcp_http import (
@@ -86,28 +97,29 @@ from harness.mcp_http import (
 from harness.measure import cpu_seconds
 from harness.procs import env_for
 from harness.progress import Progress
+from reliability import http1
 from reliability.load import REFUSED, quantile_ms, retry_after_wait
+from triomcp.mcp import jsonrpc
 
 TOOL = "server_status"
 ERAS = ("modern", "legacy")
 CLIENTS_PER_PROCESS = 100
 """Most clients one worker process runs. One Trio loop with a shared httpx pool fell behind past
-about 200; measured with 40 clients in one process, a shared pool gave 339 calls/s on 0.97 cores,
-a connection each 839 calls/s on 0.54 cores."""
+about 200; measured (with httpx) with 40 clients in one process, a shared pool gave 339 calls/s on
+0.97 cores, a connection each 839 calls/s on 0.54 cores."""
 REQUEST_TIMEOUT = 10.0
 """A call, or a session's opening or closing, unanswered after this many seconds is a timeout
 (the wrk steps' ``--timeout``)."""
 START_TIMEOUT = 60.0
-"""Most seconds the workers of a step may take to be ready: each imports httpx, trio and triomcp
-(about 0.7 s of CPU), 16 of them at once on 2 cores at 1,600 clients."""
+"""Most seconds the workers of a step may take to be ready: each imports trio, h11 and triomcp
+(and httpx, which :mod:`harness.mcp_http` and :mod:`reliability.load` import; about 0.7 s of CPU
+in all), 16 of them at once on 2 cores at 1,600 clients."""
 PROGRESS_INTERVAL = 1.0
 """Seconds between a worker's progress lines."""
 TAIL_BOUND = 3.0
 """The requirement's p99 <= 3 x p50."""
 REFUSAL_BOUND_MS = 100.0
 """The requirement's bound on a refusal's latency past capacity (p99)."""
-ONE_CONNECTION = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-"""Each client's pool: its calls are sequential, one connection each, as wrk's are."""
 WORKER = [sys.executable, "-m", "reliability.load_clients"]
 """The command of one worker process (:func:`worker`)."""
 
@@ -132,6 +144,9 @@ class Tally:
     sessions_closed: int = 0
     waited: float = 0.0
     """Seconds the clients waited after refusals, as their ``Retry-After`` asked."""
+    connections: int = 0
+    """Connections the clients opened: one each, and one more each time one was closed (by the
+    node, or after a request without an answer)."""
 
     def counts(self) -> dict[str, int]:
         """The totals so far (a worker's progress line)."""
@@ -144,7 +159,7 @@ class Tally:
                 "refused": [round(s, 6) for s in self.refused], "refused_by": dict(self.refused_by),
                 "errors": dict(self.errors), "timeouts": dict(self.timeouts),
                 "sessions_opened": self.sessions_opened, "sessions_closed": self.sessions_closed,
-                "retry_after_wait_s": round(self.waited, 3)}
+                "retry_after_wait_s": round(self.waited, 3), "connections": self.connections}
 
 
 def era_of(k: int) -> str:
@@ -152,47 +167,86 @@ def era_of(k: int) -> str:
     return "legacy" if k % 2 else "modern"
 
 
-def _refused(r: httpx.Response) -> bool:
+def _json_error_code(r: http1.Response) -> object:
+    """The JSON-RPC error code of an answer's body, or None (no body, not JSON, no error)."""
+    try:
+        data = r.json()
+    except ValueError:
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    return error.get("code") if isinstance(error, dict) else None
+
+
+def _refused(r: http1.Response) -> bool:
     """A deliberate refusal: 503 with JSON-RPC error -32010 (admission control)."""
-    if r.status_code != 503:
+    return r.status == 503 and _json_error_code(r) == REFUSED
+
+
+def _served(r: http1.Response) -> bool:
+    """A call served: 200 with a JSON-RPC ``result``."""
+    if r.status != 200:
         return False
     try:
         data = r.json()
     except ValueError:
         return False
-    error = data.get("error") if isinstance(data, dict) else None
-    return isinstance(error, dict) and error.get("code") == REFUSED
+    return isinstance(data, dict) and "result" in data
 
 
-def _what_it_was(r: httpx.Response) -> str:
+def _what_it_was(r: http1.Response) -> str:
     """An answer that is neither served nor refused, as an error kind: its status, and its JSON-RPC code."""
-    try:
-        data = r.json()
-    except ValueError:
-        return str(r.status_code)
-    error = data.get("error") if isinstance(data, dict) else None
-    code = error.get("code") if isinstance(error, dict) else None
-    return str(r.status_code) if code is None else f"{r.status_code} {code}"
+    code = _json_error_code(r)
+    return str(r.status) if code is None else f"{r.status} {code}"
+
+
+@dataclass(frozen=True)
+class Requests:
+    """What the clients of one process send to the node at ``host:port``, encoded once
+    (:mod:`reliability.http1`): each head checked once, each body a template whose only hole is
+    the JSON-RPC id, or bytes when even that is fixed."""
+
+    host: str
+    port: int
+    modern_call: http1.Head
+    modern_body: http1.Body
+    initialize: http1.Head
+    initialize_body: bytes
+    legacy_body: http1.Body
+    initialized_body: bytes
+
+    @classmethod
+    def to(cls, url: str) -> Requests:
+        host, port = http1.address(url)
+        authority = f"{host}:{port}"
+        headers, body = modern_call(TOOL, {}, 0)
+        return cls(host, port, http1.Head("POST", "/mcp", authority, headers), http1.Body(body),
+                   http1.Head("POST", "/mcp", authority, JSON_HEADERS), jsonrpc.dumps(initialize(client="load")),
+                   http1.Body(tool_call(TOOL, {}, 0)), jsonrpc.dumps(INITIALIZED))
+
+    def session(self, session_id: str) -> tuple[http1.Head, http1.Head]:
+        """The heads of a POST and of the ``DELETE`` inside the session ``session_id``."""
+        headers, authority = legacy_headers(session_id), f"{self.host}:{self.port}"
+        return http1.Head("POST", "/mcp", authority, headers), http1.Head("DELETE", "/mcp", authority, headers)
 
 
 Outcome = Literal["answered", "refused", "failed"]
 
 
-async def _exchange(client: httpx.AsyncClient, what: str, method: str, url: str, headers: Mapping[str, str],
-                    body: dict[str, Any] | None, end: float, request_timeout: float,
-                    tally: Tally) -> tuple[Outcome, httpx.Response | None, float]:
+async def _exchange(conn: http1.Connection, what: str, head: http1.Head, body: bytes, end: float,
+                    request_timeout: float, tally: Tally) -> tuple[Outcome, http1.Response | None, float]:
     """One request, bounded by ``request_timeout``: (outcome, answer, seconds from sending it to its
     answer). A refusal is tallied here, then waited out: its ``Retry-After``, bounded by
     :func:`~reliability.load.retry_after_wait` and by ``end`` (past which the client sends nothing
-    new). A request that failed (no answer: an exception or a timeout) is tallied here too; an
-    answer that was neither is the caller's to judge."""
-    response: httpx.Response | None = None
+    new). A request that failed (no answer: an exception or a timeout, after which ``conn`` opens
+    a new connection for the next request) is tallied here too; an answer that was neither is the
+    caller's to judge."""
+    response: http1.Response | None = None
     failure = ""
     t0 = time.perf_counter()
     with trio.move_on_after(request_timeout) as scope:
         try:
-            response = await client.request(method, f"{url}/mcp", headers=dict(headers), json=body)
-        except httpx.HTTPError as exc:
+            response = await conn.request(head, body)
+        except http1.HTTPError as exc:
             failure = type(exc).__name__
     elapsed = time.perf_counter() - t0
     if scope.cancelled_caught:
@@ -202,7 +256,7 @@ async def _exchange(client: httpx.AsyncClient, what: str, method: str, url: str,
     elif _refused(response):
         tally.refused.append(elapsed)
         tally.refused_by[what] += 1
-        wait = retry_after_wait(response.headers.get("retry-after"), end - trio.current_time())
+        wait = retry_after_wait(response.header(b"retry-after"), end - trio.current_time())
         tally.waited += wait
         await trio.sleep(wait)
         return "refused", response, elapsed
@@ -211,77 +265,76 @@ async def _exchange(client: httpx.AsyncClient, what: str, method: str, url: str,
     return "failed", None, elapsed
 
 
-async def _until_answered(client: httpx.AsyncClient, what: str, method: str, url: str, headers: Mapping[str, str],
-                          body: dict[str, Any] | None, end: float, request_timeout: float,
-                          tally: Tally) -> httpx.Response | None:
+async def _until_answered(conn: http1.Connection, what: str, head: http1.Head, body: bytes, end: float,
+                          request_timeout: float, tally: Tally) -> http1.Response | None:
     """A session's set-up or closing request, sent again after each refusal's ``Retry-After`` (each
     refusal counted) until ``end``: its answer, or None (it failed, or it was still refused at ``end``)."""
     while True:
-        outcome, response, _ = await _exchange(client, what, method, url, headers, body, end, request_timeout,
-                                               tally)
+        outcome, response, _ = await _exchange(conn, what, head, body, end, request_timeout, tally)
         if outcome != "refused" or trio.current_time() >= end:
             return response if outcome == "answered" else None
 
 
-async def _calls(client: httpx.AsyncClient, url: str, era: str, session: Mapping[str, str] | None, end: float,
+async def _calls(conn: http1.Connection, era: str, head: http1.Head, body: http1.Body, end: float,
                  request_timeout: float, tally: Tally) -> None:
-    """``tools/call`` after ``tools/call`` until ``end``, modern or inside ``session``."""
+    """``tools/call`` after ``tools/call`` until ``end`` (ids 1, 2, ...), modern or inside a session
+    (``head``)."""
+    what = f"{era} call"
     n = 0
     while trio.current_time() < end:
         n += 1
-        headers, body = (session, tool_call(TOOL, {}, n)) if session is not None else modern_call(TOOL, {}, n)
         tally.calls[era] += 1
-        what = f"{era} call"
-        outcome, r, elapsed = await _exchange(client, what, "POST", url, headers, body, end, request_timeout, tally)
+        outcome, r, elapsed = await _exchange(conn, what, head, body.with_id(n), end, request_timeout, tally)
         if outcome != "answered" or r is None:
             continue
-        try:
-            served = r.status_code == 200 and "result" in r.json()
-        except ValueError:
-            served = False
-        if served:
+        if _served(r):
             tally.served[era].append(elapsed)
         else:
             tally.errors[f"{what} {_what_it_was(r)}"] += 1
 
 
-async def _legacy(client: httpx.AsyncClient, url: str, end: float, request_timeout: float, tally: Tally) -> None:
+async def _legacy(conn: http1.Connection, requests: Requests, end: float, request_timeout: float,
+                  tally: Tally) -> None:
     """A legacy client: open a session (``initialize``, ``notifications/initialized``), call in it
     until ``end``, close it (a refused set-up or closing request is sent again after its
     ``Retry-After``). Done by ``end`` plus four ``request_timeout``: an ``initialize`` sent just
     before ``end``, the notification, then closing requests (and their waits) for one
     ``request_timeout`` and the last one's own."""
-    r = await _until_answered(client, "initialize", "POST", url, JSON_HEADERS, initialize(client="load"), end,
+    r = await _until_answered(conn, "initialize", requests.initialize, requests.initialize_body, end,
                               request_timeout, tally)
     if r is None:
         return
-    if r.status_code != 200 or "mcp-session-id" not in r.headers:
+    session_id = r.header(b"mcp-session-id")
+    if r.status != 200 or session_id is None:
         tally.errors[f"initialize {_what_it_was(r)}"] += 1
         return
     tally.sessions_opened += 1
-    session = legacy_headers(r.headers["mcp-session-id"])
-    r = await _until_answered(client, "initialized", "POST", url, session, INITIALIZED, end, request_timeout, tally)
+    post, delete = requests.session(session_id)
+    r = await _until_answered(conn, "initialized", post, requests.initialized_body, end, request_timeout, tally)
     if r is not None and not r.is_success:
         tally.errors[f"initialized {_what_it_was(r)}"] += 1
     elif r is not None:
-        await _calls(client, url, "legacy", session, end, request_timeout, tally)
+        await _calls(conn, "legacy", post, requests.legacy_body, end, request_timeout, tally)
     # Closing: past ``end`` already, so a refused DELETE is sent again for at most ``request_timeout``.
-    r = await _until_answered(client, "close-session", "DELETE", url, session, None,
-                              max(end, trio.current_time()) + request_timeout, request_timeout, tally)
+    r = await _until_answered(conn, "close-session", delete, b"", max(end, trio.current_time()) + request_timeout,
+                              request_timeout, tally)
     if r is not None and r.is_success:
         tally.sessions_closed += 1
     elif r is not None:
         tally.errors[f"close-session {_what_it_was(r)}"] += 1
 
 
-async def _client(url: str, k: int, end: float, request_timeout: float, tally: Tally, tls: ssl.SSLContext,
-                  transport: httpx.AsyncBaseTransport | None) -> None:
-    """Client ``k``, on its own connection (an httpx client of its own)."""
-    async with httpx.AsyncClient(timeout=None, limits=ONE_CONNECTION, verify=tls, transport=transport) as client:
+async def _client(requests: Requests, k: int, end: float, request_timeout: float, tally: Tally) -> None:
+    """Client ``k``, on a connection of its own (replaced when the node closes it)."""
+    conn = http1.Connection(requests.host, requests.port)
+    try:
         if era_of(k) == "legacy":
-            await _legacy(client, url, end, request_timeout, tally)
+            await _legacy(conn, requests, end, request_timeout, tally)
         else:
-            await _calls(client, url, "modern", None, end, request_timeout, tally)
+            await _calls(conn, "modern", requests.modern_call, requests.modern_body, end, request_timeout, tally)
+    finally:
+        tally.connections += conn.opened
+        conn.close()
 
 
 async def _every(interval: float, report: Callable[[Tally], None], tally: Tally) -> None:
@@ -291,24 +344,21 @@ async def _every(interval: float, report: Callable[[Tally], None], tally: Tally)
 
 
 async def run_clients(url: str, first: int, count: int, seconds: float, *, request_timeout: float = REQUEST_TIMEOUT,
-                      report: Callable[[Tally], None] | None = None,
-                      transport: httpx.AsyncBaseTransport | None = None) -> Tally:
+                      report: Callable[[Tally], None] | None = None) -> Tally:
     """Clients ``first`` to ``first + count - 1`` (:func:`era_of`) calling ``server_status`` at
-    ``url`` for ``seconds``, each with an httpx client of its own (one connection: a shared pool's
-    bookkeeping grows with its connections, up to their square, on every request); ``report`` gets
-    the tally every :data:`PROGRESS_INTERVAL` seconds. Each exchange is bounded by
-    ``request_timeout`` here, with one ``trio.move_on_after`` (httpx's own timeouts are off): past
-    it, it is a timeout. ``transport``: the clients' (default: a connection each), e.g. a test's
-    ``httpx.MockTransport``."""
+    ``url`` (``http://host:port``) for ``seconds``, each on a connection of its own
+    (:class:`reliability.http1.Connection`); ``report`` gets the tally every
+    :data:`PROGRESS_INTERVAL` seconds. Each exchange is bounded by ``request_timeout`` here, with
+    one ``trio.move_on_after``: past it, it is a timeout."""
     tally = Tally()
-    tls = ssl.create_default_context()  # unused over http://, but each httpx client would load its own
+    requests = Requests.to(url)
     async with trio.open_nursery() as outer:
         if report is not None:
             outer.start_soon(_every, PROGRESS_INTERVAL, report, tally)
         end = trio.current_time() + seconds
         async with trio.open_nursery() as nursery:
             for k in range(first, first + count):
-                nursery.start_soon(_client, url, k, end, request_timeout, tally, tls, transport)
+                nursery.start_soon(_client, requests, k, end, request_timeout, tally)
         outer.cancel_scope.cancel()
     return tally
 
