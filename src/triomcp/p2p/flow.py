@@ -41,8 +41,6 @@ def batch_window_updates(stream: Any) -> bool:
     muxed = getattr(stream, "muxed_stream", None)
     if not isinstance(muxed, YamuxStream) or not hasattr(muxed, _HOOK):
         return False
-    if _HOOK in vars(muxed):
-        return True  # already batched (the host's notifee does it for every stream)
     owed = 0
 
     async def release(*, bytes_read: int = 0) -> None:

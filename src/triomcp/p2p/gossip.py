@@ -63,7 +63,6 @@ from libp2p.pubsub.validators import signature_validator
 from libp2p.tools.anyio_service import background_trio_service
 
 from triomcp.p2p._errors import close_quietly
-from triomcp.p2p.flow import batch_window_updates
 
 __all__ = ["MAX_MESSAGE_BYTES", "RECEIVE_BUFFER", "WORK_TOPIC", "Gossip", "GossipStatistics", "decode_message",
            "encode_message", "start_gossip"]
@@ -294,7 +293,6 @@ class _Pubsub(Pubsub):
             await close_quietly(stream, reset=True)
             return
         self._gossiping[peer_id] += 1
-        batch_window_updates(stream)  # yamux credit in batches, as on MCP streams (p2p/flow.py)
         scope = trio.CancelScope()
         self._inbound.add(scope)
         try:

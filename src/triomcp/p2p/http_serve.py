@@ -30,7 +30,6 @@ import trio
 
 from triomcp.errors import PeerError
 from triomcp.p2p._errors import close_quietly
-from triomcp.p2p.flow import batch_window_updates
 from triomcp.p2p.http import FORWARDED_FOR, MAX_HEAD_BYTES, Headers, read_some, reset, write_all
 from triomcp.p2p.rpc import Stream
 
@@ -69,7 +68,6 @@ class HttpServer:
                 return
             self._open[peer_id] = self._open.get(peer_id, 0) + 1
             counted = True
-            batch_window_updates(stream)
             await serve_http(stream, self.app, peer_id=peer_id, max_body_bytes=self.max_body_bytes,
                              head_timeout=self.timeout, write_timeout=self.timeout,
                              authorized=lambda: self.authorized(peer_id))

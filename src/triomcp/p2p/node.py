@@ -64,7 +64,6 @@ from triomcp.p2p.connections import Connections
 from triomcp.p2p.direct import MoveToDirect
 from triomcp.p2p.discovery import peer_id_in, reaches_self
 from triomcp.p2p.exchange import PeerExchange
-from triomcp.p2p.flow import batch_window_updates
 from triomcp.p2p.gossip import Gossip
 from triomcp.p2p.holepunch import HolePunch
 from triomcp.p2p.http import HTTP_PROTOCOL, HttpStreams, Response
@@ -544,9 +543,7 @@ class Node:
 
     # -- MCP and HTTP over libp2p ------------------------------------------------------------
     async def _open_mcp_stream(self, peer_id: str, protocol: str = MCP_PROTOCOL) -> INetStream:
-        stream = await self._open_stream(peer_id, protocol)
-        batch_window_updates(stream)
-        return stream
+        return await self._open_stream(peer_id, protocol)
 
     async def _open_http_stream(self, peer_id: str) -> INetStream:
         return await self._open_mcp_stream(peer_id, HTTP_PROTOCOL)
@@ -593,7 +590,6 @@ class Node:
     async def _on_mcp_stream(self, stream: INetStream) -> None:
         """Serve one peer's MCP stream; nothing escapes into the host."""
         try:
-            batch_window_updates(stream)
             peer_id = stream.muxed_conn.peer_id.to_base58()
             handler = self.frame_handler
             if handler is None:
