@@ -189,3 +189,79 @@ async def test_a_streamed_response_frees_its_slot_with_its_head(app_factory: Any
 async def test_off_when_zero(app_factory: Any) -> None:
     app = app_factory(http={"max_requests_in_progress": 0})
     assert app.state.services.request_gate is None
+
+
+async def test_a_request_sent_before_hypercorn_recycles_the_connection_is_gated() -> None:
+    """A client sends its next request as soon as it has its answer, while Hypercorn, having
+    written the answer, still has steps to take (its access log, closing the stream) before it
+    recycles the connection and says ``Updated(idle=True)``; under load each step waits for a
+    scheduler turn. A request arriving in that gap must meet the gate too: it once went past it, so
+    under load most requests did (measured: 3,631 gated of about 21,000 at 400 clients). The gap is
+    held open here by an access log that waits (fault injection)."""
+    from hypercorn.config import Config
+    from hypercorn.logging import Logger
+
+    from triomcp.server.serving import serve
+
+    logged, holding, release = trio.Event(), trio.Event(), trio.Event()
+
+    class Lingering(Logger):
+        async def access(self, request: Any, response: Any, request_time: float) -> None:
+            if request["path"] == "/linger":  # the answer is out; the connection is not recycled yet
+                await logged.wait()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await receive()
+        if scope["path"] == "/hold":  # holds the only slot: no answer before release
+            holding.set()
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    gate = RequestGate(capacity=1, per_address=1, wait=0.05, park_after=30.0, pause=0.0)
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.errorlog = None
+    config.graceful_timeout = 1.0
+    config.logger_class = Lingering
+    stop = trio.Event()
+
+    async def answer(stream: trio.SocketStream) -> bytes:
+        data = b""
+        while b"\r\n\r\n" not in data or not data.endswith((b"ok", b"}")):
+            chunk = await stream.receive_some(65536)
+            assert chunk, data
+            data += chunk
+        return data
+
+    def get(path: str) -> bytes:
+        return f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n".encode()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(lambda task_status: serve(app, config, shutdown_trigger=stop.wait,
+                                                                  gate=gate, task_status=task_status))
+            host, port = binds[0].split("://", 1)[1].rsplit(":", 1)
+            lingering = await trio.open_tcp_stream(host, int(port))
+            holder = await trio.open_tcp_stream(host, int(port))
+            await lingering.send_all(get("/linger"))
+            assert (await answer(lingering)).startswith(b"HTTP/1.1 200 ")  # its slot is free again
+            await holder.send_all(get("/hold"))
+            await holding.wait()
+            await lingering.send_all(get("/next"))  # in the gap
+            refused = await answer(lingering)
+            assert refused.startswith(b"HTTP/1.1 503 ") and b'"code":-32010' in refused
+            assert gate.statistics().refused == 1
+            release.set()
+            assert (await answer(holder)).startswith(b"HTTP/1.1 200 ")
+            logged.set()
+            await lingering.send_all(get("/next"))  # the gate has room again: served
+            assert (await answer(lingering)).startswith(b"HTTP/1.1 200 ")
+            await lingering.aclose()
+            await holder.aclose()
+            stop.set()

@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
+import h11
 import trio
 from hypercorn.config import Config
 from hypercorn.events import Event, RawData, Updated
@@ -100,10 +101,21 @@ class _GatedProtocol:
     async def initiate(self) -> None:
         await self._inner.initiate()
 
+    def _between_requests(self) -> bool:
+        """HTTP/1.1 with the last request read whole and its response written whole: the next bytes
+        begin a new request, although Hypercorn has not recycled the connection yet (it does once the
+        previous request's ASGI task has ended, and only then says ``Updated(idle=True)``). A client
+        sends its next request as soon as it has its answer, so under load most requests arrive in
+        that gap: gating only idle connections let them all past the gate."""
+        h11_connection = getattr(getattr(self._inner, "protocol", None), "connection", None)
+        return (isinstance(h11_connection, h11.Connection) and h11_connection.our_state is h11.DONE
+                and h11_connection.their_state is h11.DONE)
+
     async def handle(self, event: Event) -> None:
         connection = self._connection
-        if (connection.gate is not None and connection.idle and connection.token is None and not connection.refused
-                and isinstance(event, RawData) and event.data):
+        if (connection.gate is not None and connection.token is None and not connection.refused
+                and isinstance(event, RawData) and event.data
+                and (connection.idle or self._between_requests())):
             if not await connection.admit(event.data):
                 return
         elif connection.refused:
